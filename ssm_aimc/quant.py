@@ -1,0 +1,701 @@
+"""Pure quantization maths for quantization-aware training (DESIGN.md §1, "QAT").
+
+This module owns:
+  * `fake_quant`: the signed symmetric uniform fake quantizer (binary, ternary, k-bit, off)
+    with a straight-through / LSQ backward pass, written as one `jax.custom_vjp`;
+  * scale rules: per-tensor and per-output-channel absmax, the LSQ initial step and its
+    gradient scaling, and a percentile calibration statistic for activations;
+  * `quantize_a_bar`: quantizers for the complex recurrent coefficient that keep every mode
+    strictly inside the unit circle by construction;
+  * integer export (`to_integer_codes` / `from_integer_codes`);
+  * the quantization specs (`TensorQuant`, `QuantSpec`) as pytree dataclasses.
+
+Bit widths are always ordinary traced float32 arrays, never Python statics or
+`nondiff_argnums`: one compiled program serves every bit width, so a sweep can `jax.vmap`
+over a grid of them. The encoding is
+  bits == 1  -> binary  sign(x) * s (sign(0) = +1),
+  bits == 2  -> ternary {-s, 0, s},
+  2 < bits < 16 -> q_max = 2^(bits-1) - 1 levels each side of zero,
+  bits >= 16 -> off: the float path, bit for bit (values and gradients).
+Cases are selected with `jnp.where`, so all of them live in the same program.
+
+No flax, optax or ml_collections here: only jax, numpy and the standard library.
+"""
+
+import dataclasses
+import enum
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssm_aimc import errors
+
+# Bit widths at or above this threshold mean "quantization off" (the float path).
+OFF_THRESHOLD = 16.0
+# The value used for "off" in specs. 32 rather than 16 so that cost accounting, which
+# multiplies weight counts by bits, charges an unquantized tensor at float32 width.
+OFF_BITS = 32.0
+# Largest bit width `validate_bits` accepts.
+MAX_BITS = 64
+
+# Smallest decay step of the polar a_bar grid: every quantized radius is at most
+# exp(-2^-20) ~= 1 - 9.5e-7, i.e. 16 float32 ulps below one. A smaller floor would let
+# exp(-d) round to exactly 1.0 in float32 (ulp just below 1 is 6e-8), and the margin also
+# covers the few ulps of error in r*cos, r*sin and the modulus.
+_DECAY_STEP_MIN = 2.0**-20
+# |a_bar| below this is treated as this: the log and angle gradients carry 1/|a| factors,
+# and a mode this fast is zero after one step anyway.
+_RADIUS_MIN = 1e-12
+
+
+class ScaleMode(enum.Enum):
+  """How a tensor's quantization scale is obtained.
+
+  TENSOR: one absmax scale for the whole tensor (a constant for the STE).
+  CHANNEL: one absmax scale per output channel (a constant for the STE).
+  LSQ: a learned step size (Esser et al. 2020), trained through `fake_quant`'s scale
+    gradient; initialise it with `lsq_init_scale` and wrap it in `lsq_grad_scale`.
+  """
+
+  TENSOR = "tensor"
+  CHANNEL = "channel"
+  LSQ = "lsq"
+
+
+# ----------------------------------------------------------------------------------------
+# The fake quantizer.
+
+
+def _grid(bits):
+  """Decodes a (traced) bit width into (binary, off, q_max) arrays, all float32-based."""
+  bits = jnp.asarray(bits, jnp.float32)
+  # bits <= 1 all mean binary: an invalid 0 or negative width that slipped past
+  # `validate_bits` then stays finite instead of producing a NaN grid.
+  binary = bits <= 1
+  off = bits >= OFF_THRESHOLD
+  # XLA's exp2 is exp(x ln 2), off by ulps even at integers (seen at bits = 4 in a fused
+  # backward pass); the grid must be exact, so round. Widths are whole numbers
+  # (`validate_bits`), and below 2^24 the rounding recovers 2^(bits-1) exactly.
+  q_max = jnp.round(jnp.exp2(bits - 1)) - 1
+  return binary, off, q_max
+
+
+def _codes(x, bits, scale):
+  """Integer-valued float codes and the scaled input.
+
+  Args:
+    x: real array, any shape.
+    bits: bit width, broadcastable against x.
+    scale: step size, broadcastable against x.
+
+  Returns:
+    (codes, v), both of the broadcast shape: codes in [-q_max, q_max] (binary: +-1),
+    v = x / scale (with scale == 0 read as 1, so no NaN; the caller multiplies the codes
+    by the true scale, giving 0).
+  """
+  binary, _, q_max = _grid(bits)
+  scale = jnp.asarray(scale)
+  safe_scale = jnp.where(scale == 0, jnp.ones_like(scale), scale)
+  v = x / safe_scale
+  # jnp.round rounds half to even, which is odd-symmetric, so the grid is symmetric.
+  multi = jnp.clip(jnp.round(v), -q_max, q_max)
+  sign = jnp.where(x >= 0, 1.0, -1.0).astype(v.dtype)
+  return jnp.where(binary, sign, multi), v
+
+
+def _sum_to_shape(t, shape):
+  """Sums a broadcast cotangent back to an operand's shape (leading and size-1 axes)."""
+  shape = tuple(shape)
+  lead = t.ndim - len(shape)
+  axes = tuple(range(lead)) + tuple(
+    lead + i for i, n in enumerate(shape) if n == 1 and t.shape[lead + i] != 1
+  )
+  if axes:
+    t = jnp.sum(t, axis=axes, keepdims=True)
+  return t.reshape(shape)
+
+
+@jax.custom_vjp
+def fake_quant(x, bits, scale):
+  """Signed symmetric uniform fake quantization with an STE / LSQ backward pass.
+
+  Forward: Q(x) = scale * clip(round(x / scale), -q_max, q_max), q_max = 2^(bits-1) - 1;
+  bits == 2 gives ternary {-s, 0, s}; bits == 1 gives binary sign(x) * s with sign(0) = +1
+  (so zero maps to +s, never to a third level); bits >= 16 returns x itself, bit for bit.
+  scale == 0 (e.g. the absmax scale of an all-zero tensor) gives 0 without NaN.
+
+  Faked gradients, and why: round() has zero derivative almost everywhere, which would stop
+  all learning, so the backward pass pretends it is the identity (straight-through
+  estimator) where the quantizer is not clipping:
+    d/dx = 1 where |x / scale| <= q_max (binary: |x| <= scale, the "hardtanh" STE of
+      BinaryConnect / XNOR-Net), else 0. Where scale == 0 the mask is all ones, so a
+      zero-initialised tensor still receives gradient and can leave zero.
+    d/dscale = the LSQ form (Esser et al. 2020): round(x/s) - x/s strictly inside the range,
+      sign(x/s) * q_max where |x/s| >= q_max (the true derivative of the clipped branch;
+      at scale == 0 this is the one-sided limit sign(x) * q_max); binary: sign(x).
+      Summed over the axes that `scale` was broadcast along. The LSQ gradient scaling
+      factor is not applied here: wrap a learned scale in `lsq_grad_scale`.
+    d/dbits = 0 (bit widths are swept, not learned).
+  With bits >= 16 the gradient is exactly the incoming cotangent for x and 0 for scale.
+
+  Args:
+    x: real array (float32 or narrower), any shape.
+    bits: bit width, a traced or concrete scalar (or array broadcastable against x).
+    scale: step size s > 0, broadcastable against x: a scalar per tensor, e.g. shape
+      (1, out) per output channel of an (in, out) matrix.
+
+  Returns:
+    Array of the broadcast shape of (x, bits, scale) (normally x.shape) and x's dtype.
+  """
+  _, off, _ = _grid(bits)
+  codes, _ = _codes(x, bits, scale)
+  return jnp.where(off, x, (codes * scale).astype(x.dtype))
+
+
+def fake_quant_fwd(x, bits, scale):
+  return fake_quant(x, bits, scale), (x, bits, jnp.asarray(scale))
+
+
+def fake_quant_bwd(res, g):
+  x, bits, scale = res
+  binary, off, q_max = _grid(bits)
+  codes, v = _codes(x, bits, scale)
+  zero_scale = scale == 0
+  # Clip range in units of the scale: q_max, or 1 for binary.
+  limit = jnp.where(binary, 1.0, q_max)
+  pass_mask = (jnp.abs(v) <= limit) | zero_scale
+  dx = jnp.where(off, g, jnp.where(pass_mask, g, jnp.zeros_like(g)))
+  # LSQ uses the strict interior for the step gradient: on the boundary the clipped branch
+  # is the one the forward pass takes, so its derivative (+-q_max) is the true one.
+  interior = jnp.abs(v) < q_max
+  ds_multi = jnp.where(zero_scale, jnp.sign(x) * q_max, jnp.where(interior, codes - v, codes))
+  ds = jnp.where(off, 0.0, jnp.where(binary, codes, ds_multi))
+  dx = _sum_to_shape(dx, x.shape).astype(x.dtype)
+  dscale = _sum_to_shape(g * ds, scale.shape).astype(scale.dtype)
+  # None is JAX's symbolic zero cotangent; it also suits integer-typed bit widths.
+  return dx, None, dscale
+
+
+fake_quant.defvjp(fake_quant_fwd, fake_quant_bwd)
+
+
+def fake_quant_complex(z, bits, scale):
+  """`fake_quant` applied to the real and imaginary parts of z with one shared scale.
+
+  Args:
+    z: complex array, any shape (e.g. b_bar).
+    bits: bit width (traced).
+    scale: real step size, broadcastable against z.
+
+  Returns:
+    complex array of z's shape; with bits >= 16 it is z exactly.
+  """
+  return jax.lax.complex(fake_quant(z.real, bits, scale), fake_quant(z.imag, bits, scale))
+
+
+@jax.custom_vjp
+def scale_gradient(x, factor):
+  """Identity in the forward pass; multiplies the gradient by `factor` in the backward.
+
+  Faked gradient, and why: d/dx is `factor` instead of 1, to rescale a parameter's update
+  (LSQ's step-size gradient scaling) without changing its value by even one ulp, which the
+  `x * g + stop_gradient(x - x * g)` formulation cannot promise. d/dfactor = 0.
+
+  Args:
+    x: array, any shape.
+    factor: scalar or array broadcastable against x (not enlarging it).
+
+  Returns:
+    x, unchanged.
+  """
+  del factor
+  return x
+
+
+def scale_gradient_fwd(x, factor):
+  return x, jnp.asarray(factor)
+
+
+def scale_gradient_bwd(factor, g):
+  return _sum_to_shape(g * factor, g.shape).astype(g.dtype), None
+
+
+scale_gradient.defvjp(scale_gradient_fwd, scale_gradient_bwd)
+
+
+@jax.custom_vjp
+def straight_through(x, x_q):
+  """Returns x_q's value with the identity gradient to x and none to x_q.
+
+  Faked gradient, and why: a quantizer's rounding has zero derivative almost everywhere, so
+  the straight-through estimator pretends it is the identity. Used where the grid is not
+  the symmetric one of `fake_quant` (the unsigned decay grid of `quantize_a_bar`). Unlike
+  `x + stop_gradient(x_q - x)` the value is x_q exactly, not up to one rounding.
+
+  Args:
+    x: array, any shape.
+    x_q: its quantized value, same shape and dtype.
+
+  Returns:
+    x_q.
+  """
+  del x
+  return x_q
+
+
+def straight_through_fwd(x, x_q):
+  del x
+  return x_q, None
+
+
+def straight_through_bwd(_, g):
+  return g, None
+
+
+straight_through.defvjp(straight_through_fwd, straight_through_bwd)
+
+
+def quantize_activation(x, bits, scale):
+  """Fake-quantizes activations: `fake_quant` with a learned (LSQ) or calibrated scale.
+
+  Args:
+    x: activations, e.g. (L, H) for one sequence.
+    bits: bit width (traced).
+    scale: scalar step size: a learned LSQ parameter wrapped in `lsq_grad_scale`, or an
+      EMA of `calibration_scale` kept as a non-trained variable.
+
+  Returns:
+    array of x's shape and dtype.
+  """
+  return fake_quant(x, bits, scale)
+
+
+# ----------------------------------------------------------------------------------------
+# Scales.
+
+
+def _reduce_axes(ndim, axis):
+  """Axes to reduce for a per-channel statistic: all but `axis` (None: per tensor)."""
+  if axis is None:
+    return None
+  if not -ndim <= axis < ndim:
+    raise errors.ConfigError(
+      f"channel axis {axis} is out of range for a tensor with {ndim} dimensions"
+    )
+  axis %= ndim
+  return tuple(i for i in range(ndim) if i != axis)
+
+
+def absmax_scale(x, bits, axis=None):
+  """Absmax step size, a constant for the STE (returned under stop_gradient).
+
+  s = max|x| / q_max, so the largest magnitude lands exactly on the top level. For binary
+  (bits == 1) it is mean|x| instead, the XNOR-Net choice: it minimises ||x - s sign(x)||^2.
+  An all-zero tensor gives s = 0, which `fake_quant` handles.
+
+  Args:
+    x: real array, any shape.
+    bits: bit width (traced scalar).
+    axis: None for one scale per tensor; otherwise the output-channel axis: the statistic
+      is taken over every other axis, with keepdims so it broadcasts against x.
+
+  Returns:
+    scale of shape () (per tensor) or x.shape with 1 everywhere except `axis`.
+  """
+  binary, _, q_max = _grid(bits)
+  axes = _reduce_axes(jnp.ndim(x), axis)
+  keep = axis is not None
+  abs_x = jnp.abs(x)
+  absmax = jnp.max(abs_x, axis=axes, keepdims=keep)
+  mean_abs = jnp.mean(abs_x, axis=axes, keepdims=keep)
+  # max(q_max, 1) only keeps the unselected binary branch finite.
+  scale = jnp.where(binary, mean_abs, absmax / jnp.maximum(q_max, 1.0))
+  return jax.lax.stop_gradient(scale)
+
+
+def lsq_init_scale(x, bits, axis=None):
+  """Initial LSQ step size, as in the LSQ paper: s0 = 2 mean|x| / sqrt(q_max).
+
+  For binary, mean|x| (the XNOR-Net optimum, see `absmax_scale`). This is an initialiser
+  for a learned parameter, so it is returned as a plain value.
+
+  Args:
+    x: real array, the tensor the step will quantize (e.g. a weight matrix).
+    bits: bit width.
+    axis: None per tensor, or the output-channel axis (keepdims, as in `absmax_scale`).
+
+  Returns:
+    scale of shape () or broadcastable against x.
+  """
+  binary, _, q_max = _grid(bits)
+  axes = _reduce_axes(jnp.ndim(x), axis)
+  mean_abs = jnp.mean(jnp.abs(x), axis=axes, keepdims=axis is not None)
+  return jnp.where(binary, mean_abs, 2.0 * mean_abs / jnp.sqrt(jnp.maximum(q_max, 1.0)))
+
+
+def lsq_grad_scale(scale, numel, bits):
+  """Wraps a learned step size so its gradient is scaled by g = 1 / sqrt(numel * q_max).
+
+  LSQ (Esser et al. 2020, §2.2) scales the step-size gradient so that its update is
+  commensurate with the weight updates. The value is `scale` exactly; only the gradient is
+  rescaled (see `scale_gradient`). For binary q_max is read as 1.
+
+  Args:
+    scale: learned step size, any shape.
+    numel: number of elements the step quantizes (per channel: elements per channel).
+    bits: bit width (traced).
+
+  Returns:
+    scale, unchanged in value.
+  """
+  _, _, q_max = _grid(bits)
+  g = jax.lax.rsqrt(jnp.asarray(numel, jnp.float32) * jnp.maximum(q_max, 1.0))
+  return scale_gradient(scale, g)
+
+
+def calibration_scale(x, bits, percentile=99.99):
+  """A per-tensor activation scale from one batch: percentile(|x|) / q_max.
+
+  A percentile instead of the max keeps a few outliers from stretching the grid. Callers
+  keep an EMA of it across batches (s <- m s + (1 - m) calibration_scale(x)) as a
+  non-trained variable. For binary, mean|x| (see `absmax_scale`). stop_gradient applied.
+
+  Args:
+    x: activations, any shape.
+    bits: bit width (traced).
+    percentile: concrete Python number in (0, 100].
+
+  Returns:
+    scale of shape ().
+  """
+  if not (isinstance(percentile, int | float) and 0 < percentile <= 100):
+    raise errors.ConfigError(f"calibration percentile must be in (0, 100]; got {percentile!r}")
+  binary, _, q_max = _grid(bits)
+  abs_x = jnp.abs(x)
+  high = jnp.percentile(abs_x, percentile)
+  scale = jnp.where(binary, jnp.mean(abs_x), high / jnp.maximum(q_max, 1.0))
+  return jax.lax.stop_gradient(scale)
+
+
+def quantize_weight(w, spec, lsq_scale=None, channel_axis=-1):
+  """Fake-quantizes a weight tensor the way its `TensorQuant` says.
+
+  Args:
+    w: real weights, e.g. (in, out).
+    spec: a `TensorQuant` (its bits may be traced).
+    lsq_scale: the learned step size, required when spec.mode is LSQ (shape () or
+      broadcastable against w); ignored otherwise.
+    channel_axis: output-channel axis for ScaleMode.CHANNEL.
+
+  Returns:
+    array of w's shape and dtype; w itself when spec.bits >= 16.
+  """
+  if spec.mode is ScaleMode.TENSOR:
+    scale = absmax_scale(w, spec.bits)
+  elif spec.mode is ScaleMode.CHANNEL:
+    scale = absmax_scale(w, spec.bits, axis=channel_axis)
+  elif spec.mode is ScaleMode.LSQ:
+    if lsq_scale is None:
+      raise errors.ConfigError("ScaleMode.LSQ needs a learned scale; got lsq_scale=None")
+    numel = np.size(w) // max(int(np.size(lsq_scale)), 1)
+    scale = lsq_grad_scale(lsq_scale, numel, spec.bits)
+  else:
+    raise errors.ConfigError(f"unknown scale mode {spec.mode!r}; valid: {list(ScaleMode)}")
+  return fake_quant(w, spec.bits, scale)
+
+
+# ----------------------------------------------------------------------------------------
+# Stable quantization of the recurrent coefficient a_bar.
+
+
+def _channel_max(x, axis):
+  """max over the whole tensor (axis None) or over all axes but `axis`, keepdims."""
+  axes = _reduce_axes(jnp.ndim(x), axis)
+  return jnp.max(x, axis=axes, keepdims=axis is not None)
+
+
+def _a_bar_polar(a_bar, bits, axis):
+  """Polar a_bar quantizer; see `quantize_a_bar`."""
+  radius = jnp.abs(a_bar)
+  # Replace (near-)zero a_bar by a tiny positive real before log and angle: their
+  # gradients have 1/|a| factors.
+  tiny = radius < _RADIUS_MIN
+  a_safe = jnp.where(tiny, jnp.complex64(_RADIUS_MIN), a_bar)
+  r_safe = jnp.abs(a_safe)
+  # Decay d = -log|a| > 0 on the unsigned grid k * step, k = 1 .. 2^bits - 1. Level 0
+  # (|a| = 1) is left out, and step >= 2^-20, so exp(-d_q) < 1 strictly whatever the input
+  # (inputs with |a| >= 1 map to level 1).
+  decay = -jnp.log(r_safe)
+  n_levels = jnp.maximum(jnp.round(jnp.exp2(jnp.asarray(bits, jnp.float32))) - 1, 1.0)
+  # The grid's top is capped at bits * ln 2 (radius 2^-bits): otherwise one dead mode
+  # (|a| ~ 0, d ~ 28) would stretch the step and round every slow mode to a fast one.
+  # Modes faster than the cap land on the top level, i.e. radius ~2^-bits.
+  d_cap = jnp.maximum(jnp.asarray(bits, jnp.float32), 1.0) * jnp.log(2.0)
+  d_max = jnp.minimum(jax.lax.stop_gradient(_channel_max(decay, axis)), d_cap)
+  step = jnp.maximum(d_max / n_levels, _DECAY_STEP_MIN)
+  level = jnp.clip(jnp.round(jax.lax.stop_gradient(decay) / step), 1.0, n_levels)
+  decay_q = straight_through(decay, level * step)
+  # Angle in [-pi, pi] on the signed symmetric grid, absmax scale (per tensor / channel).
+  # Normalise by a constant 1/|a| (no complex division, no |a|^2 in the chain rule: both
+  # underflow in float32 for |a| below ~1e-19 and would turn the gradient into NaN).
+  unit = a_safe * jax.lax.stop_gradient(1.0 / r_safe)
+  theta = jnp.arctan2(unit.imag, unit.real)
+  theta_q = fake_quant(theta, bits, absmax_scale(theta, bits, axis))
+  radius_q = jnp.exp(-decay_q)
+  return jax.lax.complex(radius_q * jnp.cos(theta_q), radius_q * jnp.sin(theta_q))
+
+
+def _a_bar_cartesian(a_bar, bits, axis):
+  """Cartesian a_bar quantizer; see `quantize_a_bar`."""
+  re, im = jnp.real(a_bar), jnp.imag(a_bar)
+  # One scale for Re and Im, so the grid is square and the rotation part is not distorted.
+  scale = jnp.maximum(absmax_scale(re, bits, axis), absmax_scale(im, bits, axis))
+  a_q = jax.lax.complex(fake_quant(re, bits, scale), fake_quant(im, bits, scale))
+  bits = jnp.asarray(bits, jnp.float32)
+  r_max = 1.0 - jnp.exp2(-jnp.maximum(bits, 1.0))
+  pull = jax.lax.stop_gradient(jnp.abs(a_q)) >= r_max
+  # Double where: |.| has a NaN gradient at 0, so only differentiate it where pulled.
+  a_pulled = jnp.where(pull, a_q, jnp.complex64(1.0))
+  factor = jnp.where(pull, r_max / jnp.abs(a_pulled), 1.0)
+  return a_q * factor
+
+
+_A_BAR_METHODS = {
+  "polar": _a_bar_polar,
+  "cartesian": _a_bar_cartesian,
+}
+
+
+def _check_a_bar_method(method):
+  if method not in _A_BAR_METHODS:
+    raise errors.ConfigError(
+      f"unknown a_bar parameterisation {method!r}; valid: {sorted(_A_BAR_METHODS)}"
+    )
+
+
+def quantize_a_bar(a_bar, bits, method="polar", axis=None):
+  """Quantizes the complex recurrent coefficient with |a_bar_q| < 1 by construction.
+
+  For every bits >= 1 and every finite input (even |a_bar| >= 1) each quantized mode lies
+  strictly inside the unit circle, so the quantized recurrence cannot blow up. Gradients
+  flow to a_bar by straight-through estimation. bits >= 16 returns a_bar exactly.
+
+  Parameterisations (`method`):
+    "polar": decay d = -log|a_bar| and angle theta = arg(a_bar), each with `bits` bits.
+      d goes on the unsigned grid k * step, k = 1 .. 2^bits - 1 (round, then clip to that
+      range), step = min(max(d), bits ln 2) / (2^bits - 1) per tensor or per channel,
+      floored at 2^-20 (the cap bits ln 2, radius 2^-bits, keeps a dead mode from
+      stretching the grid; faster modes land on the top level);
+      the lowest level is strictly positive, so |a_q| = exp(-d_q) < 1. theta goes on the
+      signed symmetric grid of `fake_quant` with an absmax scale. Log-radius spacing keeps
+      precision near |a| = 1, where the slow (long-memory) modes live. Caveat: the step is
+      set by the fastest mode below the cap, so a wide spread of decays costs the slow
+      modes precision; per-channel grids (axis) help. STE: d(d_q)/dd = 1 everywhere (no
+      clip mask: a slow mode held at level 1 must be able to move back), d(theta_q)/dtheta
+      as in fake_quant. Zero or tiny |a_bar| (< 1e-12) is read as 1e-12 so gradients stay finite.
+    "cartesian": Re and Im with `fake_quant` sharing one absmax scale (per tensor or per
+      channel), then any result with modulus >= r_max = 1 - 2^-bits is rescaled onto the
+      circle of radius r_max. This matches how a crossbar stores a mode (the real 2x2 block
+      [[Re, -Im], [Im, Re]]), but the pull-back caps memory: |a| <= 0.996 at 8 bits.
+  A complex a_bar costs 2 * bits in both.
+
+  Args:
+    a_bar: complex array, any shape (e.g. (P,) or (H, N/2)); computed in complex64.
+    bits: bit width (traced scalar).
+    method: "polar" or "cartesian" (a static string).
+    axis: None for per-tensor grids, or the channel axis for per-channel grids.
+
+  Returns:
+    complex64 array of a_bar's shape.
+  """
+  _check_a_bar_method(method)
+  a_bar = jnp.asarray(a_bar).astype(jnp.complex64)
+  a_q = _A_BAR_METHODS[method](a_bar, bits, axis)
+  _, off, _ = _grid(bits)
+  return jnp.where(off, a_bar, a_q)
+
+
+# ----------------------------------------------------------------------------------------
+# Integer export.
+
+
+def to_integer_codes(x, bits, scale):
+  """The integer codes behind `fake_quant`: clip(round(x / scale), -q_max, q_max).
+
+  Binary codes are +-1 (0 -> +1). Valid for 1 <= bits <= 15 (the codes fit int16, stored
+  as int32); for bits >= 16 (off) there are no codes and the result is meaningless.
+  `from_integer_codes(to_integer_codes(x, b, s), s) == fake_quant(x, b, s)` exactly for
+  float32 x and scale.
+
+  Args:
+    x: real array, any shape.
+    bits: bit width.
+    scale: step size, broadcastable against x.
+
+  Returns:
+    int32 array of the broadcast shape.
+  """
+  codes, _ = _codes(x, bits, scale)
+  return codes.astype(jnp.int32)
+
+
+def from_integer_codes(codes, scale):
+  """Dequantizes integer codes: codes * scale (float32, the broadcast shape)."""
+  scale = jnp.asarray(scale)
+  return codes.astype(jnp.result_type(scale.dtype, jnp.float32)) * scale
+
+
+# ----------------------------------------------------------------------------------------
+# Bit-width checks and specs.
+
+
+def validate_bits(bits):
+  """Checks concrete bit widths from a config; raises ConfigError when invalid.
+
+  Valid: whole numbers 1..64 (1 binary, 2 ternary, >= 16 off). Called by config code on
+  Python / numpy values, never inside traced functions.
+
+  Args:
+    bits: Python number, numpy array or concrete jax array (every element is checked).
+
+  Returns:
+    the bits as a float32 numpy array (0-d for a scalar).
+  """
+  invalid = errors.ConfigError(
+    f"bits must be whole numbers from 1 to {MAX_BITS} (1 = binary, 2 = ternary, "
+    f">= {int(OFF_THRESHOLD)} = quantization off); got {bits!r}"
+  )
+  if isinstance(bits, bool | str | bytes):
+    raise invalid
+  try:
+    arr = np.asarray(bits)
+  except (TypeError, ValueError) as e:
+    raise invalid from e
+  if arr.dtype == bool or not (
+    np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+  ):
+    raise invalid
+  arr = arr.astype(np.float64)
+  bad = ~np.isfinite(arr) | (arr < 1) | (arr > MAX_BITS)
+  bad |= np.where(np.isfinite(arr), arr != np.round(arr), True)
+  if np.any(bad):
+    raise invalid
+  return arr.astype(np.float32)
+
+
+def is_off(bits):
+  """Traced predicate: True where bits >= 16 (quantization off)."""
+  return jnp.asarray(bits) >= OFF_THRESHOLD
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TensorQuant:
+  """How one tensor group is quantized.
+
+  Attributes:
+    bits: float32 array leaf (traced, so specs can be stacked and vmapped); >= 16 = off.
+    mode: ScaleMode, static structure (how the scale is obtained).
+  """
+
+  bits: jax.Array
+  mode: ScaleMode = dataclasses.field(default=ScaleMode.TENSOR, metadata=dict(static=True))
+
+  @classmethod
+  def make(cls, bits, mode=ScaleMode.TENSOR):
+    """Builds a spec from a concrete bit width, validating it (ConfigError if invalid)."""
+    return cls(bits=jnp.asarray(validate_bits(bits), jnp.float32), mode=ScaleMode(mode))
+
+  @classmethod
+  def off(cls):
+    """The float path (bits = 32)."""
+    return cls(bits=jnp.asarray(OFF_BITS, jnp.float32), mode=ScaleMode.TENSOR)
+
+
+# Tensor groups with their own bit width (DESIGN.md §1), in QuantSpec field order.
+GROUPS = ("encoder", "a_bar", "b_bar", "c", "d", "glu", "decoder", "activations", "state")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class QuantSpec:
+  """Quantization of a whole model: one TensorQuant per tensor group.
+
+  Bit widths are leaves and everything else static, so specs stacked along a leading axis
+  (`jax.tree.map(lambda *b: jnp.stack(b), *specs)`) can be `jax.vmap`-ed.
+
+  Attributes:
+    encoder: input encoder weights.
+    a_bar: the recurrent coefficient (quantized with `quantize_a_bar`; the mode's CHANNEL
+      means per-channel grids, anything else per tensor).
+    b_bar: the discretised input matrix.
+    c: the output matrix C.
+    d: the skip term D.
+    glu: the GLU dense layer.
+    decoder: the output decoder weights.
+    activations: activations between blocks.
+    state: the recurrent state (sequential / hardware path only; the parallel scan has
+      no per-step rounding point).
+    a_bar_param: static name of the stable a_bar parameterisation ("polar", "cartesian").
+  """
+
+  encoder: TensorQuant
+  a_bar: TensorQuant
+  b_bar: TensorQuant
+  c: TensorQuant
+  d: TensorQuant
+  glu: TensorQuant
+  decoder: TensorQuant
+  activations: TensorQuant
+  state: TensorQuant
+  a_bar_param: str = dataclasses.field(default="polar", metadata=dict(static=True))
+
+  @classmethod
+  def off(cls, a_bar_param="polar"):
+    """Every group off: the float path exactly."""
+    _check_a_bar_method(a_bar_param)
+    return cls(**{g: TensorQuant.off() for g in GROUPS}, a_bar_param=a_bar_param)
+
+  @classmethod
+  def uniform(
+    cls,
+    weight_bits,
+    act_bits,
+    a_bar_bits=8,
+    mode=ScaleMode.TENSOR,
+    *,
+    state_bits=None,
+    a_bar_param="polar",
+  ):
+    """One width for all weights, one for activations, a_bar at `a_bar_bits`.
+
+    Weights (encoder, b_bar, c, d, glu, decoder) use `mode`. a_bar uses per-channel grids
+    when mode is CHANNEL, otherwise per tensor (it has no learned step). Activations use
+    LSQ when mode is LSQ, otherwise a calibrated per-tensor scale (TENSOR). The state
+    defaults to act_bits with a per-tensor scale. All widths are validated (ConfigError).
+    """
+    mode = ScaleMode(mode)
+    _check_a_bar_method(a_bar_param)
+    weight = TensorQuant.make(weight_bits, mode)
+    a_bar_mode = ScaleMode.CHANNEL if mode is ScaleMode.CHANNEL else ScaleMode.TENSOR
+    act_mode = ScaleMode.LSQ if mode is ScaleMode.LSQ else ScaleMode.TENSOR
+    state_bits = act_bits if state_bits is None else state_bits
+    return cls(
+      encoder=weight,
+      a_bar=TensorQuant.make(a_bar_bits, a_bar_mode),
+      b_bar=weight,
+      c=weight,
+      d=weight,
+      glu=weight,
+      decoder=weight,
+      activations=TensorQuant.make(act_bits, act_mode),
+      state=TensorQuant.make(state_bits, ScaleMode.TENSOR),
+      a_bar_param=a_bar_param,
+    )
+
+  def validate(self):
+    """Checks concrete bit widths and the a_bar parameterisation (ConfigError)."""
+    _check_a_bar_method(self.a_bar_param)
+    for group in GROUPS:
+      validate_bits(getattr(self, group).bits)

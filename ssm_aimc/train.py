@@ -1,0 +1,570 @@
+"""Training and evaluation: optimizer, pure jitted steps, checkpoints, logs and results.
+
+This is where the ml_collections config stops: `train_and_evaluate(config, workdir)` turns
+it into typed dataclasses (`data.DataConfig`, `models.ModelConfig`, `OptimConfig`) and runs
+
+  resume (workdir's latest checkpoint, else `init_checkpoint`, else scratch)
+  -> epochs of jitted `train_step` over a deterministic batch order
+  -> evaluation every epoch, `metrics.jsonl`, checkpoints (last k, and the best by val acc)
+  -> test evaluation of the best checkpoint and `results.json`.
+
+Determinism: the batch order of epoch e depends only on (seed, e), and dropout keys are
+`fold_in(key, step)`, so a run stopped after a checkpoint and resumed ends with exactly the
+parameters of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging as py_logging
+import os
+import re
+import time
+from collections.abc import Callable
+
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tqdm
+from absl import logging
+from flax.training import train_state
+
+from ssm_aimc import cost, data, errors, models, ssm
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"
+
+
+# ---------------------------------------------------------------------------------------
+# Typed configs (built from the ConfigDict once, at the top).
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """AdamW with warm-up + cosine decay, global-norm clipping and per-parameter rules.
+
+  Attributes:
+    learning_rate: peak learning rate.
+    weight_decay: decoupled weight decay of parameters no rule matches.
+    warmup_epochs: linear warm-up length, in epochs (may be fractional).
+    end_lr_fraction: final learning rate as a fraction of the peak.
+    grad_clip: global-norm gradient clipping threshold (0 disables).
+    b1, b2: Adam moment decay rates.
+    rules: (regex, lr_multiplier, weight_decay) triples matched in order against the
+      '/'-joined parameter path; the first match wins. lr_multiplier 0 freezes.
+  """
+
+  learning_rate: float = 1e-2
+  weight_decay: float = 0.01
+  warmup_epochs: float = 1.0
+  end_lr_fraction: float = 0.0
+  grad_clip: float = 1.0
+  b1: float = 0.9
+  b2: float = 0.999
+  rules: tuple[tuple[str, float, float], ...] = ()
+
+
+def _typed(cls, cfg: ml_collections.ConfigDict, **extra):
+  """Builds dataclass `cls` from the matching fields of a ConfigDict section."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  values = {k: v for k, v in cfg.items() if k in names}
+  values.update(extra)
+  return cls(**values)
+
+
+def optim_config(config: ml_collections.ConfigDict) -> OptimConfig:
+  rules = tuple((str(r[0]), float(r[1]), float(r[2])) for r in config.optimizer.rules)
+  for pattern, _, _ in rules:
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise errors.ConfigError(f"optimizer.rules: bad regex {pattern!r}: {e}") from e
+  return _typed(OptimConfig, config.optimizer, rules=rules)
+
+
+def data_config(config: ml_collections.ConfigDict) -> data.DataConfig:
+  return _typed(data.DataConfig, config.data)
+
+
+def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
+  return _typed(models.ModelConfig, config.model)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the values a user is most likely to get wrong; raises ConfigError."""
+  positive = {
+    "batch_size": config.batch_size,
+    "eval_batch_size": config.eval_batch_size,
+    "num_epochs": config.num_epochs,
+    "model.d_model": config.model.d_model,
+    "model.n_layers": config.model.n_layers,
+    "model.d_state": config.model.d_state,
+    "log_every_steps": config.log_every_steps,
+    "keep_checkpoints": config.keep_checkpoints,
+  }
+  for name, value in positive.items():
+    if value <= 0:
+      raise errors.ConfigError(f"{name} must be positive, got {value}.")
+  if config.model.d_state % 2:
+    raise errors.ConfigError(f"model.d_state must be even, got {config.model.d_state}.")
+  if not 0.0 <= config.model.dropout < 1.0:
+    raise errors.ConfigError(f"model.dropout must be in [0, 1), got {config.model.dropout}.")
+  if config.optimizer.learning_rate <= 0:
+    raise errors.ConfigError("optimizer.learning_rate must be positive.")
+  if config.model.method not in ssm.METHODS + ("auto",):
+    raise errors.ConfigError(
+      f"Unknown model.method {config.model.method!r}; valid: {ssm.METHODS + ('auto',)}."
+    )
+  if config.model.a_init not in ssm.A_INITS:
+    raise errors.ConfigError(f"Unknown model.a_init {config.model.a_init!r}; valid: {ssm.A_INITS}.")
+  if config.model.discretization not in ssm.DISCRETIZATIONS:
+    raise errors.ConfigError(
+      f"Unknown model.discretization {config.model.discretization!r}; valid: {ssm.DISCRETIZATIONS}."
+    )
+  if config.model.pooling not in models.POOLINGS:
+    raise errors.ConfigError(
+      f"Unknown model.pooling {config.model.pooling!r}; valid: {models.POOLINGS}."
+    )
+  if config.model_name not in models.MODELS:
+    raise errors.ConfigError(
+      f"Unknown model_name {config.model_name!r}; valid: {sorted(models.MODELS)}."
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Optimizer.
+# ---------------------------------------------------------------------------------------
+
+
+def param_labels(params, rules: tuple[tuple[str, float, float], ...]):
+  """Tree of labels: index of the first rule whose regex matches the path, or 'default'."""
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  labels = {}
+  for path in flat:
+    labels[path] = "default"
+    for i, (pattern, _, _) in enumerate(rules):
+      if re.search(pattern, path):
+        labels[path] = f"rule_{i}"
+        break
+  return flax.traverse_util.unflatten_dict(labels, sep="/")
+
+
+def make_optimizer(cfg: OptimConfig, steps_per_epoch: int, total_steps: int):
+  """AdamW per rule group behind one global-norm clip; returns (tx, base schedule)."""
+  warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+  schedule = optax.warmup_cosine_decay_schedule(
+    init_value=0.0,
+    peak_value=cfg.learning_rate,
+    warmup_steps=min(warmup, max(total_steps - 1, 0)),
+    decay_steps=max(total_steps, 1),
+    end_value=cfg.learning_rate * cfg.end_lr_fraction,
+  )
+
+  def adamw(lr_multiplier: float, weight_decay: float):
+    if lr_multiplier == 0.0:
+      return optax.set_to_zero()
+    return optax.adamw(
+      lambda count: lr_multiplier * schedule(count), cfg.b1, cfg.b2, weight_decay=weight_decay
+    )
+
+  transforms = {"default": adamw(1.0, cfg.weight_decay)}
+  for i, (_, lr_multiplier, weight_decay) in enumerate(cfg.rules):
+    transforms[f"rule_{i}"] = adamw(lr_multiplier, weight_decay)
+  tx = optax.multi_transform(transforms, functools.partial(param_labels, rules=cfg.rules))
+  # Same state structure with or without clipping, so a run can resume with either.
+  clip = optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip > 0 else optax.identity()
+  return optax.chain(clip, tx), schedule
+
+
+# ---------------------------------------------------------------------------------------
+# Pure steps.
+# ---------------------------------------------------------------------------------------
+
+
+class TrainState(train_state.TrainState):
+  """Flax TrainState (step, params, opt_state, apply_fn, tx)."""
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example softmax cross-entropy, (B, C), (B,) -> (B,)."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def train_step(state: TrainState, x: jax.Array, y: jax.Array, key: jax.Array):
+  """One optimizer step on a batch; dropout key = fold_in(key, step). Returns (state, metrics)."""
+  dropout_key = jax.random.fold_in(key, state.step)
+
+  def loss_fn(params):
+    logits = state.apply_fn({"params": params}, x, train=True, rngs={"dropout": dropout_key})
+    return jnp.mean(cross_entropy(logits, y)), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads)
+  metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
+  return state, metrics
+
+
+def eval_step(apply_fn: Callable, params, x: jax.Array, y: jax.Array, mask: jax.Array):
+  """Summed loss, correct count and example count of a (padded) batch; mask (B,) of 0/1."""
+  logits = apply_fn({"params": params}, x, train=False)
+  correct = (jnp.argmax(logits, -1) == y) * mask
+  return {
+    "loss_sum": jnp.sum(cross_entropy(logits, y) * mask),
+    "correct": jnp.sum(correct),
+    "count": jnp.sum(mask),
+  }
+
+
+def evaluate_split(eval_fn: Callable, params, split: data.Split, batch_size: int) -> dict:
+  """Loss and accuracy over a whole split; the last batch is padded so one shape compiles."""
+  totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+  batch_size = min(batch_size, len(split))
+  for x, y in data.batches(split, batch_size, seed=0, epoch=0, shuffle=False, drop_last=False):
+    n = len(y)
+    mask = np.ones(batch_size, np.float32)
+    if n < batch_size:
+      mask[n:] = 0.0
+      x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], x.dtype)])
+      y = np.concatenate([y, np.zeros(batch_size - n, y.dtype)])
+    out = eval_fn(params, x, y, mask)
+    for k in totals:
+      totals[k] += float(out[k])
+  count = max(totals["count"], 1.0)
+  return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
+
+
+# ---------------------------------------------------------------------------------------
+# Files.
+# ---------------------------------------------------------------------------------------
+
+
+def write_json_atomic(path: str, obj) -> None:
+  """Writes JSON to a temporary file and renames it, so a crash never leaves half a file."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def _json_default(obj):
+  if isinstance(obj, (np.generic, jax.Array)):
+    return np.asarray(obj).tolist()
+  if isinstance(obj, tuple):
+    return list(obj)
+  raise TypeError(f"Not JSON serialisable: {type(obj)}")
+
+
+class MetricsWriter:
+  """Appends one JSON object per line to workdir/metrics.jsonl."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+
+  def write(self, step: int, **metrics) -> None:
+    record = {"step": int(step), **{k: _to_python(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+
+def _to_python(v):
+  if isinstance(v, (np.generic, jax.Array, np.ndarray)):
+    return np.asarray(v).item()
+  return v
+
+
+def checkpoint_manager(directory: str, max_to_keep: int, best: bool = False):
+  """Orbax manager for the last `max_to_keep` states, or (best=True) the best by val acc."""
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=max_to_keep,
+    create=True,
+    best_fn=(lambda m: m["val_accuracy"]) if best else None,
+    best_mode="max",
+    enable_async_checkpointing=False,
+  )
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def _checkpoint_item(state: TrainState) -> dict:
+  return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+
+
+def restore_state(manager, step: int, state: TrainState) -> TrainState:
+  """Restores step/params/opt_state saved at `step` into a state of the same structure."""
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _checkpoint_item(state))
+  try:
+    item = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  except Exception as e:  # Orbax raises many types for corrupt or mismatched files.
+    raise errors.CheckpointError(
+      f"Could not restore checkpoint step {step} from {manager.directory}: {e}"
+    ) from e
+  return state.replace(step=item["step"], params=item["params"], opt_state=item["opt_state"])
+
+
+def load_params(workdir: str, state: TrainState, which: str = "best") -> tuple[TrainState, int]:
+  """Params of another run's best (or latest) checkpoint, into `state`. Returns (state, step)."""
+  order = (BEST_DIR, CHECKPOINT_DIR) if which == "best" else (CHECKPOINT_DIR, BEST_DIR)
+  for sub in order:
+    directory = os.path.join(workdir, sub)
+    if not os.path.isdir(directory):
+      continue
+    manager = checkpoint_manager(directory, 1)
+    step = manager.latest_step()
+    if step is not None:
+      return restore_state(manager, step, state), int(step)
+  raise errors.CheckpointError(
+    f"No checkpoint found in {os.path.join(workdir, BEST_DIR)} or "
+    f"{os.path.join(workdir, CHECKPOINT_DIR)}; train first with --mode=train."
+  )
+
+
+# ---------------------------------------------------------------------------------------
+# The loop.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config before training: data, model, state and step functions."""
+
+  dataset: data.Dataset
+  model_cfg: models.ModelConfig
+  model: object
+  state: TrainState
+  steps_per_epoch: int
+  total_steps: int
+  train_step: Callable
+  eval_fn: Callable
+
+
+def build(config: ml_collections.ConfigDict) -> Experiment:
+  """Loads data, builds the model and an initial TrainState from `config.seed`."""
+  validate(config)
+  dataset = data.load_dataset(data_config(config))
+  model_cfg = model_config(config)
+  model = models.get_model(config.model_name, model_cfg, dataset.n_classes)
+  if config.batch_size > len(dataset.train):
+    raise errors.ConfigError(
+      f"batch_size {config.batch_size} exceeds the {len(dataset.train)} training examples."
+    )
+  steps_per_epoch = data.num_batches(len(dataset.train), config.batch_size, drop_last=True)
+  total_steps = steps_per_epoch * config.num_epochs
+  tx, _ = make_optimizer(optim_config(config), steps_per_epoch, total_steps)
+  init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
+  dummy = jnp.zeros((1, dataset.seq_len, dataset.d_input), jnp.float32)
+  params = jax.jit(lambda k: model.init(k, dummy)["params"])(init_key)
+  state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  return Experiment(
+    dataset=dataset,
+    model_cfg=model_cfg,
+    model=model,
+    state=state,
+    steps_per_epoch=steps_per_epoch,
+    total_steps=total_steps,
+    train_step=jax.jit(train_step, donate_argnums=0),
+    eval_fn=jax.jit(functools.partial(eval_step, model.apply)),
+  )
+
+
+def cost_report(config: ml_collections.ConfigDict, exp: Experiment, params) -> cost.CostReport:
+  return cost.fp32_report(
+    params,
+    seq_len=exp.dataset.seq_len,
+    d_input=exp.dataset.d_input,
+    d_model=exp.model_cfg.d_model,
+    n_layers=exp.model_cfg.n_layers,
+    d_state=exp.model_cfg.d_state,
+    n_classes=exp.dataset.n_classes,
+    bidirectional=config.model_name == "s4d_bidirectional",
+  )
+
+
+def _check_finite(value: float, step: int, what: str, last_good: int | None, workdir: str):
+  if not np.isfinite(value):
+    where = (
+      f"the last good checkpoint (step {last_good}) in {os.path.join(workdir, CHECKPOINT_DIR)} "
+      "is left intact"
+      if last_good is not None
+      else "no checkpoint had been written yet"
+    )
+    raise errors.NonFiniteLossError(
+      f"Non-finite {what} ({value}) at step {step}; training stopped and {where}. "
+      "Lower optimizer.learning_rate or tighten optimizer.grad_clip."
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns results.json."""
+  start_time = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  py_logging.getLogger("absl").setLevel(py_logging.INFO)
+  exp = build(config)
+  state = exp.state
+  logging.info(
+    "Task %s: %d train / %d val / %d test, L=%d, %d classes; %d steps per epoch.",
+    exp.dataset.name,
+    len(exp.dataset.train),
+    len(exp.dataset.val),
+    len(exp.dataset.test),
+    exp.dataset.seq_len,
+    exp.dataset.n_classes,
+    exp.steps_per_epoch,
+  )
+
+  manager = checkpoint_manager(os.path.join(workdir, CHECKPOINT_DIR), config.keep_checkpoints)
+  best_manager = checkpoint_manager(os.path.join(workdir, BEST_DIR), 1, best=True)
+  latest = manager.latest_step()
+  if latest is not None:
+    state = restore_state(manager, latest, state)
+    logging.info("Resumed from %s at step %d.", manager.directory, latest)
+  elif config.init_checkpoint:
+    loaded, step = load_params(config.init_checkpoint, state)
+    state = state.replace(params=loaded.params)
+    logging.info("Initialised params from %s (step %d).", config.init_checkpoint, step)
+  write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+
+  writer = MetricsWriter(workdir)
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+  step = int(state.step)
+  best_val = _best_val_accuracy(best_manager)
+  last_good = latest
+  history = []
+  first_epoch = step // exp.steps_per_epoch
+  for epoch in range(first_epoch, config.num_epochs):
+    start_batch = step - epoch * exp.steps_per_epoch
+    bar = tqdm.tqdm(
+      data.batches(
+        exp.dataset.train, config.batch_size, seed=config.seed, epoch=epoch, start_batch=start_batch
+      ),
+      total=exp.steps_per_epoch,
+      initial=start_batch,
+      desc=f"epoch {epoch + 1}/{config.num_epochs}",
+      leave=False,
+      disable=None if config.progress_bar else True,
+      dynamic_ncols=True,
+    )
+    epoch_loss, epoch_acc, n_steps = jnp.zeros(()), jnp.zeros(()), 0
+    for x, y in bar:
+      state, metrics = exp.train_step(state, x, y, key)
+      step += 1
+      n_steps += 1
+      epoch_loss, epoch_acc = epoch_loss + metrics["loss"], epoch_acc + metrics["accuracy"]
+      if step % config.log_every_steps == 0:
+        loss = float(metrics["loss"])
+        _check_finite(loss, step, "training loss", last_good, workdir)
+        writer.write(step, train_loss=loss, train_accuracy=float(metrics["accuracy"]))
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{float(metrics['accuracy']):.3f}")
+    bar.close()
+    train_loss = float(epoch_loss) / max(n_steps, 1)
+    _check_finite(train_loss, step, "mean training loss of the epoch", last_good, workdir)
+    val = evaluate_split(exp.eval_fn, state.params, exp.dataset.val, config.eval_batch_size)
+    _check_finite(val["loss"], step, "validation loss", last_good, workdir)
+    record = {
+      "epoch": epoch + 1,
+      "train_loss": train_loss,
+      "train_accuracy": float(epoch_acc) / max(n_steps, 1),
+      "val_loss": val["loss"],
+      "val_accuracy": val["accuracy"],
+      "wall_time_s": time.time() - start_time,
+    }
+    writer.write(step, **record)
+    history.append(record)
+    logging.info(
+      "epoch %d/%d step %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f",
+      epoch + 1,
+      config.num_epochs,
+      step,
+      record["train_loss"],
+      record["train_accuracy"],
+      val["loss"],
+      val["accuracy"],
+    )
+    if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
+      manager.save(step, args=ocp.args.StandardSave(_checkpoint_item(state)))
+      manager.wait_until_finished()
+      last_good = step
+    if best_val is None or val["accuracy"] > best_val:
+      best_val = val["accuracy"]
+      best_manager.save(
+        step,
+        args=ocp.args.StandardSave(_checkpoint_item(state)),
+        metrics={"val_accuracy": val["accuracy"]},
+      )
+      best_manager.wait_until_finished()
+
+  results = _final_results(config, exp, state, workdir, start_time)
+  write_json_atomic(os.path.join(workdir, "results.json"), results)
+  logging.info(
+    "Test accuracy %.4f; results in %s.",
+    results["test_accuracy"],
+    os.path.join(workdir, "results.json"),
+  )
+  return results
+
+
+def _best_val_accuracy(best_manager) -> float | None:
+  step = best_manager.latest_step()
+  if step is None:
+    return None
+  metrics = best_manager.metrics(step) if hasattr(best_manager, "metrics") else None
+  return None if not metrics else float(metrics["val_accuracy"])
+
+
+def _final_results(config, exp: Experiment, state: TrainState, workdir: str, start_time: float):
+  """Test metrics of the best checkpoint (by val accuracy) and the cost report."""
+  best_state, best_step = load_params(workdir, state, which="best")
+  test = evaluate_split(exp.eval_fn, best_state.params, exp.dataset.test, config.eval_batch_size)
+  val = evaluate_split(exp.eval_fn, best_state.params, exp.dataset.val, config.eval_batch_size)
+  report = cost_report(config, exp, best_state.params)
+  return {
+    "task": exp.dataset.name,
+    "model": config.model_name,
+    "test_accuracy": test["accuracy"],
+    "test_loss": test["loss"],
+    "val_accuracy": val["accuracy"],
+    "checkpoint_step": best_step,
+    "final_step": int(state.step),
+    "epochs": config.num_epochs,
+    "seed": config.seed,
+    "wall_time_s": time.time() - start_time,
+    "platform": jax.default_backend(),
+    **report.as_dict(),
+  }
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Evaluates the best checkpoint in `workdir` on the test split; writes results_evaluate.json.
+
+  Training's results.json is left untouched, so evaluating under another config (a
+  quantization or hardware setting) never overwrites what training measured.
+  """
+  start_time = time.time()
+  exp = build(config)
+  state, step = load_params(workdir, exp.state, which="best")
+  test = evaluate_split(exp.eval_fn, state.params, exp.dataset.test, config.eval_batch_size)
+  report = cost_report(config, exp, state.params)
+  results = {
+    "task": exp.dataset.name,
+    "model": config.model_name,
+    "mode": "evaluate",
+    "test_accuracy": test["accuracy"],
+    "test_loss": test["loss"],
+    "checkpoint_step": step,
+    "wall_time_s": time.time() - start_time,
+    "platform": jax.default_backend(),
+    **report.as_dict(),
+  }
+  write_json_atomic(os.path.join(workdir, "results_evaluate.json"), results)
+  logging.info(
+    "Test accuracy %.4f; results in %s.",
+    results["test_accuracy"],
+    os.path.join(workdir, "results_evaluate.json"),
+  )
+  return results

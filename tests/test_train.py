@@ -1,0 +1,230 @@
+"""End-to-end tests of training: loss falls, checkpoints are exact, resume is exact, and bad
+input fails cleanly through launch.py."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import default
+from ssm_aimc import errors, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+  config = default.get_config("smoke")
+  config.model.d_model = 16
+  config.model.n_layers = 1
+  config.model.d_state = 4
+  config.batch_size = 32
+  config.optimizer.learning_rate = 5e-2
+  config.num_epochs = 1
+  config.progress_bar = False
+  config.log_every_steps = 5
+  config.optimizer.warmup_epochs = 0.1
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def _launch(*args, timeout=240):
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "launch.py"), *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+def _latest_params(workdir):
+  manager = train.checkpoint_manager(os.path.join(workdir, train.CHECKPOINT_DIR), 100)
+  step = manager.latest_step()
+  item = manager.restore(step, args=ocp.args.StandardRestore())
+  return step, item
+
+
+def test_one_epoch_lowers_the_loss(tmp_path):
+  config = tiny_config()
+  exp = train.build(config)
+  before = train.evaluate_split(exp.eval_fn, exp.state.params, exp.dataset.val, 256)
+  results = train.train_and_evaluate(config, str(tmp_path))
+  with open(tmp_path / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  epoch_record = [r for r in records if "val_loss" in r][-1]
+  assert epoch_record["val_loss"] < before["loss"] - 0.1
+  for key in (
+    "task",
+    "test_accuracy",
+    "params",
+    "memory_bits",
+    "fp32_memory_bits",
+    "compression_vs_fp32",
+    "macs_per_step",
+    "wall_time_s",
+  ):
+    assert key in results
+  assert results["memory_bits"] == 32 * results["params"]
+  with open(tmp_path / "results.json") as f:
+    assert json.load(f)["test_accuracy"] == results["test_accuracy"]
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["model"]["d_model"] == 16
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+  exp = train.build(tiny_config())
+  state = exp.state
+  key = jax.random.PRNGKey(0)
+  for x, y in list(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))[:3]:
+    state, _ = exp.train_step(state, x, y, key)
+  manager = train.checkpoint_manager(str(tmp_path / "ckpt"), 2)
+  manager.save(int(state.step), args=ocp.args.StandardSave(train._checkpoint_item(state)))
+  manager.wait_until_finished()
+  fresh = train.build(tiny_config(seed=123)).state  # Different values, same structure.
+  restored = train.restore_state(manager, int(state.step), fresh)
+  assert int(restored.step) == int(state.step) == 3
+  for a, b in zip(
+    jax.tree_util.tree_leaves((state.params, state.opt_state)),
+    jax.tree_util.tree_leaves((restored.params, restored.opt_state)),
+    strict=True,
+  ):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path):
+  config = tiny_config(num_epochs=3, keep_checkpoints=10)
+  config.model.dropout = 0.1  # Exercise the dropout key schedule too.
+  full = str(tmp_path / "full")
+  train.train_and_evaluate(config, full)
+  end_step, end_item = _latest_params(full)
+
+  # Simulate a stop right after the first checkpoint: keep only epoch 1's checkpoint.
+  stopped = str(tmp_path / "stopped")
+  shutil.copytree(full, stopped)
+  ckpt_dir = os.path.join(stopped, train.CHECKPOINT_DIR)
+  steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
+  assert len(steps) == 3
+  for s in steps[1:]:
+    shutil.rmtree(os.path.join(ckpt_dir, str(s)))
+  shutil.rmtree(os.path.join(stopped, train.BEST_DIR))
+  train.train_and_evaluate(config, stopped)
+  resumed_step, resumed_item = _latest_params(stopped)
+
+  assert resumed_step == end_step
+  for a, b in zip(
+    jax.tree_util.tree_leaves(end_item), jax.tree_util.tree_leaves(resumed_item), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_evaluate_mode_reads_the_best_checkpoint(tmp_path):
+  config = tiny_config()
+  trained = train.train_and_evaluate(config, str(tmp_path))
+  evaluated = train.evaluate(config, str(tmp_path))
+  assert evaluated["test_accuracy"] == pytest.approx(trained["test_accuracy"])
+  assert os.path.exists(tmp_path / "results_evaluate.json")
+  with pytest.raises(errors.CheckpointError, match="No checkpoint"):
+    train.evaluate(config, str(tmp_path / "empty"))
+
+
+def test_per_parameter_rules_label_the_ssm_parameters():
+  exp = train.build(tiny_config())
+  labels = train.param_labels(exp.state.params, train.optim_config(tiny_config()).rules)
+  s4d = labels["block_0"]["s4d"]
+  assert s4d["log_step"] == s4d["log_neg_re_a"] == s4d["im_a"] == "rule_0"
+  assert s4d["c"] == "default" and labels["encoder"]["kernel"] == "default"
+
+
+def test_frozen_rule_keeps_parameters_fixed(tmp_path):
+  config = tiny_config()
+  config.optimizer.rules = ((r"s4d/", 0.0, 0.0),)
+  exp = train.build(config)
+  state = exp.state
+  before = jax.tree_util.tree_map(np.array, state.params["block_0"]["s4d"])
+  encoder_before = np.array(state.params["encoder"]["kernel"])
+  for x, y in list(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))[:2]:
+    state, _ = exp.train_step(state, x, y, jax.random.PRNGKey(0))  # Step 0 has lr 0 (warm-up).
+  after = state.params["block_0"]["s4d"]
+  for k in before:
+    np.testing.assert_array_equal(before[k], after[k])
+  assert not np.array_equal(encoder_before, np.asarray(state.params["encoder"]["kernel"]))
+
+
+def test_bad_values_raise_config_errors():
+  with pytest.raises(errors.ConfigError, match="d_state"):
+    train.validate(tiny_config(**{"model.d_state": 5}))
+  with pytest.raises(errors.ConfigError, match="valid"):
+    train.validate(tiny_config(**{"model.method": "magic"}))
+  with pytest.raises(errors.ConfigError, match="batch_size"):
+    train.build(tiny_config(batch_size=100000))
+
+
+SMOKE = [
+  "--config=configs/default.py:smoke",
+  "--config.progress_bar=False",
+  "--config.model.n_layers=1",
+  "--config.model.d_model=8",
+]
+
+
+def test_launch_unknown_config_key_fails(tmp_path):
+  out = _launch(*SMOKE, f"--workdir={tmp_path}", "--config.model.not_a_field=3")
+  assert out.returncode != 0
+  assert "not_a_field" in out.stderr
+
+
+def test_launch_missing_data_file_names_the_file(tmp_path):
+  out = _launch(
+    *SMOKE,
+    f"--workdir={tmp_path / 'w'}",
+    "--config.data.task=smnist",
+    f"--config.data.data_dir={tmp_path}",
+  )
+  assert out.returncode == 1
+  assert "train-images-idx3-ubyte" in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_launch_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+  workdir = tmp_path / "w"
+  ok = _launch(*SMOKE, f"--workdir={workdir}", "--config.num_epochs=1")
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  with open(workdir / "results.json") as f:
+    results_before = f.read()
+  step_before, item_before = _latest_params(str(workdir))
+
+  bad = _launch(
+    *SMOKE,
+    f"--workdir={workdir}",
+    "--config.num_epochs=3",
+    "--config.optimizer.learning_rate=1e38",
+    "--config.optimizer.grad_clip=0.0",
+    "--config.optimizer.warmup_epochs=0.0",
+  )
+  assert bad.returncode == 1
+  assert "Non-finite" in bad.stderr and f"step {step_before}" in bad.stderr
+  step_after, item_after = _latest_params(str(workdir))
+  assert step_after == step_before
+  for a, b in zip(
+    jax.tree_util.tree_leaves(item_before), jax.tree_util.tree_leaves(item_after), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)
+  with open(workdir / "results.json") as f:
+    assert f.read() == results_before
+
+
+def test_launch_evaluate_without_checkpoint_fails_cleanly(tmp_path):
+  out = _launch(*SMOKE, f"--workdir={tmp_path}", "--mode=evaluate")
+  assert out.returncode == 1
+  assert "No checkpoint" in out.stderr
