@@ -51,7 +51,39 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.optimizer.b2 = 0.999  # Adam beta2.
   # (regex on the 'a/b/c' parameter path, lr multiplier, weight decay); first match wins.
   # As in S4/S5: the SSM's step and A get a 10x lower learning rate and no weight decay.
-  config.optimizer.rules = ((r"s4d/(log_step|log_neg_re_a|im_a)$", 0.1, 0.0),)
+  # Quantizer ranges/steps: full learning rate, no decay.
+  config.optimizer.rules = (
+    (r"s4d/(log_step|log_neg_re_a|im_a)$", 0.1, 0.0),
+    (r"(input_range|kernel_scale)$", 1.0, 0.0),
+  )
+
+  # Quantization-aware training (ssm_aimc.quant). Disabled: the float model, exactly.
+  config.quant = ml_collections.ConfigDict()
+  config.quant.enabled = False  # Fake-quantize in the forward pass (QAT; PTQ in evaluate).
+  config.quant.weight_bits = 8  # Weights: encoder, b_bar, c, d, GLU dense, decoder.
+  config.quant.act_bits = 8  # Inputs of every matrix product; also biases and norms.
+  config.quant.a_bar_bits = 8  # The recurrent coefficient (the sensitive one).
+  config.quant.mode = "tensor"  # tensor | channel (absmax steps) | lsq (learned steps).
+  config.quant.a_bar_param = "polar"  # polar | cartesian: stable a_bar parameterisation.
+  # Per-group bit widths overriding the three above; 0 = inherit. 1 binary, 2 ternary,
+  # >= 16 off. Groups: see ssm_aimc.quant.GROUPS.
+  config.quant.group_bits = ml_collections.ConfigDict(
+    {
+      g: 0
+      for g in (
+        "encoder",
+        "a_bar",
+        "b_bar",
+        "c",
+        "d",
+        "glu",
+        "decoder",
+        "bias",
+        "activations",
+        "state",
+      )
+    }
+  )
 
   config.batch_size = 64  # Training batch size.
   config.eval_batch_size = 256  # Evaluation batch size (last batch padded).

@@ -1,9 +1,25 @@
-"""Thin Flax linen shells over the pure S4D maths: the S4D layer and the residual block.
+"""Thin Flax linen shells over the pure maths: quantizable Dense and LayerNorm, the S4D layer
+and the residual block.
 
 Parameters are stored as real arrays (complex numbers as trailing real pairs) and decoded
 once per call into the complex (a_bar, b_bar, c) that `ssm_aimc.ssm` consumes. All layers
 take a batch (B, L, H) and vmap the pure single-sequence functions over B; a kernel or
 discretisation that does not depend on the input is computed once, not per example.
+
+Quantization is injected, not forked: every layer takes an optional `quant.QuantSpec`
+(`spec`) at call time. `spec=None` is the float path with no quantization op at all;
+a spec with every group off gives the same numbers bit for bit. Bit widths inside a spec
+are traced arrays, so one compiled program serves (and vmaps over) every bit width.
+
+Two variable collections besides "params" are written only when the caller makes them
+mutable (otherwise the ops are traced away):
+  "calibration"  per-quantizer statistics used to initialise activation ranges and LSQ
+                 steps (`models.calibrate`),
+  "deployed"     every tensor as it would be stored on hardware (quantized values, bit
+                 width, MACs per step), read by `cost.deployed_report` and the exporter.
+
+Quantizer parameters (`input_range`, `kernel_scale`) exist in every model, also a float
+one, so float checkpoints, QAT checkpoints and resumes all share one parameter tree.
 """
 
 from __future__ import annotations
@@ -15,7 +31,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssm_aimc import ssm
+from ssm_aimc import quant, ssm
+
+# Initial clip range of an activation quantizer, before calibration (inputs are normalised).
+DEFAULT_INPUT_RANGE = 4.0
+# Percentile of |activation| that calibration takes as the clip range (robust to outliers).
+CALIBRATION_PERCENTILE = 99.99
+FLOAT_BITS = 32.0
 
 
 def _complex_normal_init(std: float = 1.0):
@@ -25,6 +47,162 @@ def _complex_normal_init(std: float = 1.0):
     return jax.random.normal(key, shape, dtype) * (std / math.sqrt(2.0))
 
   return init
+
+
+def _bits(tq: quant.TensorQuant | None) -> jax.Array:
+  """Storage width of a group: its bits when quantized, 32 when off or absent."""
+  if tq is None:
+    return jnp.asarray(FLOAT_BITS)
+  return jnp.where(quant.is_off(tq.bits), FLOAT_BITS, tq.bits)
+
+
+def _deploy(
+  module: nn.Module, name: str, values, tq, macs_per_element: float, scales: int = 1, **extra
+):
+  """Records a stored tensor in the "deployed" collection (no-op unless it is mutable).
+
+  `scales` is how many FP32 step sizes the tensor needs when quantized (0 when float).
+  """
+  n_scales = 0.0 if tq is None else jnp.where(quant.is_off(tq.bits), 0.0, float(scales))
+  record = {
+    "values": values,
+    "bits": _bits(tq),
+    "macs_per_element": macs_per_element,
+    "scales": n_scales,
+  }
+  record.update(extra)
+  module.sow("deployed", name, record)
+
+
+def quantize_input(module: nn.Module, x: jax.Array, tq: quant.TensorQuant | None) -> jax.Array:
+  """Fake-quantizes the input of a matrix product (the DAC of an analog tile).
+
+  The clip range r is the parameter `input_range` (scale r / q_max): learned by LSQ when
+  the spec's mode is LSQ, otherwise held at its calibrated value (`models.calibrate`).
+  """
+  x_range = module.param("input_range", nn.initializers.constant(DEFAULT_INPUT_RANGE), ())
+  module.sow("calibration", "input_range", jnp.percentile(jnp.abs(x), CALIBRATION_PERCENTILE))
+  if tq is None:
+    return x
+  scale = jnp.abs(x_range) / quant.q_max(tq.bits)
+  module.sow("input_quant", "input", {"bits": tq.bits, "scale": scale})
+  if tq.mode is quant.ScaleMode.LSQ:
+    scale = quant.lsq_grad_scale(scale, x.size // max(x.shape[0], 1), tq.bits)
+  else:
+    scale = jax.lax.stop_gradient(scale)
+  return quant.fake_quant(x, tq.bits, scale)
+
+
+def _codes(x: jax.Array, tq: quant.TensorQuant, scale: jax.Array) -> dict:
+  """Integer codes and step of a quantized tensor, for the "deployed" records (export)."""
+  return {"codes": quant.to_integer_codes(x, tq.bits, scale), "scale": scale}
+
+
+def quantize_small(x: jax.Array, tq: quant.TensorQuant | None) -> tuple[jax.Array, dict]:
+  """Per-tensor absmax fake quantization of a bias or norm vector, and its codes.
+
+  Returns (x unchanged, {}) when tq is None.
+  """
+  if tq is None:
+    return x, {}
+  scale = quant.absmax_scale(x, tq.bits)
+  return quant.fake_quant(x, tq.bits, scale), _codes(x, tq, scale)
+
+
+def _ssm_codes(p: dict, spec: quant.QuantSpec) -> dict:
+  """Integer codes and steps of the quantized SSM tensors (same grids as quantize_ssm).
+
+  Complex tensors store codes of (Re, Im) as a trailing axis of 2. The polar a_bar stores
+  decay levels and angle codes with their two steps; a cartesian a_bar stores (Re, Im)
+  codes before the pull-back onto r_max, so it has no exact integer form and is exported
+  by value only.
+  """
+  out = {}
+  if spec.a_bar_param == "polar":
+    levels, angle_codes, step, angle_scale = quant.polar_codes(
+      p["a_bar"], spec.a_bar.bits, quant.ssm_axis(spec.a_bar)
+    )
+    out["a_bar"] = {
+      "levels": levels,
+      "angle_codes": angle_codes,
+      "step": step,
+      "angle_scale": angle_scale,
+    }
+  for name, group in (("b_bar", "b_bar"), ("c", "c"), ("c_reverse", "c")):
+    if name in p:
+      tq = getattr(spec, group)
+      scale = quant.complex_absmax_scale(p[name], tq.bits, quant.ssm_axis(tq))
+      pair = jnp.stack([p[name].real, p[name].imag], axis=-1)
+      out[name] = _codes(pair, tq, scale[..., None] if scale.ndim else scale)
+  out["d"] = _codes(p["d"], spec.d, quant.absmax_scale(p["d"], spec.d.bits))
+  return out
+
+
+class QDense(nn.Module):
+  """Dense layer x @ kernel + bias with optional weight, bias and input quantization.
+
+  Attributes:
+    features: output width.
+    group: name of the QuantSpec group of the kernel ("encoder", "glu", "decoder").
+    per_sequence: the layer runs once per sequence (decoder), not once per step; only
+      affects the MAC count.
+
+  Parameters: kernel (in, out), bias (out,), and the quantizer parameters kernel_scale
+  (1, out) (LSQ step per output channel) and input_range () (activation clip range).
+  """
+
+  features: int
+  group: str
+  per_sequence: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, spec: quant.QuantSpec | None = None) -> jax.Array:
+    """x: (..., in) -> (..., features)."""
+    tq = getattr(spec, self.group) if spec is not None else None
+    x = quantize_input(self, x, spec.activations if spec is not None else None)
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    kernel_scale = self.param("kernel_scale", nn.initializers.ones, (1, self.features))
+    codes = {}
+    if tq is not None:
+      self.sow("calibration", "kernel_scale", quant.lsq_init_scale(kernel, tq.bits, axis=-1))
+      scale = quant.weight_scale(kernel, tq, lsq_scale=kernel_scale, channel_axis=-1)
+      codes = _codes(kernel, tq, scale)
+      kernel = quant.fake_quant(kernel, tq.bits, scale)
+    bias, bias_codes = quantize_small(bias, spec.bias if spec is not None else None)
+    act_bits = _bits(spec.activations if spec is not None else None)
+    per_channel = tq is not None and tq.mode is not quant.ScaleMode.TENSOR
+    _deploy(
+      self,
+      "kernel",
+      kernel,
+      tq,
+      1.0,
+      scales=self.features if per_channel else 1,
+      per_sequence=self.per_sequence,
+      act_bits=act_bits,
+      **codes,
+    )
+    _deploy(self, "bias", bias, spec.bias if spec is not None else None, 0.0, **bias_codes)
+    return x @ kernel + bias
+
+
+class QLayerNorm(nn.Module):
+  """LayerNorm over the last axis whose scale and offset can be quantized (group "bias")."""
+
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jax.Array, spec: quant.QuantSpec | None = None) -> jax.Array:
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+    tq = spec.bias if spec is not None else None
+    (scale, scale_codes), (bias, bias_codes) = quantize_small(scale, tq), quantize_small(bias, tq)
+    _deploy(self, "scale", scale, tq, 0.0, **scale_codes)
+    _deploy(self, "bias", bias, tq, 0.0, **bias_codes)
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
 
 
 class S4D(nn.Module):
@@ -43,7 +221,7 @@ class S4D(nn.Module):
 
   Parameters (names kept from the paper, decoded once per call):
     log_step (H,), log_neg_re_a (H, n), im_a (H, n), b (H, n, 2), c (H, n, 2), d (H,),
-    and c_reverse (H, n, 2) when bidirectional.
+    c_reverse (H, n, 2) when bidirectional, and input_range () for the input quantizer.
   """
 
   d_state: int = 64
@@ -90,9 +268,60 @@ class S4D(nn.Module):
     return out
 
   @nn.compact
-  def __call__(self, u: jax.Array) -> jax.Array:
+  def __call__(self, u: jax.Array, spec: quant.QuantSpec | None = None) -> jax.Array:
     """u: (B, L, H) -> y: (B, L, H)."""
+    u = quantize_input(self, u, spec.activations if spec is not None else None)
     p = self.discrete_params(u.shape[-1])
+    codes = {}
+    if spec is not None:
+      codes = _ssm_codes(p, spec)
+      p = quant.quantize_ssm(p, spec)
+    directions = 2.0 if self.bidirectional else 1.0
+    get = lambda g: getattr(spec, g) if spec is not None else None
+    act_bits = _bits(get("activations"))
+    channels = u.shape[-1]
+    n_scales = lambda g: (
+      1 if spec is None or getattr(spec, g).mode is quant.ScaleMode.TENSOR else channels
+    )
+    # MACs per stored real number and step: a complex a_bar x is 4 real MACs (2 per stored
+    # real), b_bar u is 2 (1 per real), Re(c x) is 2 (1 per real), d u is 1; the reverse
+    # pass of a bidirectional layer runs its own recurrence.
+    # The polar a_bar grid has two steps (decay, angle) per tensor or channel.
+    _deploy(
+      self,
+      "a_bar",
+      p["a_bar"],
+      get("a_bar"),
+      2.0 * directions,
+      2 * n_scales("a_bar"),
+      act_bits=act_bits,
+      **codes.get("a_bar", {}),
+    )
+    _deploy(
+      self,
+      "b_bar",
+      p["b_bar"],
+      get("b_bar"),
+      directions,
+      n_scales("b_bar"),
+      act_bits=act_bits,
+      **codes.get("b_bar", {}),
+    )
+    _deploy(
+      self, "c", p["c"], get("c"), 1.0, n_scales("c"), act_bits=act_bits, **codes.get("c", {})
+    )
+    _deploy(self, "d", p["d"], get("d"), 1.0, act_bits=act_bits, **codes.get("d", {}))
+    if "c_reverse" in p:
+      _deploy(
+        self,
+        "c_reverse",
+        p["c_reverse"],
+        get("c"),
+        1.0,
+        n_scales("c"),
+        act_bits=act_bits,
+        **codes.get("c_reverse", {}),
+      )
 
     def one_sequence(u_seq):
       return ssm.apply_ssm(
@@ -117,17 +346,19 @@ class S4DBlock(nn.Module):
   prenorm: bool = True
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, train: bool = False, spec: quant.QuantSpec | None = None
+  ) -> jax.Array:
     """x: (B, L, H) -> (B, L, H)."""
     channels = x.shape[-1]
-    z = nn.LayerNorm(name="norm")(x) if self.prenorm else x
-    z = self.ssm(name="s4d")(z)
+    z = QLayerNorm(name="norm")(x, spec) if self.prenorm else x
+    z = self.ssm(name="s4d")(z, spec)
     z = nn.gelu(z)
     z = nn.Dropout(self.dropout, deterministic=not train)(z)
-    z = nn.Dense(2 * channels, name="glu_dense")(z)
+    z = QDense(2 * channels, group="glu", name="glu_dense")(z, spec)
     z = nn.glu(z, axis=-1)
     z = nn.Dropout(self.dropout, deterministic=not train)(z)
     x = x + z
     if not self.prenorm:
-      x = nn.LayerNorm(name="norm")(x)
+      x = QLayerNorm(name="norm")(x, spec)
     return x

@@ -2,6 +2,8 @@
 
 `ModelConfig` is the typed description of a model (the ml_collections config stops in
 train.py); `MODELS` maps registry names to constructors and `get_model` builds one.
+`calibrate` sets the quantizer parameters from data, and `deployed_tensors` lists every
+tensor as it would be stored on hardware.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import functools
 from collections.abc import Callable
 
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
-from ssm_aimc import errors, layers
+from ssm_aimc import errors, layers, quant
 
 POOLINGS = ("mean", "last")
 
@@ -65,8 +68,10 @@ class S4DClassifier(nn.Module):
   bidirectional: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """x: (B, L, d_input) -> logits (B, n_classes)."""
+  def __call__(
+    self, x: jax.Array, train: bool = False, spec: quant.QuantSpec | None = None
+  ) -> jax.Array:
+    """x: (B, L, d_input) -> logits (B, n_classes); `spec` quantizes (None: float)."""
     cfg = self.config
     if cfg.pooling not in POOLINGS:
       raise errors.ConfigError(f"Unknown pooling {cfg.pooling!r}; valid: {POOLINGS}.")
@@ -81,13 +86,14 @@ class S4DClassifier(nn.Module):
       step_max=cfg.step_max,
       train_b=cfg.train_b,
     )
-    h = nn.Dense(cfg.d_model, name="encoder")(x)
+    h = layers.QDense(cfg.d_model, group="encoder", name="encoder")(x, spec)
     for i in range(cfg.n_layers):
       h = layers.S4DBlock(ssm=s4d, dropout=cfg.dropout, prenorm=cfg.prenorm, name=f"block_{i}")(
-        h, train
+        h, train, spec
       )
     h = jnp.mean(h, axis=1) if cfg.pooling == "mean" else h[:, -1]
-    return nn.Dense(self.n_classes, name="decoder")(h)
+    decoder = layers.QDense(self.n_classes, group="decoder", per_sequence=True, name="decoder")
+    return decoder(h, spec)
 
 
 MODELS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {
@@ -103,3 +109,55 @@ def get_model(name: str, config: ModelConfig, n_classes: int) -> nn.Module:
   if name not in MODELS:
     raise errors.ConfigError(f"Unknown model {name!r}; valid models: {sorted(MODELS)}.")
   return MODELS[name](config, n_classes)
+
+
+# Parameters that belong to quantizers, not to the model's function: excluded from
+# parameter counts and from weight decay.
+QUANTIZER_PARAMS = ("input_range", "kernel_scale")
+
+
+def is_quantizer_param(path: str) -> bool:
+  """True for a '/'-joined parameter path that names a quantizer parameter."""
+  return path.rsplit("/", 1)[-1] in QUANTIZER_PARAMS
+
+
+def calibrate(model: nn.Module, params, spec: quant.QuantSpec, x: jax.Array):
+  """Quantizer parameters set from one batch x: activation clip ranges and LSQ steps.
+
+  Activation ranges are the 99.99th percentile of |input| of each quantizer, measured with
+  weights quantized as `spec` says but activations in float (standard post-training
+  calibration); LSQ weight steps take LSQ's initial value 2 mean|w| / sqrt(q_max).
+
+  Returns:
+    a copy of params with every `input_range` and `kernel_scale` replaced.
+  """
+  float_acts = dataclasses.replace(spec, activations=quant.TensorQuant.off())
+  collect = jax.jit(
+    lambda p, x, s: model.apply({"params": p}, x, spec=s, mutable=["calibration"])[1]
+  )
+  state = collect(params, x, float_acts)
+  stats = flax.traverse_util.flatten_dict(state["calibration"], sep="/")
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  for path, values in stats.items():
+    if path not in flat:
+      raise KeyError(f"Calibration statistic {path} has no parameter to set.")
+    flat[path] = jnp.asarray(values[0], flat[path].dtype).reshape(flat[path].shape)
+  return flax.traverse_util.unflatten_dict(flat, sep="/")
+
+
+def deployed_tensors(model: nn.Module, params, spec: quant.QuantSpec | None, x: jax.Array):
+  """Every stored tensor as hardware would hold it: {path: record}.
+
+  Each record has `values` (quantized; complex for SSM tensors), `bits` (storage width;
+  32 for float), `macs_per_element` (MACs per stored real number and time step) and, for
+  matrix products, `act_bits` and `per_sequence`. x only fixes shapes (one example
+  suffices).
+  """
+  collect = jax.jit(lambda p, x, s: model.apply({"params": p}, x, spec=s, mutable=["deployed"])[1])
+  state = collect(params, x, spec)
+  flat = flax.traverse_util.flatten_dict(state["deployed"], sep="/", is_leaf=_is_record)
+  return {path: record[0] for path, record in flat.items()}
+
+
+def _is_record(_, value) -> bool:
+  return isinstance(value, tuple)

@@ -391,18 +391,21 @@ def quantize_weight(w, spec, lsq_scale=None, channel_axis=-1):
   Returns:
     array of w's shape and dtype; w itself when spec.bits >= 16.
   """
+  return fake_quant(w, spec.bits, weight_scale(w, spec, lsq_scale, channel_axis))
+
+
+def weight_scale(w, spec, lsq_scale=None, channel_axis=-1):
+  """The step size `quantize_weight` uses for w (arguments as there)."""
   if spec.mode is ScaleMode.TENSOR:
-    scale = absmax_scale(w, spec.bits)
-  elif spec.mode is ScaleMode.CHANNEL:
-    scale = absmax_scale(w, spec.bits, axis=channel_axis)
-  elif spec.mode is ScaleMode.LSQ:
+    return absmax_scale(w, spec.bits)
+  if spec.mode is ScaleMode.CHANNEL:
+    return absmax_scale(w, spec.bits, axis=channel_axis)
+  if spec.mode is ScaleMode.LSQ:
     if lsq_scale is None:
       raise errors.ConfigError("ScaleMode.LSQ needs a learned scale; got lsq_scale=None")
     numel = np.size(w) // max(int(np.size(lsq_scale)), 1)
-    scale = lsq_grad_scale(lsq_scale, numel, spec.bits)
-  else:
-    raise errors.ConfigError(f"unknown scale mode {spec.mode!r}; valid: {list(ScaleMode)}")
-  return fake_quant(w, spec.bits, scale)
+    return lsq_grad_scale(lsq_scale, numel, spec.bits)
+  raise errors.ConfigError(f"unknown scale mode {spec.mode!r}; valid: {list(ScaleMode)}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -415,8 +418,12 @@ def _channel_max(x, axis):
   return jnp.max(x, axis=axes, keepdims=axis is not None)
 
 
-def _a_bar_polar(a_bar, bits, axis):
-  """Polar a_bar quantizer; see `quantize_a_bar`."""
+def _polar_grid(a_bar, bits, axis):
+  """Decay, angle and their grids for the polar a_bar quantizer (see `quantize_a_bar`).
+
+  Returns (decay, theta, step, n_levels, angle_scale): decay = -log|a| and theta = arg(a)
+  of a_bar's shape, the decay step and level count, and the angle's absmax step.
+  """
   radius = jnp.abs(a_bar)
   # Replace (near-)zero a_bar by a tiny positive real before log and angle: their
   # gradients have 1/|a| factors.
@@ -434,16 +441,47 @@ def _a_bar_polar(a_bar, bits, axis):
   d_cap = jnp.maximum(jnp.asarray(bits, jnp.float32), 1.0) * jnp.log(2.0)
   d_max = jnp.minimum(jax.lax.stop_gradient(_channel_max(decay, axis)), d_cap)
   step = jnp.maximum(d_max / n_levels, _DECAY_STEP_MIN)
-  level = jnp.clip(jnp.round(jax.lax.stop_gradient(decay) / step), 1.0, n_levels)
-  decay_q = straight_through(decay, level * step)
   # Angle in [-pi, pi] on the signed symmetric grid, absmax scale (per tensor / channel).
   # Normalise by a constant 1/|a| (no complex division, no |a|^2 in the chain rule: both
   # underflow in float32 for |a| below ~1e-19 and would turn the gradient into NaN).
   unit = a_safe * jax.lax.stop_gradient(1.0 / r_safe)
   theta = jnp.arctan2(unit.imag, unit.real)
-  theta_q = fake_quant(theta, bits, absmax_scale(theta, bits, axis))
+  return decay, theta, step, n_levels, absmax_scale(theta, bits, axis)
+
+
+def _polar_value(decay_q, theta_q):
+  """exp(-decay_q) * exp(i theta_q), the one formula both the quantizer and export use."""
   radius_q = jnp.exp(-decay_q)
   return jax.lax.complex(radius_q * jnp.cos(theta_q), radius_q * jnp.sin(theta_q))
+
+
+def _a_bar_polar(a_bar, bits, axis):
+  """Polar a_bar quantizer; see `quantize_a_bar`."""
+  decay, theta, step, n_levels, angle_scale = _polar_grid(a_bar, bits, axis)
+  level = jnp.clip(jnp.round(jax.lax.stop_gradient(decay) / step), 1.0, n_levels)
+  decay_q = straight_through(decay, level * step)
+  return _polar_value(decay_q, fake_quant(theta, bits, angle_scale))
+
+
+def polar_codes(a_bar, bits, axis=None):
+  """Integer codes of the polar a_bar quantizer, for export.
+
+  Returns:
+    (levels, angle_codes, step, angle_scale): int32 decay levels in 1 .. 2^bits - 1 and
+    int32 angle codes in [-q_max, q_max] of a_bar's shape, and their float32 steps (per
+    tensor, or keepdims per channel `axis`). `a_bar_from_polar_codes` inverts this to
+    exactly `quantize_a_bar(a_bar, bits, "polar", axis)` (same ops, same order).
+  """
+  a_bar = jnp.asarray(a_bar).astype(jnp.complex64)
+  decay, theta, step, n_levels, angle_scale = _polar_grid(a_bar, bits, axis)
+  level = jnp.clip(jnp.round(decay / step), 1.0, n_levels)
+  return level.astype(jnp.int32), to_integer_codes(theta, bits, angle_scale), step, angle_scale
+
+
+def a_bar_from_polar_codes(levels, angle_codes, step, angle_scale):
+  """Complex a_bar from `polar_codes` output (complex64)."""
+  decay_q = levels.astype(jnp.float32) * step
+  return _polar_value(decay_q, from_integer_codes(angle_codes, angle_scale))
 
 
 def _a_bar_cartesian(a_bar, bits, axis):
@@ -516,6 +554,47 @@ def quantize_a_bar(a_bar, bits, method="polar", axis=None):
   return jnp.where(off, a_bar, a_q)
 
 
+def complex_absmax_scale(z, bits, axis=None):
+  """Absmax step shared by Re and Im of complex z (per tensor, or per channel `axis`)."""
+  return jnp.maximum(absmax_scale(z.real, bits, axis), absmax_scale(z.imag, bits, axis))
+
+
+def ssm_axis(tq):
+  """Scale axis of an (H, n) SSM tensor: None per tensor, 0 (channel h) otherwise."""
+  return None if tq.mode is ScaleMode.TENSOR else 0
+
+
+def quantize_ssm(p, spec):
+  """Fake-quantizes the discrete S4D parameters of one layer as `spec` says.
+
+  Args:
+    p: dict with complex a_bar, b_bar, c (H, n), real d (H,) and optionally complex
+      c_reverse (H, n), as produced by `layers.S4D.discrete_params`.
+    spec: a QuantSpec; its a_bar, b_bar, c, d groups are used.
+
+  Returns:
+    a dict of the same keys and shapes. a_bar goes through `quantize_a_bar` (stable by
+    construction); b_bar, c and c_reverse share one absmax step between Re and Im, per
+    tensor (TENSOR) or per channel h (CHANNEL, and LSQ, which has no learned step for
+    these complex tensors); d uses a per-tensor absmax step.
+  """
+
+  def complex_q(z, tq):
+    return fake_quant_complex(z, tq.bits, complex_absmax_scale(z, tq.bits, ssm_axis(tq)))
+
+  axis = ssm_axis
+
+  out = {
+    "a_bar": quantize_a_bar(p["a_bar"], spec.a_bar.bits, spec.a_bar_param, axis(spec.a_bar)),
+    "b_bar": complex_q(p["b_bar"], spec.b_bar),
+    "c": complex_q(p["c"], spec.c),
+    "d": fake_quant(p["d"], spec.d.bits, absmax_scale(p["d"], spec.d.bits)),
+  }
+  if "c_reverse" in p:
+    out["c_reverse"] = complex_q(p["c_reverse"], spec.c)
+  return out
+
+
 # ----------------------------------------------------------------------------------------
 # Integer export.
 
@@ -584,6 +663,12 @@ def validate_bits(bits):
   return arr.astype(np.float32)
 
 
+def q_max(bits):
+  """Largest integer code 2^(bits-1) - 1 for a (traced) bit width; 1 for binary."""
+  binary, _, qm = _grid(bits)
+  return jnp.where(binary, 1.0, qm)
+
+
 def is_off(bits):
   """Traced predicate: True where bits >= 16 (quantization off)."""
   return jnp.asarray(bits) >= OFF_THRESHOLD
@@ -614,7 +699,7 @@ class TensorQuant:
 
 
 # Tensor groups with their own bit width (DESIGN.md §1), in QuantSpec field order.
-GROUPS = ("encoder", "a_bar", "b_bar", "c", "d", "glu", "decoder", "activations", "state")
+GROUPS = ("encoder", "a_bar", "b_bar", "c", "d", "glu", "decoder", "bias", "activations", "state")
 
 
 @jax.tree_util.register_dataclass
@@ -634,6 +719,8 @@ class QuantSpec:
     d: the skip term D.
     glu: the GLU dense layer.
     decoder: the output decoder weights.
+    bias: biases of the dense layers and the LayerNorm scale and offset (the digital
+      periphery's own constants; few, so cheap to keep at activation precision).
     activations: activations between blocks.
     state: the recurrent state (sequential / hardware path only; the parallel scan has
       no per-step rounding point).
@@ -647,6 +734,7 @@ class QuantSpec:
   d: TensorQuant
   glu: TensorQuant
   decoder: TensorQuant
+  bias: TensorQuant
   activations: TensorQuant
   state: TensorQuant
   a_bar_param: str = dataclasses.field(default="polar", metadata=dict(static=True))
@@ -672,8 +760,9 @@ class QuantSpec:
 
     Weights (encoder, b_bar, c, d, glu, decoder) use `mode`. a_bar uses per-channel grids
     when mode is CHANNEL, otherwise per tensor (it has no learned step). Activations use
-    LSQ when mode is LSQ, otherwise a calibrated per-tensor scale (TENSOR). The state
-    defaults to act_bits with a per-tensor scale. All widths are validated (ConfigError).
+    LSQ when mode is LSQ, otherwise a calibrated per-tensor scale (TENSOR). Biases and
+    norm parameters, and the state, default to act_bits with a per-tensor scale. All
+    widths are validated (ConfigError).
     """
     mode = ScaleMode(mode)
     _check_a_bar_method(a_bar_param)
@@ -689,6 +778,7 @@ class QuantSpec:
       d=weight,
       glu=weight,
       decoder=weight,
+      bias=TensorQuant.make(act_bits, ScaleMode.TENSOR),
       activations=TensorQuant.make(act_bits, act_mode),
       state=TensorQuant.make(state_bits, ScaleMode.TENSOR),
       a_bar_param=a_bar_param,

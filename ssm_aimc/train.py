@@ -35,10 +35,11 @@ import tqdm
 from absl import logging
 from flax.training import train_state
 
-from ssm_aimc import cost, data, errors, models, ssm
+from ssm_aimc import cost, data, errors, export, models, quant, ssm
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
+EXPORT_DIR = "export"
 
 
 # ---------------------------------------------------------------------------------------
@@ -95,6 +96,43 @@ def data_config(config: ml_collections.ConfigDict) -> data.DataConfig:
 
 def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
   return _typed(models.ModelConfig, config.model)
+
+
+def quant_spec(config: ml_collections.ConfigDict) -> quant.QuantSpec | None:
+  """The QuantSpec of `config.quant`, or None when quantization is disabled.
+
+  Weights share `weight_bits`, activations `act_bits`, a_bar `a_bar_bits`; any entry of
+  `group_bits` that is not 0 overrides its group. Invalid widths raise ConfigError.
+  """
+  q = config.quant
+  if not q.enabled:
+    return None
+  try:
+    mode = quant.ScaleMode(q.mode)
+  except ValueError as e:
+    valid = [m.value for m in quant.ScaleMode]
+    raise errors.ConfigError(f"Unknown quant.mode {q.mode!r}; valid: {valid}.") from e
+  spec = quant.QuantSpec.uniform(
+    q.weight_bits, q.act_bits, q.a_bar_bits, mode, a_bar_param=q.a_bar_param
+  )
+  overrides = {}
+  for group, bits in q.group_bits.items():
+    if bits:
+      overrides[group] = quant.TensorQuant.make(bits, getattr(spec, group).mode)
+  return dataclasses.replace(spec, **overrides)
+
+
+def spec_summary(spec: quant.QuantSpec | None) -> dict:
+  """{group: bits} for results.json ("off" for float groups); {} when spec is None."""
+  if spec is None:
+    return {}
+  out = {}
+  for group in quant.GROUPS:
+    bits = float(getattr(spec, group).bits)
+    out[group] = "off" if bits >= quant.OFF_THRESHOLD else int(bits)
+  out["mode"] = spec.encoder.mode.value
+  out["a_bar_param"] = spec.a_bar_param
+  return out
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -197,12 +235,20 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def train_step(state: TrainState, x: jax.Array, y: jax.Array, key: jax.Array):
-  """One optimizer step on a batch; dropout key = fold_in(key, step). Returns (state, metrics)."""
+def train_step(
+  state: TrainState, x: jax.Array, y: jax.Array, key: jax.Array, spec: quant.QuantSpec | None
+):
+  """One optimizer step on a batch; dropout key = fold_in(key, step). Returns (state, metrics).
+
+  `spec` (None: float) is an ordinary traced argument: one compiled step serves every bit
+  width of the same spec structure.
+  """
   dropout_key = jax.random.fold_in(key, state.step)
 
   def loss_fn(params):
-    logits = state.apply_fn({"params": params}, x, train=True, rngs={"dropout": dropout_key})
+    logits = state.apply_fn(
+      {"params": params}, x, train=True, spec=spec, rngs={"dropout": dropout_key}
+    )
     return jnp.mean(cross_entropy(logits, y)), logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -211,9 +257,16 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array, key: jax.Array):
   return state, metrics
 
 
-def eval_step(apply_fn: Callable, params, x: jax.Array, y: jax.Array, mask: jax.Array):
+def eval_step(
+  apply_fn: Callable,
+  spec: quant.QuantSpec | None,
+  params,
+  x: jax.Array,
+  y: jax.Array,
+  mask: jax.Array,
+):
   """Summed loss, correct count and example count of a (padded) batch; mask (B,) of 0/1."""
-  logits = apply_fn({"params": params}, x, train=False)
+  logits = apply_fn({"params": params}, x, train=False, spec=spec)
   correct = (jnp.argmax(logits, -1) == y) * mask
   return {
     "loss_sum": jnp.sum(cross_entropy(logits, y) * mask),
@@ -340,6 +393,7 @@ class Experiment:
   state: TrainState
   steps_per_epoch: int
   total_steps: int
+  spec: quant.QuantSpec | None
   train_step: Callable
   eval_fn: Callable
 
@@ -347,6 +401,7 @@ class Experiment:
 def build(config: ml_collections.ConfigDict) -> Experiment:
   """Loads data, builds the model and an initial TrainState from `config.seed`."""
   validate(config)
+  spec = quant_spec(config)
   dataset = data.load_dataset(data_config(config))
   model_cfg = model_config(config)
   model = models.get_model(config.model_name, model_cfg, dataset.n_classes)
@@ -368,22 +423,43 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     state=state,
     steps_per_epoch=steps_per_epoch,
     total_steps=total_steps,
+    spec=spec,
     train_step=jax.jit(train_step, donate_argnums=0),
-    eval_fn=jax.jit(functools.partial(eval_step, model.apply)),
+    eval_fn=jax.jit(functools.partial(eval_step, model.apply, spec)),
   )
 
 
-def cost_report(config: ml_collections.ConfigDict, exp: Experiment, params) -> cost.CostReport:
-  return cost.fp32_report(
-    params,
+def cost_report(exp: Experiment, params) -> cost.CostReport:
+  """Cost of `params` under the experiment's quantization, from the deployed tensors."""
+  x = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input), jnp.float32)
+  records = models.deployed_tensors(exp.model, params, exp.spec, x)
+  reference = dict(cost.REFERENCE, d_input=exp.dataset.d_input, n_classes=exp.dataset.n_classes)
+  return cost.deployed_report(
+    records,
+    params=cost.count_params(params, exclude=models.is_quantizer_param),
     seq_len=exp.dataset.seq_len,
-    d_input=exp.dataset.d_input,
-    d_model=exp.model_cfg.d_model,
-    n_layers=exp.model_cfg.n_layers,
-    d_state=exp.model_cfg.d_state,
-    n_classes=exp.dataset.n_classes,
-    bidirectional=config.model_name == "s4d_bidirectional",
+    reference=reference,
   )
+
+
+def export_params(config: ml_collections.ConfigDict, exp: Experiment, params, directory: str):
+  """Writes the integer export (codes + steps + manifest) of `params` to `directory`."""
+  x = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input), jnp.float32)
+  arch = {
+    **dataclasses.asdict(exp.model_cfg),
+    "n_classes": exp.dataset.n_classes,
+    "model_name": config.model_name,
+    "task": exp.dataset.name,
+  }
+  return export.export_model(exp.model, params, exp.spec, x, directory, arch)
+
+
+def calibrate(config: ml_collections.ConfigDict, exp: Experiment, params):
+  """Quantizer ranges and LSQ steps from the first training batch (no-op for float)."""
+  if exp.spec is None:
+    return params
+  x, _ = next(data.batches(exp.dataset.train, config.batch_size, seed=config.seed, epoch=0))
+  return models.calibrate(exp.model, params, exp.spec, jnp.asarray(x))
 
 
 def _check_finite(value: float, step: int, what: str, last_good: int | None, workdir: str):
@@ -424,10 +500,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if latest is not None:
     state = restore_state(manager, latest, state)
     logging.info("Resumed from %s at step %d.", manager.directory, latest)
-  elif config.init_checkpoint:
-    loaded, step = load_params(config.init_checkpoint, state)
-    state = state.replace(params=loaded.params)
-    logging.info("Initialised params from %s (step %d).", config.init_checkpoint, step)
+  else:
+    if config.init_checkpoint:
+      loaded, step = load_params(config.init_checkpoint, state)
+      state = state.replace(params=loaded.params)
+      logging.info("Initialised params from %s (step %d).", config.init_checkpoint, step)
+    if exp.spec is not None:
+      state = state.replace(params=calibrate(config, exp, state.params))
+      logging.info("Quantization %s; quantizers calibrated.", spec_summary(exp.spec))
   write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
 
   writer = MetricsWriter(workdir)
@@ -452,7 +532,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     epoch_loss, epoch_acc, n_steps = jnp.zeros(()), jnp.zeros(()), 0
     for x, y in bar:
-      state, metrics = exp.train_step(state, x, y, key)
+      state, metrics = exp.train_step(state, x, y, key, exp.spec)
       step += 1
       n_steps += 1
       epoch_loss, epoch_acc = epoch_loss + metrics["loss"], epoch_acc + metrics["accuracy"]
@@ -522,10 +602,17 @@ def _final_results(config, exp: Experiment, state: TrainState, workdir: str, sta
   best_state, best_step = load_params(workdir, state, which="best")
   test = evaluate_split(exp.eval_fn, best_state.params, exp.dataset.test, config.eval_batch_size)
   val = evaluate_split(exp.eval_fn, best_state.params, exp.dataset.val, config.eval_batch_size)
-  report = cost_report(config, exp, best_state.params)
+  report = cost_report(exp, best_state.params)
+  extra = {}
+  if exp.spec is not None:
+    directory = os.path.join(workdir, EXPORT_DIR)
+    export_params(config, exp, best_state.params, directory)
+    extra["export_dir"] = directory
   return {
+    **extra,
     "task": exp.dataset.name,
     "model": config.model_name,
+    "quant": spec_summary(exp.spec),
     "test_accuracy": test["accuracy"],
     "test_loss": test["loss"],
     "val_accuracy": val["accuracy"],
@@ -539,21 +626,40 @@ def _final_results(config, exp: Experiment, state: TrainState, workdir: str, sta
   }
 
 
+def _trained_with_quantization(workdir: str) -> bool:
+  """Whether the run that wrote workdir/config.json trained with quantization enabled."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return bool(json.load(f).get("quant", {}).get("enabled", False))
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Evaluates the best checkpoint in `workdir` on the test split; writes results_evaluate.json.
 
-  Training's results.json is left untouched, so evaluating under another config (a
-  quantization or hardware setting) never overwrites what training measured.
+  With `config.quant.enabled` and a checkpoint trained in float, this is post-training
+  quantization (PTQ): quantizer ranges are calibrated on one training batch, then the
+  quantized model is evaluated. Training's results.json is left untouched, so evaluating
+  under another config never overwrites what training measured.
   """
   start_time = time.time()
   exp = build(config)
   state, step = load_params(workdir, exp.state, which="best")
-  test = evaluate_split(exp.eval_fn, state.params, exp.dataset.test, config.eval_batch_size)
-  report = cost_report(config, exp, state.params)
+  params = state.params
+  trained_quantized = _trained_with_quantization(workdir)
+  if exp.spec is not None and not trained_quantized:
+    # Post-training quantization: the float checkpoint's quantizers were never fitted.
+    params = calibrate(config, exp, params)
+    logging.info("PTQ: quantizers calibrated on one training batch.")
+  test = evaluate_split(exp.eval_fn, params, exp.dataset.test, config.eval_batch_size)
+  report = cost_report(exp, params)
   results = {
     "task": exp.dataset.name,
     "model": config.model_name,
     "mode": "evaluate",
+    "quant": spec_summary(exp.spec),
+    "post_training_quantization": exp.spec is not None and not trained_quantized,
     "test_accuracy": test["accuracy"],
     "test_loss": test["loss"],
     "checkpoint_step": step,

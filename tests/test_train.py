@@ -75,7 +75,8 @@ def test_one_epoch_lowers_the_loss(tmp_path):
     "wall_time_s",
   ):
     assert key in results
-  assert results["memory_bits"] == 32 * results["params"]
+  assert results["memory_bits"] == 32 * results["nonzero_params"]
+  assert results["compression_vs_fp32"] == pytest.approx(1.0, abs=0.01)
   with open(tmp_path / "results.json") as f:
     assert json.load(f)["test_accuracy"] == results["test_accuracy"]
   with open(tmp_path / "config.json") as f:
@@ -87,7 +88,7 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
   state = exp.state
   key = jax.random.PRNGKey(0)
   for x, y in list(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))[:3]:
-    state, _ = exp.train_step(state, x, y, key)
+    state, _ = exp.train_step(state, x, y, key, None)
   manager = train.checkpoint_manager(str(tmp_path / "ckpt"), 2)
   manager.save(int(state.step), args=ocp.args.StandardSave(train._checkpoint_item(state)))
   manager.wait_until_finished()
@@ -144,6 +145,7 @@ def test_per_parameter_rules_label_the_ssm_parameters():
   s4d = labels["block_0"]["s4d"]
   assert s4d["log_step"] == s4d["log_neg_re_a"] == s4d["im_a"] == "rule_0"
   assert s4d["c"] == "default" and labels["encoder"]["kernel"] == "default"
+  assert labels["encoder"]["input_range"] == labels["encoder"]["kernel_scale"] == "rule_1"
 
 
 def test_frozen_rule_keeps_parameters_fixed(tmp_path):
@@ -154,7 +156,7 @@ def test_frozen_rule_keeps_parameters_fixed(tmp_path):
   before = jax.tree_util.tree_map(np.array, state.params["block_0"]["s4d"])
   encoder_before = np.array(state.params["encoder"]["kernel"])
   for x, y in list(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))[:2]:
-    state, _ = exp.train_step(state, x, y, jax.random.PRNGKey(0))  # Step 0 has lr 0 (warm-up).
+    state, _ = exp.train_step(state, x, y, jax.random.PRNGKey(0), None)  # Step 0: lr 0.
   after = state.params["block_0"]["s4d"]
   for k in before:
     np.testing.assert_array_equal(before[k], after[k])
@@ -228,3 +230,49 @@ def test_launch_evaluate_without_checkpoint_fails_cleanly(tmp_path):
   out = _launch(*SMOKE, f"--workdir={tmp_path}", "--mode=evaluate")
   assert out.returncode == 1
   assert "No checkpoint" in out.stderr
+
+
+def test_qat_run_reports_quantized_cost_and_compiles_once_per_structure(tmp_path):
+  config = tiny_config()
+  config.quant.enabled = True
+  config.quant.weight_bits = 2
+  config.quant.a_bar_bits = 4
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert results["quant"]["glu"] == 2 and results["quant"]["a_bar"] == 4
+  assert results["compression_vs_fp32"] > 5
+  assert results["memory_bits"] < results["fp32_memory_bits"] / 5
+  assert os.path.exists(os.path.join(results["export_dir"], "manifest.json"))
+  # The same compiled step serves another bit width: trace once, run with two specs.
+  exp = train.build(config)
+  spec8 = train.quant_spec(tiny_config(**{"quant.enabled": True, "quant.weight_bits": 8}))
+  traces = []
+
+  def counted(*args):
+    traces.append(1)
+    return train.train_step(*args)
+
+  step = jax.jit(counted)
+  x, y = next(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))
+  state, m2 = step(exp.state, x, y, jax.random.PRNGKey(0), exp.spec)
+  state, m8 = step(state, x, y, jax.random.PRNGKey(0), spec8)
+  assert len(traces) == 1
+  assert np.isfinite(float(m2["loss"])) and np.isfinite(float(m8["loss"]))
+
+
+def test_ptq_evaluate_of_a_float_checkpoint(tmp_path):
+  config = tiny_config()
+  trained = train.train_and_evaluate(config, str(tmp_path))
+  config.quant.enabled = True
+  config.quant.weight_bits = 8
+  ptq = train.evaluate(config, str(tmp_path))
+  assert ptq["post_training_quantization"] is True
+  assert ptq["memory_bits"] < trained["memory_bits"] / 3
+  assert abs(ptq["test_accuracy"] - trained["test_accuracy"]) < 0.1
+
+
+def test_bad_bit_widths_are_config_errors():
+  for bits in (0, -3):  # 2.5 is already refused by the ConfigDict (an int field).
+    with pytest.raises(errors.ConfigError, match="bits"):
+      train.quant_spec(tiny_config(**{"quant.enabled": True, "quant.weight_bits": bits}))
+  with pytest.raises(errors.ConfigError, match="quant.mode"):
+    train.quant_spec(tiny_config(**{"quant.enabled": True, "quant.mode": "fancy"}))

@@ -1,0 +1,183 @@
+"""Integer export of a trained (quantized) model, and the forward pass that runs from it.
+
+`export_model` writes what a chip-programming tool reads:
+  tensors.npz     per stored tensor either integer codes (+ their FP32 steps) or, for the
+                  groups left in float, the float values; the polar a_bar as decay levels
+                  and angle codes with their two steps;
+  manifest.json   the architecture, and per tensor its group bits, shape, storage kind and
+                  the input quantizer (bits, step) of every matrix product.
+`load_export` turns the files back into the exact tensors the model computed with, and
+`forward` runs the classifier from those tensors alone (no Flax, no training parameters):
+the reloaded model gives the same outputs as the trained one (tests/test_export.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import flax.linen as nn
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssm_aimc import models, quant, ssm
+
+MANIFEST = "manifest.json"
+TENSORS = "tensors.npz"
+FORMAT_VERSION = 1
+
+
+def _smallest_int(codes: np.ndarray) -> np.ndarray:
+  """Stores codes in int8 when they fit (bits <= 8), else int16."""
+  return codes.astype(np.int8 if np.abs(codes).max(initial=0) <= 127 else np.int16)
+
+
+def export_model(
+  model: nn.Module,
+  params,
+  spec: quant.QuantSpec | None,
+  x_example: jax.Array,
+  directory: str,
+  arch: dict,
+) -> dict:
+  """Writes `directory`/tensors.npz and manifest.json; returns the manifest.
+
+  Args:
+    model: the Flax classifier; params: its parameters; spec: its quantization (None for
+      a float model, exported by value).
+    x_example: (1, L, d_input) input fixing shapes.
+    arch: JSON-able architecture (model config fields, n_classes, model name) stored in
+      the manifest for `forward`.
+  """
+  records = models.deployed_tensors(model, params, spec, x_example)
+  inputs = _input_quantizers(model, params, spec, x_example)
+  arrays, entries = {}, {}
+  for path, rec in records.items():
+    key = path.replace("/", ".")
+    entry = {
+      "bits": float(rec["bits"]),
+      "shape": list(np.shape(rec["values"])),
+      "complex": bool(np.iscomplexobj(rec["values"])),
+    }
+    if "levels" in rec:
+      entry["kind"] = "polar"
+      arrays[f"{key}.levels"] = np.asarray(rec["levels"]).astype(np.int16)
+      arrays[f"{key}.angle_codes"] = _smallest_int(np.asarray(rec["angle_codes"]))
+      arrays[f"{key}.step"] = np.asarray(rec["step"], np.float32)
+      arrays[f"{key}.angle_scale"] = np.asarray(rec["angle_scale"], np.float32)
+    elif "codes" in rec and float(rec["bits"]) < quant.OFF_THRESHOLD:
+      entry["kind"] = "codes"
+      arrays[f"{key}.codes"] = _smallest_int(np.asarray(rec["codes"]))
+      arrays[f"{key}.scale"] = np.asarray(rec["scale"], np.float32)
+    else:
+      entry["kind"] = "float"
+      arrays[f"{key}.values"] = np.asarray(rec["values"])
+    entries[path] = entry
+  manifest = {
+    "format_version": FORMAT_VERSION,
+    "arch": arch,
+    "tensors": entries,
+    "input_quantizers": {
+      k: {"bits": float(v["bits"]), "scale": float(v["scale"])} for k, v in inputs.items()
+    },
+  }
+  os.makedirs(directory, exist_ok=True)
+  tmp = os.path.join(directory, f".{TENSORS}.tmp.npz")
+  np.savez_compressed(tmp, **arrays)
+  os.replace(tmp, os.path.join(directory, TENSORS))
+  tmp = os.path.join(directory, f".{MANIFEST}.tmp")
+  with open(tmp, "w") as f:
+    json.dump(manifest, f, indent=1)
+  os.replace(tmp, os.path.join(directory, MANIFEST))
+  return manifest
+
+
+def _input_quantizers(model, params, spec, x) -> dict:
+  """{module path: {bits, scale}} of every activation quantizer (empty for float)."""
+  if spec is None:
+    return {}
+  collect = jax.jit(
+    lambda p, x, s: model.apply({"params": p}, x, spec=s, mutable=["input_quant"])[1]
+  )
+  state = collect(params, x, spec)
+  flat = flax.traverse_util.flatten_dict(
+    state["input_quant"], sep="/", is_leaf=lambda _, v: isinstance(v, tuple)
+  )
+  return {path.rsplit("/", 1)[0]: rec[0] for path, rec in flat.items()}
+
+
+def load_export(directory: str) -> tuple[dict, dict]:
+  """(manifest, {path: tensor}) with every tensor dequantized exactly as the model used it."""
+  with open(os.path.join(directory, MANIFEST)) as f:
+    manifest = json.load(f)
+  arrays = np.load(os.path.join(directory, TENSORS))
+  tensors = {}
+  for path, entry in manifest["tensors"].items():
+    key = path.replace("/", ".")
+    if entry["kind"] == "polar":
+      tensors[path] = quant.a_bar_from_polar_codes(
+        jnp.asarray(arrays[f"{key}.levels"]),
+        jnp.asarray(arrays[f"{key}.angle_codes"]),
+        jnp.asarray(arrays[f"{key}.step"]),
+        jnp.asarray(arrays[f"{key}.angle_scale"]),
+      )
+    elif entry["kind"] == "codes":
+      value = quant.from_integer_codes(
+        jnp.asarray(arrays[f"{key}.codes"]).astype(jnp.int32), jnp.asarray(arrays[f"{key}.scale"])
+      )
+      tensors[path] = jax.lax.complex(value[..., 0], value[..., 1]) if entry["complex"] else value
+    else:
+      tensors[path] = jnp.asarray(arrays[f"{key}.values"])
+  return manifest, tensors
+
+
+def _layer_norm(x, scale, bias, epsilon=1e-6):
+  # The same operations, in the same order, as layers.QLayerNorm.
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias
+
+
+def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
+  """Logits (B, n_classes) of the exported classifier on x (B, L, d_input)."""
+  arch = manifest["arch"]
+  inputs = manifest["input_quantizers"]
+
+  def act(path, h):
+    if path not in inputs:
+      return h
+    return quant.fake_quant(h, inputs[path]["bits"], jnp.float32(inputs[path]["scale"]))
+
+  def dense(path, h):
+    return act(path, h) @ tensors[f"{path}/kernel"] + tensors[f"{path}/bias"]
+
+  def norm(block, v):
+    return _layer_norm(v, tensors[f"{block}/norm/scale"], tensors[f"{block}/norm/bias"])
+
+  def s4d(path, u):
+    p = {k: tensors.get(f"{path}/{k}") for k in ("a_bar", "b_bar", "c", "d", "c_reverse")}
+    apply = functools.partial(
+      ssm.apply_ssm,
+      p["a_bar"],
+      p["b_bar"],
+      p["c"],
+      p["d"],
+      method=arch["method"],
+      c_reverse=p["c_reverse"],
+    )
+    return jax.vmap(apply)(act(path, u)).astype(u.dtype)
+
+  h = dense("encoder", x)
+  for i in range(arch["n_layers"]):
+    block = f"block_{i}"
+    z = norm(block, h) if arch["prenorm"] else h
+    z = s4d(f"{block}/s4d", z)
+    z = nn.glu(dense(f"{block}/glu_dense", nn.gelu(z)), axis=-1)
+    h = h + z
+    if not arch["prenorm"]:
+      h = norm(block, h)
+  h = jnp.mean(h, axis=1) if arch["pooling"] == "mean" else h[:, -1]
+  return dense("decoder", h)

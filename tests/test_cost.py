@@ -1,0 +1,75 @@
+"""Tests of the cost accounting against hand counts."""
+
+import numpy as np
+import pytest
+
+from ssm_aimc import cost
+
+
+def test_hand_counted_example():
+  records = {
+    # A 2x3 ternary kernel with two zeros, per-tensor step, 8-bit inputs.
+    "dense/kernel": {
+      "values": np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0]]),
+      "bits": 2.0,
+      "macs_per_element": 1.0,
+      "scales": 1.0,
+      "act_bits": 8.0,
+      "per_sequence": False,
+    },
+    # Three complex a_bar modes at 8 bits, 2 steps (decay, angle), 2 MACs per real number.
+    "ssm/a_bar": {
+      "values": np.array([0.5 + 0.5j, 0.9 + 0j, 0.1j]),
+      "bits": 8.0,
+      "macs_per_element": 2.0,
+      "scales": 2.0,
+      "act_bits": 8.0,
+    },
+    # A float bias: 32 bits, no scale, no MACs.
+    "dense/bias": {
+      "values": np.array([0.5, 0.0, 2.0]),
+      "bits": 32.0,
+      "macs_per_element": 0.0,
+      "scales": 0.0,
+    },
+    # A decoder run once per sequence of L=4.
+    "decoder/kernel": {
+      "values": np.ones((3, 2)),
+      "bits": 4.0,
+      "macs_per_element": 1.0,
+      "scales": 2.0,
+      "act_bits": 8.0,
+      "per_sequence": True,
+    },
+  }
+  ref = dict(d_input=1, d_model=2, n_layers=1, d_state=2, n_classes=2)
+  report = cost.deployed_report(records, params=17, seq_len=4, reference=ref)
+  assert report.params == 17
+  assert report.deployed_params == 6 + 6 + 3 + 6
+  assert report.nonzero_params == 4 + 4 + 2 + 6
+  # 4*2 + 32 | 4*8 + 2*32 | 2*32 | 6*4 + 2*32
+  assert report.memory_bits == 40 + 96 + 64 + 88
+  assert report.fp32_memory_bits == 32 * 21
+  assert report.compression_vs_fp32 == pytest.approx(32 * 21 / 288)
+  # MACs per step: 6 + 12 + 0 + 6/4.
+  assert report.macs_per_step == pytest.approx(19.5)
+  assert report.macs_per_sequence == pytest.approx(78.0)
+  assert report.bitops_per_step == pytest.approx(6 * 2 * 8 + 12 * 8 * 8 + 1.5 * 4 * 8)
+  assert report.bitops_reduction_vs_fp32 == pytest.approx(19.5 * 1024 / report.bitops_per_step)
+  # Reference: encoder 1*2+2, block: norm 4, ssm 2*1*2*3 + 2, glu 2*4 + 4, decoder 2*2+2.
+  assert cost.deployed_count(**ref) == 4 + (4 + 14 + 12) + 6
+  assert report.compression_vs_reference == pytest.approx(32 * 40 / 288)
+
+
+def test_closed_form_macs_of_the_reference_size():
+  per_step, per_seq = cost.macs(seq_len=784, d_input=1, n_classes=10, **cost.REFERENCE)
+  # encoder 128; per block 128*(32*8+1) + 128*256; decoder 1280 per sequence.
+  body = 128 + 4 * (128 * 257 + 128 * 256)
+  assert per_seq == body * 784 + 1280
+  assert per_step == pytest.approx(body + 1280 / 784)
+
+
+def test_count_params_excludes_by_path():
+  params = {"a": {"kernel": np.zeros((2, 3)), "input_range": np.zeros(())}, "b": np.ones(4)}
+  assert cost.count_params(params) == 11
+  assert cost.count_params(params, exclude=lambda p: p.endswith("input_range")) == 10

@@ -1,0 +1,79 @@
+"""Tests of the integer export: codes reload to the exact tensors and the same outputs."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from ssm_aimc import export, models, quant
+
+TINY = models.ModelConfig(d_model=4, n_layers=2, d_state=4, dropout=0.0, method="sequential")
+
+
+def _setup(name="s4d", spec=None, **overrides):
+  cfg = dataclasses.replace(TINY, **overrides)
+  model = models.get_model(name, cfg, n_classes=3)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 2))
+  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  if spec is not None:
+    params = models.calibrate(model, params, spec, x)
+  arch = {**dataclasses.asdict(cfg), "n_classes": 3, "model_name": name}
+  return model, params, x, arch
+
+
+SPECS = {
+  "ternary_polar": quant.QuantSpec.uniform(2, 8, a_bar_bits=6),
+  "w4_channel": quant.QuantSpec.uniform(4, 8, a_bar_bits=8, mode=quant.ScaleMode.CHANNEL),
+  "w4_lsq": quant.QuantSpec.uniform(4, 6, a_bar_bits=5, mode=quant.ScaleMode.LSQ),
+  "w8_cartesian": quant.QuantSpec.uniform(8, 8, a_bar_param="cartesian"),
+}
+
+
+@pytest.mark.parametrize(
+  "name, spec_name",
+  [("s4d", s) for s in sorted(SPECS)] + [("s4d_bidirectional", "ternary_polar")],
+)
+def test_round_trip_gives_identical_tensors_and_outputs(tmp_path, name, spec_name):
+  spec = SPECS[spec_name]
+  model, params, x, arch = _setup(name, spec)
+  manifest = export.export_model(model, params, spec, x[:1], str(tmp_path), arch)
+  loaded_manifest, tensors = export.load_export(str(tmp_path))
+  assert loaded_manifest == json.loads(json.dumps(manifest))
+  records = models.deployed_tensors(model, params, spec, x[:1])
+  assert set(tensors) == set(records)
+  for path, rec in records.items():
+    np.testing.assert_array_equal(
+      np.asarray(tensors[path]), np.asarray(rec["values"]), err_msg=path
+    )
+  # Everything below the float threshold is stored as integers.
+  kinds = {p: e["kind"] for p, e in manifest["tensors"].items()}
+  assert kinds["block_0/glu_dense/kernel"] == "codes"
+  expected_a_bar = "polar" if spec.a_bar_param == "polar" else "float"
+  assert kinds["block_0/s4d/a_bar"] == expected_a_bar
+  # The exported program gives the trained model's outputs.
+  y_model = model.apply({"params": params}, x, spec=spec)
+  y_export = export.forward(loaded_manifest, tensors, x)
+  np.testing.assert_allclose(y_export, y_model, rtol=1e-6, atol=1e-6)
+
+
+def test_codes_are_small_integers(tmp_path):
+  spec = SPECS["ternary_polar"]
+  model, params, x, arch = _setup("s4d", spec)
+  export.export_model(model, params, spec, x[:1], str(tmp_path), arch)
+  arrays = np.load(tmp_path / export.TENSORS)
+  glu = arrays["block_0.glu_dense.kernel.codes"]
+  assert glu.dtype == np.int8 and set(np.unique(glu)) <= {-1, 0, 1}
+  levels = arrays["block_0.s4d.a_bar.levels"]
+  assert levels.min() >= 1 and levels.max() <= 2**6 - 1
+
+
+def test_float_model_exports_by_value(tmp_path):
+  model, params, x, arch = _setup("s4d", None)
+  manifest = export.export_model(model, params, None, x[:1], str(tmp_path), arch)
+  assert {e["kind"] for e in manifest["tensors"].values()} == {"float"}
+  _, tensors = export.load_export(str(tmp_path))
+  np.testing.assert_allclose(
+    export.forward(manifest, tensors, x), model.apply({"params": params}, x), rtol=1e-6, atol=1e-6
+  )
