@@ -49,15 +49,20 @@ RUNS = {
     None,
     ["--config.quant.weight_bits=4", "--config.quant.mode=channel"],
   ),
-  "PTQ ternary (channel)": (
+  "PTQ ternary (channel, a_bar 8)": (
     "ptq",
     None,
     ["--config.quant.weight_bits=2", "--config.quant.mode=channel"],
   ),
+  "PTQ ternary (channel, a_bar 4)": (
+    "ptq",
+    None,
+    ["--config.quant.weight_bits=2", "--config.quant.mode=channel", "--config.quant.a_bar_bits=4"],
+  ),
   "QAT W8A8 (channel)": ("qat", "configs/qat_w8a8.py", []),
   "QAT W4A8 (tensor)": ("qat", "configs/qat_w4a8.py", ["--config.quant.mode=tensor"]),
   "QAT W4A8 (channel)": ("qat", "configs/qat_w4a8.py", []),
-  "QAT ternary": ("qat", "configs/qat_ternary.py", []),
+  "QAT ternary (channel, a_bar 4)": ("qat", "configs/qat_ternary.py", []),
 }
 
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssm_aimc import models, quant, ssm
+from ssm_aimc import layers, models, quant, ssm
 
 MANIFEST = "manifest.json"
 TENSORS = "tensors.npz"
@@ -152,7 +152,7 @@ def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
     return quant.fake_quant(h, inputs[path]["bits"], jnp.float32(inputs[path]["scale"]))
 
   def dense(path, h):
-    return act(path, h) @ tensors[f"{path}/kernel"] + tensors[f"{path}/bias"]
+    return layers.matmul(act(path, h), tensors[f"{path}/kernel"]) + tensors[f"{path}/bias"]
 
   def norm(block, v):
     return _layer_norm(v, tensors[f"{block}/norm/scale"], tensors[f"{block}/norm/bias"])

@@ -93,6 +93,17 @@ def quantize_input(module: nn.Module, x: jax.Array, tq: quant.TensorQuant | None
   return quant.fake_quant(x, tq.bits, scale)
 
 
+def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """(..., in) @ (in, out) as one 2-D matrix product.
+
+  XLA:CPU runs the backward pass of a 3-D (B, L, in) @ (in, out) product (a contraction
+  over two batch axes for the kernel gradient) 2-3x slower than the same product on the
+  flattened (B L, in) matrix; measured in BENCHMARKS.md ("Dense layout").
+  """
+  lead = x.shape[:-1]
+  return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(*lead, kernel.shape[-1])
+
+
 def _codes(x: jax.Array, tq: quant.TensorQuant, scale: jax.Array) -> dict:
   """Integer codes and step of a quantized tensor, for the "deployed" records (export)."""
   return {"codes": quant.to_integer_codes(x, tq.bits, scale), "scale": scale}
@@ -184,7 +195,7 @@ class QDense(nn.Module):
       **codes,
     )
     _deploy(self, "bias", bias, spec.bias if spec is not None else None, 0.0, **bias_codes)
-    return x @ kernel + bias
+    return matmul(x, kernel) + bias
 
 
 class QLayerNorm(nn.Module):

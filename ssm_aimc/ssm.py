@@ -15,7 +15,10 @@ Four ways to evaluate the same map u -> y, which must agree (tests/test_ssm.py):
   "sequential"   jax.lax.scan over the states (the path a chip or a stream follows),
   "fft"          the convolution kernel K_l = 2 Re(sum_n c_n b_bar_n a_bar_n^l) applied as a
                  causal FFT convolution (contracts with c before touching L, so it never
-                 materialises the L x H x n states: the fastest path on CPU),
+                 materialises the L x H x n states: the fastest path on CPU for long L),
+  "toeplitz"     the same kernel applied as a dense lower-triangular (L, L) matrix per
+                 channel: O(L^2) work but plain matrix products, faster than the FFT on CPU
+                 for short sequences,
   `step`         one step at a time, for streaming and the hardware simulator.
 """
 
@@ -27,7 +30,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-METHODS = ("associative", "sequential", "fft")
+METHODS = ("associative", "sequential", "fft", "toeplitz")
 DISCRETIZATIONS = ("zoh", "bilinear")
 A_INITS = ("lin", "inv")
 
@@ -193,6 +196,19 @@ def causal_conv(u: jax.Array, kernel: jax.Array) -> jax.Array:
   return jnp.fft.irfft(u_f * k_f, n=n_fft, axis=0)[:length]
 
 
+def causal_conv_toeplitz(u: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`causal_conv` as a product with the lower-triangular Toeplitz matrix T[l, j] = K[l - j].
+
+  O(L^2 H) work and memory for the (L, L, H) matrix, which does not depend on u (under vmap
+  over a batch it is built once); used for short sequences.
+  """
+  length = u.shape[0]
+  dtype = _accumulation_dtype(u, kernel)
+  lag = jnp.arange(length)[:, None] - jnp.arange(length)[None, :]
+  toeplitz = jnp.where((lag >= 0)[:, :, None], kernel.astype(dtype)[jnp.maximum(lag, 0)], 0.0)
+  return jnp.einsum("ljh,jh->lh", toeplitz, u.astype(dtype))
+
+
 # ---------------------------------------------------------------------------------------
 # The full S4D map for one sequence, and one streaming step.
 # ---------------------------------------------------------------------------------------
@@ -218,6 +234,8 @@ def _apply_causal(
   length, channels = u.shape
   if method == "fft":
     return causal_conv(u, ssm_kernel(a_bar, b_bar, c, length))
+  if method == "toeplitz":
+    return causal_conv_toeplitz(u, ssm_kernel(a_bar, b_bar, c, length))
   if method in ("associative", "sequential"):
     n_modes = a_bar.shape[-1]
     u = u.astype(_accumulation_dtype(u))

@@ -515,7 +515,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step = int(state.step)
   best_val = _best_val_accuracy(best_manager)
   last_good = latest
-  history = []
   first_epoch = step // exp.steps_per_epoch
   for epoch in range(first_epoch, config.num_epochs):
     start_batch = step - epoch * exp.steps_per_epoch
@@ -555,7 +554,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "wall_time_s": time.time() - start_time,
     }
     writer.write(step, **record)
-    history.append(record)
     logging.info(
       "epoch %d/%d step %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f",
       epoch + 1,

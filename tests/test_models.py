@@ -39,7 +39,7 @@ def test_parameters_are_real_and_named_after_the_paper():
   assert all(not jnp.iscomplexobj(x) for x in jax.tree_util.tree_leaves(params))
 
 
-@pytest.mark.parametrize("method", ["fft", "associative", "sequential"])
+@pytest.mark.parametrize("method", ssm.METHODS)
 def test_layer_methods_agree(method):
   u = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 3))
   ref = layers.S4D(d_state=6, method="sequential")

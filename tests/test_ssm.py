@@ -42,7 +42,7 @@ def test_all_paths_agree(length, discretization):
   a_bar, b_bar, c, d = _random_ssm(jax.random.PRNGKey(length), discretization=discretization)
   u = jax.random.normal(jax.random.PRNGKey(100 + length), (length, a_bar.shape[0]))
   reference = ssm.apply_ssm(a_bar, b_bar, c, d, u, "sequential")
-  for method in ("associative", "fft", "auto"):
+  for method in ("associative", "fft", "toeplitz", "auto"):
     np.testing.assert_allclose(
       ssm.apply_ssm(a_bar, b_bar, c, d, u, method), reference, rtol=RTOL, atol=ATOL
     )
@@ -57,7 +57,7 @@ def test_paths_agree_in_float64_tightly():
     u = jax.random.normal(jax.random.PRNGKey(4), (50, 3), jnp.float64)
     y_seq = ssm.apply_ssm(a_bar, b_bar, c, d, u, "sequential")
     assert y_seq.dtype == jnp.float64
-    for method in ("associative", "fft"):
+    for method in ("associative", "fft", "toeplitz"):
       np.testing.assert_allclose(ssm.apply_ssm(a_bar, b_bar, c, d, u, method), y_seq, rtol=1e-9)
 
 
@@ -105,7 +105,7 @@ def test_bidirectional_paths_agree_and_match_definition():
     ssm.apply_ssm(a_bar, b_bar, c, d, u, "sequential")
     + ssm.apply_ssm(a_bar, b_bar, c_rev, 0 * d, u[::-1], "sequential")[::-1]
   )
-  for method in ("associative", "sequential", "fft"):
+  for method in ssm.METHODS:
     y = ssm.apply_ssm(a_bar, b_bar, c, d, u, method, c_reverse=c_rev)
     np.testing.assert_allclose(y, expected, rtol=RTOL, atol=ATOL)
 
@@ -171,7 +171,7 @@ def test_kernel_is_impulse_response():
   np.testing.assert_allclose(ssm.ssm_kernel(a_bar, b_bar, c, 10), y, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("method", ["associative", "sequential", "fft"])
+@pytest.mark.parametrize("method", ssm.METHODS)
 def test_gradients_of_the_ssm_map(method):
   """Reverse- and forward-mode derivatives against finite differences (float64)."""
   with jax.enable_x64(True):
