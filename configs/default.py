@@ -6,8 +6,8 @@ file and override a few fields.
   python launch.py --config=configs/default.py --workdir=runs/default
   python launch.py --config=configs/default.py:smoke --workdir=/tmp/smoke   # seconds
 
-Measured (README "Results"): test accuracy 0.98 +- 0.01 over 3 seeds, about 1-2 minutes of
-training on a 2-core CPU.
+Measured (README "Results"): test accuracy 98.33 +- 0.56 % over seeds 0, 1, 2 (97.78 % at
+worst), 165-253 s per run on the 2-core CPU while a second training job shared it.
 """
 
 import ml_collections

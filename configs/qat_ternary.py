@@ -12,8 +12,9 @@ the memory to 16x below FP32. Biases and norm parameters (about 1,100 numbers) s
 8 bits. On digits, seed 0, exploratory runs gave 97.2 % at a_bar 4 bits (16.6x), 97.8 % at
 6 bits (14.4x), 98.1 % at 8 bits (12.9x), float 98.3 %; per-tensor ternary steps failed
 (38 %: an absmax step zeroes most weights).
-Measured results are in the README table "Quantization-aware training", produced by
-`python bench/qat_table.py`.
+Measured on digits, seeds 0-2: 96.67 +- 0.56 % (float 98.33 %), memory 16.6x below FP32 and
+65x below the FP32 S4D reference size, about 120 s of fine-tuning per run on the 2-core CPU;
+full tables in the README, produced by `python bench/qat_table.py`.
 """
 
 from configs import default

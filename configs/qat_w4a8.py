@@ -4,9 +4,10 @@ r"""QAT fine-tune to 4-bit weights and 8-bit activations (a_bar 8 bits), from a 
   python launch.py --config=configs/qat_w4a8.py --workdir=runs/w4a8 \
       --config.init_checkpoint=runs/float
 
-Per-channel weight steps, calibrated activation ranges, polar a_bar. Measured results
-(digits and mnist1d, 3 seeds, with runtimes) are in the README table "Quantization-aware
-training", produced by `python bench/qat_table.py`.
+Per-channel weight steps, calibrated activation ranges, polar a_bar. Measured on digits,
+seeds 0-2: 97.96 +- 0.64 % (float 98.33), about 100 s of fine-tuning per run on the 2-core
+CPU; the full tables (digits and mnist1d, PTQ alongside) are in the README, produced by
+`python bench/qat_table.py`.
 """
 
 from configs import default

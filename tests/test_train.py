@@ -276,3 +276,12 @@ def test_bad_bit_widths_are_config_errors():
       train.quant_spec(tiny_config(**{"quant.enabled": True, "quant.weight_bits": bits}))
   with pytest.raises(errors.ConfigError, match="quant.mode"):
     train.quant_spec(tiny_config(**{"quant.enabled": True, "quant.mode": "fancy"}))
+
+
+def test_launch_impossible_bit_width_fails_cleanly(tmp_path):
+  out = _launch(
+    *SMOKE, f"--workdir={tmp_path}", "--config.quant.enabled=True", "--config.quant.weight_bits=0"
+  )
+  assert out.returncode == 1
+  assert "bits must be whole numbers" in out.stderr and "Traceback" not in out.stderr
+  assert not os.path.exists(tmp_path / "checkpoints")
