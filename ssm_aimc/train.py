@@ -578,13 +578,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       best_manager.wait_until_finished()
 
   results = _final_results(config, exp, state, workdir, start_time)
-  write_json_atomic(os.path.join(workdir, "results.json"), results)
-  logging.info(
-    "Test accuracy %.4f; results in %s.",
-    results["test_accuracy"],
-    os.path.join(workdir, "results.json"),
-  )
+  _write_results(workdir, "results.json", results)
   return results
+
+
+def _write_results(workdir: str, name: str, results: dict) -> None:
+  path = os.path.join(workdir, name)
+  write_json_atomic(path, results)
+  logging.info("Test accuracy %.4f; results in %s.", results["test_accuracy"], path)
 
 
 def _best_val_accuracy(best_manager) -> float | None:
@@ -665,10 +666,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     "platform": jax.default_backend(),
     **report.as_dict(),
   }
-  write_json_atomic(os.path.join(workdir, "results_evaluate.json"), results)
-  logging.info(
-    "Test accuracy %.4f; results in %s.",
-    results["test_accuracy"],
-    os.path.join(workdir, "results_evaluate.json"),
-  )
+  _write_results(workdir, "results_evaluate.json", results)
   return results
