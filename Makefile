@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WORKDIR ?= runs/demo
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,20 +14,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## Train the default config (S4D on scikit-learn digits) and print the results table.
+## Again into the same WORKDIR resumes (or re-evaluates); `make demo WORKDIR=runs/x` for a new run.
 demo: $(STAMP)
 	$(PY) launch.py --config=configs/default.py --workdir=$(WORKDIR)
 
-## The test suite (slow tests excluded; see test-slow).
+## The test suite, two workers.
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist=loadfile
-
-## Slow end-to-end tests (accuracy smoke runs); not part of `make test`.
-test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ssm_aimc tests configs launch.py bench
 
+## Time per training step of every recurrence method (10-20 minutes; see BENCHMARKS.md).
 bench: $(STAMP)
 	$(PY) bench/bench_recurrence.py
 
