@@ -47,6 +47,9 @@ class CostReport:
     bitops_per_step: MACs x weight bits x activation bits, per time step.
     bitops_reduction_vs_fp32: FP32 bit-operations of the same architecture / bitops.
     bitops_reduction_vs_reference: FP32 bit-operations of the reference size / bitops.
+    params_reduction_vs_reference: stored scalars of the reference size / deployed_params
+      (against FP32 of the same architecture this ratio is 1 by definition).
+    macs_reduction_vs_reference: MACs per step of the reference size / macs_per_step.
   """
 
   params: int
@@ -61,6 +64,8 @@ class CostReport:
   bitops_per_step: float
   bitops_reduction_vs_fp32: float
   bitops_reduction_vs_reference: float
+  params_reduction_vs_reference: float
+  macs_reduction_vs_reference: float
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -159,7 +164,8 @@ def deployed_report(records: dict, *, params: int, seq_len: int, reference: dict
     act_bits = float(record.get("act_bits", FLOAT_BITS))
     bitops += m * bits * act_bits
     fp32_bitops += m * FLOAT_BITS * FLOAT_BITS
-  ref_memory = FLOAT_BITS * deployed_count(**reference)
+  ref_params = deployed_count(**reference)
+  ref_memory = FLOAT_BITS * ref_params
   ref_macs, _ = macs(seq_len=seq_len, **reference)
   ref_bitops = ref_macs * FLOAT_BITS * FLOAT_BITS
   return CostReport(
@@ -175,6 +181,8 @@ def deployed_report(records: dict, *, params: int, seq_len: int, reference: dict
     bitops_per_step=bitops,
     bitops_reduction_vs_fp32=fp32_bitops / max(bitops, 1.0),
     bitops_reduction_vs_reference=ref_bitops / max(bitops, 1.0),
+    params_reduction_vs_reference=ref_params / max(deployed, 1),
+    macs_reduction_vs_reference=ref_macs / max(macs_step, 1e-9),
   )
 
 

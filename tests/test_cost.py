@@ -59,6 +59,9 @@ def test_hand_counted_example():
   # Reference: encoder 1*2+2, block: norm 4, ssm 2*1*2*3 + 2, glu 2*4 + 4, decoder 2*2+2.
   assert cost.deployed_count(**ref) == 4 + (4 + 14 + 12) + 6
   assert report.compression_vs_reference == pytest.approx(32 * 40 / 288)
+  assert report.params_reduction_vs_reference == pytest.approx(40 / 21)
+  # Reference MACs per step: encoder 2 + block 2*(1*8+1) + 2*4 + decoder 4/4 = 29.
+  assert report.macs_reduction_vs_reference == pytest.approx(29 / 19.5)
 
 
 def test_closed_form_macs_of_the_reference_size():
