@@ -85,6 +85,36 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     }
   )
 
+  # Analog in-memory computing (ssm_aimc.hardware). Disabled: the digital model, exactly.
+  # Enabled: every weight group runs on the simulated device, evaluated over noise seeds
+  # after training (and in --mode=evaluate, on any checkpoint); with `train` also during
+  # training (noise-aware training: fresh programming noise every step).
+  config.hardware = ml_collections.ConfigDict()
+  config.hardware.enabled = False  # Simulate the analog substrate at evaluation.
+  config.hardware.device = "pcm_like"  # pcm_like | rram_taox | ideal (devices.DEVICES).
+  config.hardware.device_csv = ""  # CSV (target_us, mean_us, std_us): a measured device.
+  config.hardware.mapping = "column"  # column | tensor: where g_max maps (largest |w|).
+  config.hardware.recurrence = "digital"  # digital | residual | direct: how a_bar is held.
+  config.hardware.prog_noise_scale = 1.0  # x the device's programming-noise std.
+  config.hardware.read_noise_scale = 1.0  # x the device's read-noise std.
+  config.hardware.drift = True  # Conductance drift (devices that drift, e.g. PCM).
+  config.hardware.drift_compensation = True  # Global drift compensation per array.
+  config.hardware.t_inference = 3600.0  # Seconds from programming to inference.
+  config.hardware.stuck_min = 0.0  # Fraction of devices stuck at g_min.
+  config.hardware.stuck_max = 0.0  # Fraction of devices stuck at g_max.
+  config.hardware.levels = 0  # Conductance levels per device; 0 = the device's own.
+  config.hardware.dac_bits = 0  # Input DAC width; 0 = ideal DAC.
+  config.hardware.adc_bits = 0  # Output ADC width; 0 = ideal ADC.
+  config.hardware.adc_bound = 12.0  # ADC range, in units of the full-scale output.
+  config.hardware.output_noise = 0.0  # Additive output noise, same units.
+  config.hardware.train = False  # Noise-aware training (needs enabled).
+  config.hardware.ramp_epochs = 0.0  # Noise ramps linearly from 0 over these epochs.
+  config.hardware.eval_seeds = 20  # Simulated chips (noise seeds) per evaluation.
+  config.hardware.eval_seed = 0  # Seed of the chips' keys (same chips for every model).
+  config.hardware.seeds_per_call = 20  # Chips evaluated together by one vmapped call.
+  # Evaluate also at these programming-noise scales (accuracy-vs-noise table and plot).
+  config.hardware.noise_scales = ()
+
   config.batch_size = 64  # Training batch size.
   config.eval_batch_size = 256  # Evaluation batch size (last batch padded).
   config.num_epochs = 60  # Passes over the training split.

@@ -193,6 +193,8 @@ def format_table(rows: dict[str, object]) -> str:
   for key, value in rows.items():
     if isinstance(value, float):
       text = f"{value:.4g}" if abs(value) < 1e4 else f"{value:.4e}"
+    elif isinstance(value, list | tuple) and len(value) > 4:
+      text = f"[{len(value)} entries: see the results file]"
     else:
       text = str(value)
     lines.append(f"  {key:<{width}}  {text}")

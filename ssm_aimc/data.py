@@ -557,3 +557,22 @@ def _iterate(
   for b in batch_ids:
     idx = order[b * batch_size : (b + 1) * batch_size]
     yield split.x[idx], split.y[idx]
+
+
+def padded_batches(
+  split: Split, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """The split in order as (x, y, mask) batches of one fixed size (one compiled shape).
+
+  batch_size is capped at the split size; the last batch is padded with zeros and its
+  mask (b,) of 0/1 marks the real examples.
+  """
+  batch_size = min(batch_size, len(split))
+  for x, y in batches(split, batch_size, seed=0, epoch=0, shuffle=False, drop_last=False):
+    n = len(y)
+    mask = np.ones(batch_size, np.float32)
+    if n < batch_size:
+      mask[n:] = 0.0
+      x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], x.dtype)])
+      y = np.concatenate([y, np.zeros(batch_size - n, y.dtype)])
+    yield x, y, mask

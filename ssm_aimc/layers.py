@@ -31,7 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssm_aimc import quant, ssm
+from ssm_aimc import errors, quant, ssm
+from ssm_aimc.hardware import analog as analog_lib
 
 # Initial clip range of an activation quantizer, before calibration (inputs are normalised).
 DEFAULT_INPUT_RANGE = 4.0
@@ -74,23 +75,43 @@ def _deploy(
   module.sow("deployed", name, record)
 
 
-def quantize_input(module: nn.Module, x: jax.Array, tq: quant.TensorQuant | None) -> jax.Array:
+def quantize_input(
+  module: nn.Module, x: jax.Array, tq: quant.TensorQuant | None
+) -> tuple[jax.Array, jax.Array]:
   """Fake-quantizes the input of a matrix product (the DAC of an analog tile).
 
   The clip range r is the parameter `input_range` (scale r / q_max): learned by LSQ when
   the spec's mode is LSQ, otherwise held at its calibrated value (`models.calibrate`).
+  Returns (x quantized, r); r is also the range of the analog DAC.
   """
   x_range = module.param("input_range", nn.initializers.constant(DEFAULT_INPUT_RANGE), ())
   module.sow("calibration", "input_range", jnp.percentile(jnp.abs(x), CALIBRATION_PERCENTILE))
   if tq is None:
-    return x
+    return x, x_range
   scale = jnp.abs(x_range) / quant.q_max(tq.bits)
   module.sow("input_quant", "input", {"bits": tq.bits, "scale": scale})
   if tq.mode is quant.ScaleMode.LSQ:
     scale = quant.lsq_grad_scale(scale, x.size // max(x.shape[0], 1), tq.bits)
   else:
     scale = jax.lax.stop_gradient(scale)
-  return quant.fake_quant(x, tq.bits, scale)
+  return quant.fake_quant(x, tq.bits, scale), x_range
+
+
+# PRNG streams of the analog substrate: "program" draws the chip (reuse its key across
+# batches for one frozen chip, fold in the step for noise-aware training), "read" the noise
+# of every forward pass.
+PROGRAM_RNG, READ_RNG = "program", "read"
+
+
+def analog_keys(module: nn.Module) -> tuple[jax.Array, jax.Array]:
+  """(programming key, read key) of this layer; a clear error when apply got no rngs."""
+  for name in (PROGRAM_RNG, READ_RNG):
+    if not module.has_rng(name):
+      raise errors.ConfigError(
+        f"An analog spec needs PRNG keys: call apply(..., rngs={{'{PROGRAM_RNG}': k1, "
+        f"'{READ_RNG}': k2}}) (missing {name!r})."
+      )
+  return module.make_rng(PROGRAM_RNG), module.make_rng(READ_RNG)
 
 
 def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -167,10 +188,15 @@ class QDense(nn.Module):
   per_sequence: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, spec: quant.QuantSpec | None = None) -> jax.Array:
-    """x: (..., in) -> (..., features)."""
+  def __call__(
+    self,
+    x: jax.Array,
+    spec: quant.QuantSpec | None = None,
+    analog: analog_lib.AnalogSpec | None = None,
+  ) -> jax.Array:
+    """x: (..., in) -> (..., features); `analog` runs the product on a simulated tile."""
     tq = getattr(spec, self.group) if spec is not None else None
-    x = quantize_input(self, x, spec.activations if spec is not None else None)
+    x, x_range = quantize_input(self, x, spec.activations if spec is not None else None)
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     kernel_scale = self.param("kernel_scale", nn.initializers.ones, (1, self.features))
@@ -195,6 +221,9 @@ class QDense(nn.Module):
       **codes,
     )
     _deploy(self, "bias", bias, spec.bias if spec is not None else None, 0.0, **bias_codes)
+    if analog is not None:
+      key_program, key_read = analog_keys(self)
+      return analog_lib.analog_matmul(key_program, key_read, x, kernel, x_range, analog) + bias
     return matmul(x, kernel) + bias
 
 
@@ -279,9 +308,14 @@ class S4D(nn.Module):
     return out
 
   @nn.compact
-  def __call__(self, u: jax.Array, spec: quant.QuantSpec | None = None) -> jax.Array:
-    """u: (B, L, H) -> y: (B, L, H)."""
-    u = quantize_input(self, u, spec.activations if spec is not None else None)
+  def __call__(
+    self,
+    u: jax.Array,
+    spec: quant.QuantSpec | None = None,
+    analog: analog_lib.AnalogSpec | None = None,
+  ) -> jax.Array:
+    """u: (B, L, H) -> y: (B, L, H); `analog` perturbs the coefficients as a chip holds them."""
+    u, _ = quantize_input(self, u, spec.activations if spec is not None else None)
     p = self.discrete_params(u.shape[-1])
     codes = {}
     if spec is not None:
@@ -334,6 +368,9 @@ class S4D(nn.Module):
         **codes.get("c_reverse", {}),
       )
 
+    if analog is not None:
+      p = analog_lib.analog_ssm(*analog_keys(self), p, analog)
+
     def one_sequence(u_seq):
       return ssm.apply_ssm(
         p["a_bar"], p["b_bar"], p["c"], p["d"], u_seq, self.method, p.get("c_reverse")
@@ -358,15 +395,19 @@ class S4DBlock(nn.Module):
 
   @nn.compact
   def __call__(
-    self, x: jax.Array, train: bool = False, spec: quant.QuantSpec | None = None
+    self,
+    x: jax.Array,
+    train: bool = False,
+    spec: quant.QuantSpec | None = None,
+    analog: analog_lib.AnalogSpec | None = None,
   ) -> jax.Array:
-    """x: (B, L, H) -> (B, L, H)."""
+    """x: (B, L, H) -> (B, L, H). The norm, GELU and GLU gate are digital periphery."""
     channels = x.shape[-1]
     z = QLayerNorm(name="norm")(x, spec) if self.prenorm else x
-    z = self.ssm(name="s4d")(z, spec)
+    z = self.ssm(name="s4d")(z, spec, analog)
     z = nn.gelu(z)
     z = nn.Dropout(self.dropout, deterministic=not train)(z)
-    z = QDense(2 * channels, group="glu", name="glu_dense")(z, spec)
+    z = QDense(2 * channels, group="glu", name="glu_dense")(z, spec, analog)
     z = nn.glu(z, axis=-1)
     z = nn.Dropout(self.dropout, deterministic=not train)(z)
     x = x + z

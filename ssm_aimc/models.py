@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from ssm_aimc import errors, layers, quant
+from ssm_aimc.hardware import analog as analog_lib
 
 POOLINGS = ("mean", "last")
 
@@ -69,9 +70,17 @@ class S4DClassifier(nn.Module):
 
   @nn.compact
   def __call__(
-    self, x: jax.Array, train: bool = False, spec: quant.QuantSpec | None = None
+    self,
+    x: jax.Array,
+    train: bool = False,
+    spec: quant.QuantSpec | None = None,
+    analog: analog_lib.AnalogSpec | None = None,
   ) -> jax.Array:
-    """x: (B, L, d_input) -> logits (B, n_classes); `spec` quantizes (None: float)."""
+    """x: (B, L, d_input) -> logits (B, n_classes).
+
+    `spec` quantizes (None: float); `analog` runs every weight group on the simulated
+    analog substrate and needs the PRNG streams "program" and "read" (None: digital).
+    """
     cfg = self.config
     if cfg.pooling not in POOLINGS:
       raise errors.ConfigError(f"Unknown pooling {cfg.pooling!r}; valid: {POOLINGS}.")
@@ -86,14 +95,14 @@ class S4DClassifier(nn.Module):
       step_max=cfg.step_max,
       train_b=cfg.train_b,
     )
-    h = layers.QDense(cfg.d_model, group="encoder", name="encoder")(x, spec)
+    h = layers.QDense(cfg.d_model, group="encoder", name="encoder")(x, spec, analog)
     for i in range(cfg.n_layers):
       h = layers.S4DBlock(ssm=s4d, dropout=cfg.dropout, prenorm=cfg.prenorm, name=f"block_{i}")(
-        h, train, spec
+        h, train, spec, analog
       )
     h = jnp.mean(h, axis=1) if cfg.pooling == "mean" else h[:, -1]
     decoder = layers.QDense(self.n_classes, group="decoder", per_sequence=True, name="decoder")
-    return decoder(h, spec)
+    return decoder(h, spec, analog)
 
 
 MODELS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {

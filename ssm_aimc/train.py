@@ -35,7 +35,9 @@ import tqdm
 from absl import logging
 from flax.training import train_state
 
-from ssm_aimc import cost, data, errors, export, models, quant, ssm
+from ssm_aimc import cost, data, errors, export, layers, models, noise_eval, quant, ssm
+from ssm_aimc.hardware import analog as analog_lib
+from ssm_aimc.hardware import devices
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
@@ -120,6 +122,40 @@ def quant_spec(config: ml_collections.ConfigDict) -> quant.QuantSpec | None:
     if bits:
       overrides[group] = quant.TensorQuant.make(bits, getattr(spec, group).mode)
   return dataclasses.replace(spec, **overrides)
+
+
+def analog_spec(config: ml_collections.ConfigDict) -> analog_lib.AnalogSpec | None:
+  """The AnalogSpec of `config.hardware`, or None when it is disabled (ConfigError if bad)."""
+  hw = config.hardware
+  if not hw.enabled:
+    if hw.train:
+      raise errors.ConfigError("hardware.train (noise-aware training) needs hardware.enabled.")
+    return None
+  for name in ("eval_seeds", "seeds_per_call"):
+    if hw[name] < 1:
+      raise errors.ConfigError(f"hardware.{name} must be >= 1, got {hw[name]}.")
+  if hw.ramp_epochs < 0:
+    raise errors.ConfigError(f"hardware.ramp_epochs must be >= 0, got {hw.ramp_epochs}.")
+  for scale in hw.noise_scales:
+    if not scale >= 0:
+      raise errors.ConfigError(f"hardware.noise_scales must be >= 0, got {scale}.")
+  return analog_lib.AnalogSpec.make(
+    devices.get_device(hw.device, hw.device_csv),
+    prog_noise_scale=hw.prog_noise_scale,
+    read_noise_scale=hw.read_noise_scale,
+    t_inference=hw.t_inference,
+    drift=hw.drift,
+    drift_compensation=hw.drift_compensation,
+    stuck_min=hw.stuck_min,
+    stuck_max=hw.stuck_max,
+    levels=hw.levels or None,
+    dac_bits=hw.dac_bits or None,
+    adc_bits=hw.adc_bits or None,
+    adc_bound=hw.adc_bound,
+    output_noise=hw.output_noise,
+    mapping=hw.mapping,
+    recurrence=hw.recurrence,
+  )
 
 
 def spec_summary(spec: quant.QuantSpec | None) -> dict:
@@ -236,19 +272,27 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def train_step(
-  state: TrainState, x: jax.Array, y: jax.Array, key: jax.Array, spec: quant.QuantSpec | None
+  state: TrainState,
+  x: jax.Array,
+  y: jax.Array,
+  key: jax.Array,
+  spec: quant.QuantSpec | None,
+  analog: analog_lib.AnalogSpec | None = None,
 ):
   """One optimizer step on a batch; dropout key = fold_in(key, step). Returns (state, metrics).
 
-  `spec` (None: float) is an ordinary traced argument: one compiled step serves every bit
-  width of the same spec structure.
+  `spec` (None: float) and `analog` (None: digital) are ordinary traced arguments: one
+  compiled step serves every bit width and noise scale of the same structure. With
+  `analog`, every step programs a fresh chip (noise-aware training).
   """
-  dropout_key = jax.random.fold_in(key, state.step)
+  step_key = jax.random.fold_in(key, state.step)
+  rngs = {"dropout": step_key}
+  if analog is not None:
+    rngs[layers.PROGRAM_RNG] = jax.random.fold_in(step_key, 1)
+    rngs[layers.READ_RNG] = jax.random.fold_in(step_key, 2)
 
   def loss_fn(params):
-    logits = state.apply_fn(
-      {"params": params}, x, train=True, spec=spec, rngs={"dropout": dropout_key}
-    )
+    logits = state.apply_fn({"params": params}, x, train=True, spec=spec, analog=analog, rngs=rngs)
     return jnp.mean(cross_entropy(logits, y)), logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -278,14 +322,7 @@ def eval_step(
 def evaluate_split(eval_fn: Callable, params, split: data.Split, batch_size: int) -> dict:
   """Loss and accuracy over a whole split; the last batch is padded so one shape compiles."""
   totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-  batch_size = min(batch_size, len(split))
-  for x, y in data.batches(split, batch_size, seed=0, epoch=0, shuffle=False, drop_last=False):
-    n = len(y)
-    mask = np.ones(batch_size, np.float32)
-    if n < batch_size:
-      mask[n:] = 0.0
-      x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], x.dtype)])
-      y = np.concatenate([y, np.zeros(batch_size - n, y.dtype)])
+  for x, y, mask in data.padded_batches(split, batch_size):
     out = eval_fn(params, x, y, mask)
     for k in totals:
       totals[k] += float(out[k])
@@ -396,12 +433,15 @@ class Experiment:
   spec: quant.QuantSpec | None
   train_step: Callable
   eval_fn: Callable
+  analog: analog_lib.AnalogSpec | None = None
+  analog_eval_fn: Callable | None = None
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
   """Loads data, builds the model and an initial TrainState from `config.seed`."""
   validate(config)
   spec = quant_spec(config)
+  analog = analog_spec(config)
   dataset = data.load_dataset(data_config(config))
   model_cfg = model_config(config)
   model = models.get_model(config.model_name, model_cfg, dataset.n_classes)
@@ -426,6 +466,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     spec=spec,
     train_step=jax.jit(train_step, donate_argnums=0),
     eval_fn=jax.jit(functools.partial(eval_step, model.apply, spec)),
+    analog=analog,
+    analog_eval_fn=noise_eval.make_eval_fn(model.apply, spec) if analog is not None else None,
   )
 
 
@@ -455,11 +497,59 @@ def export_params(config: ml_collections.ConfigDict, exp: Experiment, params, di
 
 
 def calibrate(config: ml_collections.ConfigDict, exp: Experiment, params):
-  """Quantizer ranges and LSQ steps from the first training batch (no-op for float)."""
-  if exp.spec is None:
+  """Quantizer ranges and LSQ steps from the first training batch.
+
+  Runs when the model is quantized or simulated on analog hardware (whose DAC and ADC use
+  the activation ranges); a no-op for a digital float model.
+  """
+  if exp.spec is None and exp.analog is None:
     return params
+  spec = exp.spec if exp.spec is not None else quant.QuantSpec.off()
   x, _ = next(data.batches(exp.dataset.train, config.batch_size, seed=config.seed, epoch=0))
-  return models.calibrate(exp.model, params, exp.spec, jnp.asarray(x))
+  return models.calibrate(exp.model, params, spec, jnp.asarray(x))
+
+
+def analog_results(config: ml_collections.ConfigDict, exp: Experiment, params) -> dict:
+  """Test accuracy on `hardware.eval_seeds` simulated chips, and the noise sweep if asked.
+
+  Returns {} without an analog spec; otherwise the DESIGN.md §3 keys
+  (analog_accuracy_mean, analog_accuracy_std, noise_seeds), per-chip accuracies, the
+  hardware summary and, with `hardware.noise_scales`, one row per scale.
+  """
+  if exp.analog is None:
+    return {}
+  hw = config.hardware
+  run = functools.partial(
+    noise_eval.evaluate,
+    exp.analog_eval_fn,
+    params,
+    exp.dataset.test,
+    config.eval_batch_size,
+    n_seeds=hw.eval_seeds,
+    seed=hw.eval_seed,
+    seeds_per_call=hw.seeds_per_call,
+  )
+  out = {"hardware": exp.analog.summary(), **run(exp.analog)}
+  logging.info(
+    "Analog (%s): test accuracy %.4f +- %.4f over %d chips.",
+    exp.analog.device.name,
+    out["analog_accuracy_mean"],
+    out["analog_accuracy_std"],
+    out["noise_seeds"],
+  )
+  if hw.noise_scales:
+    out["noise_sweep"] = noise_eval.noise_sweep(
+      exp.analog_eval_fn,
+      params,
+      exp.dataset.test,
+      config.eval_batch_size,
+      exp.analog,
+      hw.noise_scales,
+      hw.eval_seeds,
+      hw.eval_seed,
+      hw.seeds_per_call,
+    )
+  return out
 
 
 def _check_finite(value: float, step: int, what: str, last_good: int | None, workdir: str):
@@ -505,9 +595,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       loaded, step = load_params(config.init_checkpoint, state)
       state = state.replace(params=loaded.params)
       logging.info("Initialised params from %s (step %d).", config.init_checkpoint, step)
-    if exp.spec is not None:
+    if exp.spec is not None or exp.analog is not None:
       state = state.replace(params=calibrate(config, exp, state.params))
-      logging.info("Quantization %s; quantizers calibrated.", spec_summary(exp.spec))
+      logging.info(
+        "Quantization %s; activation ranges calibrated.", spec_summary(exp.spec) or "off"
+      )
   write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
 
   writer = MetricsWriter(workdir)
@@ -531,7 +623,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     epoch_loss, epoch_acc, n_steps = jnp.zeros(()), jnp.zeros(()), 0
     for x, y in bar:
-      state, metrics = exp.train_step(state, x, y, key, exp.spec)
+      state, metrics = exp.train_step(state, x, y, key, exp.spec, _train_analog(config, exp, step))
       step += 1
       n_steps += 1
       epoch_loss, epoch_acc = epoch_loss + metrics["loss"], epoch_acc + metrics["accuracy"]
@@ -582,6 +674,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
+def _train_analog(config, exp: Experiment, step: int) -> analog_lib.AnalogSpec | None:
+  """The analog spec of training step `step`: None unless noise-aware, ramped in linearly."""
+  if not config.hardware.train:
+    return None
+  ramp_steps = config.hardware.ramp_epochs * exp.steps_per_epoch
+  factor = 1.0 if ramp_steps <= 0 else min(1.0, (step + 1) / ramp_steps)
+  return exp.analog.scaled(jnp.asarray(factor, jnp.float32))
+
+
 def _write_results(workdir: str, name: str, results: dict) -> None:
   path = os.path.join(workdir, name)
   write_json_atomic(path, results)
@@ -607,6 +708,7 @@ def _final_results(config, exp: Experiment, state: TrainState, workdir: str, sta
     directory = os.path.join(workdir, EXPORT_DIR)
     export_params(config, exp, best_state.params, directory)
     extra["export_dir"] = directory
+  extra.update(_analog_results_with_plot(config, exp, best_state.params, workdir))
   return {
     **extra,
     "task": exp.dataset.name,
@@ -625,13 +727,29 @@ def _final_results(config, exp: Experiment, state: TrainState, workdir: str, sta
   }
 
 
-def _trained_with_quantization(workdir: str) -> bool:
-  """Whether the run that wrote workdir/config.json trained with quantization enabled."""
+def _analog_results_with_plot(config, exp: Experiment, params, workdir: str) -> dict:
+  """`analog_results`, plus accuracy_vs_noise.png in workdir when a noise sweep ran."""
+  out = analog_results(config, exp, params)
+  if "noise_sweep" in out:
+    label = f"{'quantized' if exp.spec is not None else 'float'} model"
+    path = os.path.join(workdir, NOISE_PLOT)
+    noise_eval.plot_noise_sweep(
+      {label: out["noise_sweep"]}, path, title=f"{exp.dataset.name}, {exp.analog.device.name}"
+    )
+    out["noise_plot"] = path
+  return out
+
+
+NOISE_PLOT = "accuracy_vs_noise.png"
+
+
+def _trained_with(workdir: str, section: str) -> bool:
+  """Whether the run that wrote workdir/config.json had `section`.enabled (quant, hardware)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return False
   with open(path) as f:
-    return bool(json.load(f).get("quant", {}).get("enabled", False))
+    return bool(json.load(f).get(section, {}).get("enabled", False))
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -639,20 +757,25 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   With `config.quant.enabled` and a checkpoint trained in float, this is post-training
   quantization (PTQ): quantizer ranges are calibrated on one training batch, then the
-  quantized model is evaluated. Training's results.json is left untouched, so evaluating
-  under another config never overwrites what training measured.
+  quantized model is evaluated. With `config.hardware.enabled` the checkpoint is also
+  evaluated on simulated chips of any device preset, whatever it was trained with (the
+  activation ranges of a checkpoint trained without quantization or hardware are
+  calibrated first, for the DAC and ADC). Training's results.json is left untouched, so
+  evaluating under another config never overwrites what training measured.
   """
   start_time = time.time()
   exp = build(config)
   state, step = load_params(workdir, exp.state, which="best")
   params = state.params
-  trained_quantized = _trained_with_quantization(workdir)
-  if exp.spec is not None and not trained_quantized:
-    # Post-training quantization: the float checkpoint's quantizers were never fitted.
+  trained_quantized = _trained_with(workdir, "quant")
+  ranges_fitted = trained_quantized or _trained_with(workdir, "hardware")
+  if (exp.spec is not None or exp.analog is not None) and not ranges_fitted:
+    # The float checkpoint's quantizer ranges were never fitted.
     params = calibrate(config, exp, params)
-    logging.info("PTQ: quantizers calibrated on one training batch.")
+    logging.info("Activation ranges calibrated on one training batch.")
   test = evaluate_split(exp.eval_fn, params, exp.dataset.test, config.eval_batch_size)
   report = cost_report(exp, params)
+  analog = _analog_results_with_plot(config, exp, params, workdir)
   results = {
     "task": exp.dataset.name,
     "model": config.model_name,
@@ -665,6 +788,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     "wall_time_s": time.time() - start_time,
     "platform": jax.default_backend(),
     **report.as_dict(),
+    **analog,
   }
   _write_results(workdir, "results_evaluate.json", results)
   return results

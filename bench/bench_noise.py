@@ -1,0 +1,93 @@
+r"""Cost of the analog simulation: noise-aware train step vs float step, and 100 chips.
+
+  .venv/bin/python bench/bench_noise.py                 # default digits model
+  .venv/bin/python bench/bench_noise.py --chips=100 --repeats=7
+
+Measures, side by side in one process on the same batch:
+  1. the jitted train step of the float model and of noise-aware training (PCM-like preset:
+     programming noise, drift + compensation, read noise at every product), interleaved
+     repeat by repeat; reports the median of each and the median of the per-repeat ratios;
+  2. the wall time of evaluating the test split on `--chips` simulated chips (vmapped in
+     groups of `--seeds_per_call`), after one warm-up call, next to one digital evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+import jax
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import default  # noqa: E402
+from ssm_aimc import data, noise_eval, train  # noqa: E402
+
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed repeats (median reported).")
+_STEPS = flags.DEFINE_integer("steps", 20, "Train steps per timed repeat.")
+_CHIPS = flags.DEFINE_integer("chips", 100, "Simulated chips for the evaluation timing.")
+_PER_CALL = flags.DEFINE_integer("seeds_per_call", 20, "Chips per vmapped call.")
+
+
+def _time_steps(step_fn, state, x, y, key, analog, n):
+  start = time.perf_counter()
+  for _ in range(n):
+    state, metrics = step_fn(state, x, y, key, None, analog)
+  jax.block_until_ready(metrics["loss"])
+  return state, (time.perf_counter() - start) / n
+
+
+def main(_):
+  config = default.get_config()
+  config.hardware.enabled = True
+  exp = train.build(config)
+  x, y = next(data.batches(exp.dataset.train, config.batch_size, seed=0, epoch=0))
+  key = jax.random.PRNGKey(0)
+  step = jax.jit(train.train_step)  # no donation: both variants reuse the state
+  state = exp.state
+  for analog in (None, exp.analog):  # compile both
+    _time_steps(step, state, x, y, key, analog, 2)
+  floats, noisy, ratios = [], [], []
+  for _ in range(_REPEATS.value):
+    _, t_float = _time_steps(step, state, x, y, key, None, _STEPS.value)
+    _, t_noise = _time_steps(step, state, x, y, key, exp.analog, _STEPS.value)
+    floats.append(t_float)
+    noisy.append(t_noise)
+    ratios.append(t_noise / t_float)
+  print(f"platform {jax.default_backend()}, batch {config.batch_size}, model {config.model}")
+  print(f"float train step        median {1e3 * statistics.median(floats):.2f} ms")
+  print(f"noise-aware train step  median {1e3 * statistics.median(noisy):.2f} ms")
+  print(f"ratio noise-aware/float median {statistics.median(ratios):.3f} (per-repeat ratios)")
+
+  params = train.calibrate(config, exp, state.params)
+  test = exp.dataset.test
+  run = lambda: noise_eval.evaluate(
+    exp.analog_eval_fn,
+    params,
+    test,
+    config.eval_batch_size,
+    exp.analog,
+    _CHIPS.value,
+    seeds_per_call=_PER_CALL.value,
+  )
+  run()  # compile
+  digital, chips = [], []
+  for _ in range(3):
+    start = time.perf_counter()
+    train.evaluate_split(exp.eval_fn, params, test, config.eval_batch_size)
+    digital.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    run()
+    chips.append(time.perf_counter() - start)
+  print(
+    f"test split ({len(test)} sequences): digital {statistics.median(digital):.2f} s, "
+    f"{_CHIPS.value} chips {statistics.median(chips):.2f} s "
+    f"({_PER_CALL.value} chips per vmapped call; median of 3)"
+  )
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,332 @@
+"""The analog spec and the two analog operations the layers inject: a noisy matrix product
+(`analog_matmul`) and noisy recurrence coefficients (`analog_ssm`).
+
+A weight matrix is stored on a differential pair of devices per weight:
+  G+ = g_min + s relu(w),  G- = g_min + s relu(-w),  s = (g_max - g_min) / max|w|,
+with max|w| taken per tensor or per output column (`mapping`). The devices then go through
+`ssm_aimc.hardware.noise` (levels, programming, stuck-at, drift, compensation) and the
+effective weight is read back as w + ((G+ - G-)_device - (G+ - G-)_ideal) / s. Writing it as
+a perturbation of w makes the ideal device (no term active) return w itself, bit for bit, so
+the analog path of the ideal device with the periphery off is the digital model exactly.
+
+`analog_matmul` adds the periphery of one crossbar tile around the product:
+  DAC     inputs quantized to `dac_bits` over the layer's input range [-r, r] (clipped);
+  read    every device is read with fresh noise at every product; for a product x @ W this
+          is exactly Gaussian output noise of variance sum_i x_i^2 sigma_ij^2, which is
+          what is sampled (one extra product instead of a noisy copy of W per example);
+  output  additive Gaussian noise, `output_noise` x the full-scale output r max|w|;
+  ADC     outputs quantized to `adc_bits` over [-bound, bound] x r max|w| (clipped).
+Roundings use the straight-through estimator of `ssm_aimc.quant`.
+
+The recurrence coefficients (a_bar, b_bar, c, d of a diagonal SSM) are mapped as real
+(Re, Im) pairs, per tensor or per channel. Read noise on them is drawn once per forward
+pass (per batch), not per time step: the convolution and scan paths need time-invariant
+coefficients; the step-mode chip simulator is where per-step reads belong. `recurrence`
+says how a_bar is held: "residual" stores a_bar - 1 (the identity part of the update is an
+exact skip path, so noise scales with |a_bar - 1|, which is small for slow modes), "direct"
+stores a_bar itself (noise relative to |a_bar| ~ 1, compounding over every step), "digital"
+keeps a_bar exact.
+
+All numbers in the spec are traced leaves (one compiled program for every noise scale,
+vmappable); the device, mapping and which terms exist are static structure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from ssm_aimc import errors, quant
+from ssm_aimc.hardware import devices as devices_lib
+from ssm_aimc.hardware import noise
+
+MAPPINGS = ("tensor", "column")
+RECURRENCES = ("residual", "direct", "digital")
+# Floor of a variance under a square root: keeps the gradient finite for an all-zero input.
+_VAR_FLOOR = 1e-30
+
+
+def _static(default=None):
+  return dataclasses.field(default=default, metadata=dict(static=True))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class AnalogSpec:
+  """How the analog substrate perturbs a model. Build it with `AnalogSpec.make`.
+
+  Traced leaves (float32 scalars):
+    prog_noise_scale: multiplies the device's programming-noise std (1 = the preset).
+    read_noise_scale: multiplies the device's read-noise std.
+    t_inference: seconds since programming at which the model is used (drift, read noise).
+    stuck_min, stuck_max: fractions of devices stuck at g_min / g_max.
+    levels: conductance levels per device (used when `quantize_levels`).
+    dac_bits, adc_bits: periphery widths (>= 16: off, as in `quant.fake_quant`).
+    adc_bound: ADC range in units of the full-scale output r max|w|.
+    output_noise: additive output noise std in the same units.
+
+  Static structure:
+    device: the device preset.
+    mapping: "tensor" or "column": where g_max maps (largest |w| per tensor or column).
+    recurrence: "residual", "direct" or "digital" (see the module docstring).
+    drift, drift_compensation, stuck, quantize_levels, dac, adc, output: which terms exist.
+  """
+
+  prog_noise_scale: jax.Array
+  read_noise_scale: jax.Array
+  t_inference: jax.Array
+  stuck_min: jax.Array
+  stuck_max: jax.Array
+  levels: jax.Array
+  dac_bits: jax.Array
+  adc_bits: jax.Array
+  adc_bound: jax.Array
+  output_noise: jax.Array
+  device: devices_lib.Device = _static(devices_lib.IDEAL)
+  mapping: str = _static("column")
+  recurrence: str = _static("digital")
+  drift: bool = _static(True)
+  drift_compensation: bool = _static(True)
+  stuck: bool = _static(False)
+  quantize_levels: bool = _static(False)
+  dac: bool = _static(False)
+  adc: bool = _static(False)
+  output: bool = _static(False)
+
+  @classmethod
+  def make(
+    cls,
+    device: devices_lib.Device = devices_lib.PCM_LIKE,
+    *,
+    prog_noise_scale: float = 1.0,
+    read_noise_scale: float = 1.0,
+    t_inference: float = 3600.0,
+    drift: bool = True,
+    drift_compensation: bool = True,
+    stuck_min: float = 0.0,
+    stuck_max: float = 0.0,
+    levels: int | None = None,
+    dac_bits: int | None = None,
+    adc_bits: int | None = None,
+    adc_bound: float = 12.0,
+    output_noise: float = 0.0,
+    mapping: str = "column",
+    recurrence: str = "digital",
+  ) -> AnalogSpec:
+    """Validates concrete settings and builds a spec (ConfigError on bad input).
+
+    `levels=None` takes the device's own levels (None there: continuous); `dac_bits` or
+    `adc_bits` None (or 0) leaves that converter out.
+    """
+    for name, value in (
+      ("prog_noise_scale", prog_noise_scale),
+      ("read_noise_scale", read_noise_scale),
+      ("output_noise", output_noise),
+    ):
+      if not (math.isfinite(value) and value >= 0):
+        raise errors.ConfigError(f"{name} must be a finite number >= 0, got {value}.")
+    if not (math.isfinite(t_inference) and t_inference >= 0):
+      raise errors.ConfigError(f"t_inference must be >= 0 seconds, got {t_inference}.")
+    if not (0 <= stuck_min <= 1 and 0 <= stuck_max <= 1 and stuck_min + stuck_max <= 1):
+      raise errors.ConfigError(
+        f"stuck-at fractions must be in [0, 1] with a sum <= 1, got {stuck_min}, {stuck_max}."
+      )
+    if not adc_bound > 0:
+      raise errors.ConfigError(f"adc_bound must be > 0, got {adc_bound}.")
+    if mapping not in MAPPINGS:
+      raise errors.ConfigError(f"Unknown mapping {mapping!r}; valid: {MAPPINGS}.")
+    if recurrence not in RECURRENCES:
+      raise errors.ConfigError(f"Unknown recurrence {recurrence!r}; valid: {RECURRENCES}.")
+    levels = device.levels if levels in (None, 0) else levels
+    if levels is not None and (int(levels) != levels or levels < 2):
+      raise errors.ConfigError(f"levels must be an integer >= 2, got {levels}.")
+    bits = {}
+    for name, value in (("dac_bits", dac_bits), ("adc_bits", adc_bits)):
+      bits[name] = quant.OFF_BITS if value in (None, 0) else quant.validate_bits(value)
+    f32 = lambda v: jnp.asarray(v, jnp.float32)
+    return cls(
+      prog_noise_scale=f32(prog_noise_scale),
+      read_noise_scale=f32(read_noise_scale),
+      t_inference=f32(t_inference),
+      stuck_min=f32(stuck_min),
+      stuck_max=f32(stuck_max),
+      levels=f32(levels or 0),
+      dac_bits=f32(bits["dac_bits"]),
+      adc_bits=f32(bits["adc_bits"]),
+      adc_bound=f32(adc_bound),
+      output_noise=f32(output_noise),
+      device=device,
+      mapping=mapping,
+      recurrence=recurrence,
+      drift=bool(drift and device.has_drift),
+      drift_compensation=bool(drift_compensation),
+      stuck=bool(stuck_min > 0 or stuck_max > 0),
+      quantize_levels=levels is not None,
+      dac=dac_bits not in (None, 0),
+      adc=adc_bits not in (None, 0),
+      output=output_noise > 0,
+    )
+
+  def scaled(self, factor) -> AnalogSpec:
+    """The same spec with programming and read noise multiplied by `factor` (traced ok):
+    the noise ramp of noise-aware training."""
+    return dataclasses.replace(
+      self,
+      prog_noise_scale=self.prog_noise_scale * factor,
+      read_noise_scale=self.read_noise_scale * factor,
+    )
+
+  def summary(self) -> dict:
+    """JSON-ready description (concrete specs only)."""
+    out = {"device": devices_lib.describe(self.device)}
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      if f.name != "device":
+        out[f.name] = value if f.metadata.get("static") else float(value)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Programmed:
+  """A weight tensor after programming: w_eff = w + delta and the read std per weight.
+
+  Attributes:
+    delta: perturbation of the weights (weight units), frozen at programming time.
+    read_std: std of one read of the weight (weight units) at read_noise_scale 1; None
+      when the device has no read noise.
+    w_max: the weight that maps to g_max (scalar or per column, keepdims shape).
+  """
+
+  delta: jax.Array
+  read_std: jax.Array | None
+  w_max: jax.Array
+
+
+def program(key: jax.Array, w: jax.Array, spec: AnalogSpec, reduce_axes) -> Programmed:
+  """Maps real weights onto differential conductance pairs and programs them.
+
+  Args:
+    key: PRNG key of this tensor's programming (the same key gives the same chip).
+    w: real weights, any shape.
+    spec: the analog spec.
+    reduce_axes: axes over which max|w| is taken (all axes for per-tensor mapping).
+
+  Returns:
+    `Programmed` (delta and read_std have w's shape).
+  """
+  device = spec.device
+  w_max = jax.lax.stop_gradient(jnp.max(jnp.abs(w), axis=reduce_axes, keepdims=True))
+  w_max = jnp.where(w_max > 0, w_max, 1.0)
+  s = (device.g_max_us - device.g_min_us) / w_max
+  # The differential pair as one stacked array (2, *w.shape): one random draw per term.
+  ideal = device.g_min_us + s * jax.nn.relu(jnp.stack([w, -w]))
+  k_prog, k_stuck, k_drift = jax.random.split(key, 3)
+  target = noise.quantize_levels(ideal, spec.levels, device) if spec.quantize_levels else ideal
+  g = noise.program_conductances(k_prog, target, device, spec.prog_noise_scale)
+  if spec.stuck:
+    g = noise.stuck_at(k_stuck, g, spec.stuck_min, spec.stuck_max, device)
+  if spec.drift:
+    g_programmed = g
+    g = noise.drift(g, noise.drift_exponents(k_drift, target, device), spec.t_inference, device)
+    if spec.drift_compensation:
+      g = noise.drift_compensation(g_programmed, g) * g
+  delta = ((g[0] - g[1]) - (ideal[0] - ideal[1])) / s
+  read_std = None
+  if device.has_read_noise:
+    # Unit read noise (scale 1); callers multiply by read_noise_scale after the square root,
+    # so a scale of 0 adds exactly nothing.
+    std = noise.read_noise_std(target, g, spec.t_inference, device)
+    read_std = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(std), axis=0), _VAR_FLOOR)) / s
+  return Programmed(delta=delta, read_std=read_std, w_max=w_max)
+
+
+def analog_matmul(
+  key_program: jax.Array,
+  key_read: jax.Array,
+  x: jax.Array,
+  w: jax.Array,
+  x_range: jax.Array,
+  spec: AnalogSpec,
+) -> jax.Array:
+  """x (..., in) @ w (in, out) on a simulated crossbar tile with its DAC and ADC.
+
+  Args:
+    key_program: key of the programming (frozen chip: reuse it across batches).
+    key_read: key of this product's reads (fresh per forward pass).
+    x: inputs; x_range: their DAC range r (scalar, e.g. the layer's calibrated input range).
+    w: weights (in, out).
+    spec: the analog spec.
+
+  Returns:
+    (..., out).
+  """
+  x_range = jax.lax.stop_gradient(jnp.abs(x_range))
+  if spec.dac:
+    x = quant.fake_quant(x, spec.dac_bits, x_range / quant.q_max(spec.dac_bits))
+  reduce_axes = 0 if spec.mapping == "column" else (0, 1)
+  prog = program(key_program, w, spec, reduce_axes)
+  y = _matmul(x, w + prog.delta)
+  k_read, k_out = jax.random.split(key_read)
+  if prog.read_std is not None:
+    std = jnp.sqrt(jnp.maximum(_matmul(jnp.square(x), jnp.square(prog.read_std)), _VAR_FLOOR))
+    y = y + spec.read_noise_scale * std * jax.random.normal(k_read, y.shape, y.dtype)
+  full_scale = x_range * prog.w_max[0]
+  if spec.output:
+    y = y + spec.output_noise * full_scale * jax.random.normal(k_out, y.shape, y.dtype)
+  if spec.adc:
+    y = quant.fake_quant(y, spec.adc_bits, spec.adc_bound * full_scale / quant.q_max(spec.adc_bits))
+  return y
+
+
+def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """(..., in) @ (in, out) as one 2-D product (see layers.matmul for why)."""
+  lead = x.shape[:-1]
+  return (x.reshape(-1, x.shape[-1]) @ w).reshape(*lead, w.shape[-1])
+
+
+def _perturb_real(key_program, key_read, w, spec: AnalogSpec, per_channel: bool, offset=0.0):
+  """w + programming perturbation + one read of every device, for a real tensor whose
+  first axis is the channel; `offset` is subtracted before mapping (residual a_bar)."""
+  reduce_axes = tuple(range(1, w.ndim)) if per_channel else tuple(range(w.ndim))
+  if per_channel and w.ndim == 1:
+    reduce_axes = (0,)  # d (H,): one scalar per channel leaves nothing to normalise by.
+  prog = program(key_program, w - offset, spec, reduce_axes)
+  w = w + prog.delta
+  if prog.read_std is not None:
+    w = w + spec.read_noise_scale * prog.read_std * jax.random.normal(key_read, w.shape, w.dtype)
+  return w
+
+
+def analog_ssm(key_program, key_read, p: dict, spec: AnalogSpec) -> dict:
+  """The recurrence coefficients as the analog arrays hold them.
+
+  Args:
+    key_program, key_read: keys of the programming and of this forward pass's reads.
+    p: {"a_bar", "b_bar", "c" (complex (H, n)), "d" (H,), optional "c_reverse"}.
+    spec: the analog spec (`recurrence` decides how a_bar is held).
+
+  Returns:
+    the same dict with perturbed coefficients.
+  """
+  per_channel = spec.mapping == "column"
+  out = dict(p)
+  for i, name in enumerate(("a_bar", "b_bar", "c", "c_reverse", "d")):
+    if name not in p or (name == "a_bar" and spec.recurrence == "digital"):
+      continue
+    kp, kr = jax.random.fold_in(key_program, i), jax.random.fold_in(key_read, i)
+    value = p[name]
+    if jnp.iscomplexobj(value):
+      pair = jnp.stack([value.real, value.imag], axis=-1)
+      offset = (
+        jnp.asarray([1.0, 0.0], pair.dtype)
+        if (name == "a_bar" and spec.recurrence == "residual")
+        else 0.0
+      )
+      pair = _perturb_real(kp, kr, pair, spec, per_channel, offset)
+      out[name] = jax.lax.complex(pair[..., 0], pair[..., 1])
+    else:
+      out[name] = _perturb_real(kp, kr, value, spec, per_channel)
+  return out

@@ -1,0 +1,170 @@
+"""Accuracy of a trained model on the simulated analog substrate, over many noise seeds.
+
+One noise seed is one chip: its programming key is drawn once and reused for every batch of
+the split (the programming error is frozen), while every batch gets fresh read noise. The
+seeds of a call are evaluated together with `jax.vmap` over the keys, in chunks of
+`seeds_per_call` so that memory stays bounded; the analog spec is a traced argument, so a
+sweep over noise scales reuses one compiled program.
+
+`noise_sweep` evaluates a list of programming-noise scales and `plot_noise_sweep` draws
+accuracy against the scale (mean and std over seeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssm_aimc import data, layers, quant
+from ssm_aimc.hardware import analog as analog_lib
+
+
+def correct_counts(
+  apply_fn: Callable,
+  spec: quant.QuantSpec | None,
+  params,
+  x: jax.Array,
+  y: jax.Array,
+  mask: jax.Array,
+  analog: analog_lib.AnalogSpec,
+  keys_program: jax.Array,
+  keys_read: jax.Array,
+  batch_index: jax.Array,
+) -> jax.Array:
+  """Correct predictions of one padded batch on S chips: (S,) from keys (S, 2) each.
+
+  The read key of chip s on this batch is fold_in(keys_read[s], batch_index): fresh read
+  noise for every batch, the same programming for all of them.
+  """
+
+  def one_chip(key_program, key_read):
+    key_read = jax.random.fold_in(key_read, batch_index)
+    logits = apply_fn(
+      {"params": params},
+      x,
+      train=False,
+      spec=spec,
+      analog=analog,
+      rngs={layers.PROGRAM_RNG: key_program, layers.READ_RNG: key_read},
+    )
+    return jnp.sum((jnp.argmax(logits, -1) == y) * mask)
+
+  return jax.vmap(one_chip)(keys_program, keys_read)
+
+
+def make_eval_fn(apply_fn: Callable, spec: quant.QuantSpec | None) -> Callable:
+  """The jitted `correct_counts` of one model and quantization spec."""
+
+  def fn(params, x, y, mask, analog, keys_program, keys_read, batch_index):
+    return correct_counts(
+      apply_fn, spec, params, x, y, mask, analog, keys_program, keys_read, batch_index
+    )
+
+  return jax.jit(fn)
+
+
+def chip_keys(seed: int, n_seeds: int) -> tuple[jax.Array, jax.Array]:
+  """(programming keys, read base keys), each (n_seeds, 2): chip s is the same in every call."""
+  base = jax.random.PRNGKey(seed)
+  program = jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(base, 0), s))
+  read = jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(base, 1), s))
+  seeds = jnp.arange(n_seeds)
+  return program(seeds), read(seeds)
+
+
+def evaluate(
+  eval_fn: Callable,
+  params,
+  split: data.Split,
+  batch_size: int,
+  analog: analog_lib.AnalogSpec,
+  n_seeds: int,
+  seed: int = 0,
+  seeds_per_call: int = 20,
+) -> dict:
+  """Test accuracy on `n_seeds` simulated chips.
+
+  Returns:
+    {"analog_accuracy_mean", "analog_accuracy_std" (over chips, ddof 0), "noise_seeds",
+     "analog_accuracies" (one per chip)}.
+  """
+  if n_seeds < 1:
+    raise ValueError(f"n_seeds must be >= 1, got {n_seeds}.")
+  keys_program, keys_read = chip_keys(seed, n_seeds)
+  correct = np.zeros(n_seeds)
+  count = 0.0
+  for index, (x, y, mask) in enumerate(data.padded_batches(split, batch_size)):
+    count += float(mask.sum())
+    for start in range(0, n_seeds, seeds_per_call):
+      chips = slice(start, min(start + seeds_per_call, n_seeds))
+      out = eval_fn(
+        params, x, y, mask, analog, keys_program[chips], keys_read[chips], jnp.int32(index)
+      )
+      correct[chips] += np.asarray(out)
+  accuracies = correct / max(count, 1.0)
+  return {
+    "analog_accuracy_mean": float(np.mean(accuracies)),
+    "analog_accuracy_std": float(np.std(accuracies)),
+    "noise_seeds": int(n_seeds),
+    "analog_accuracies": [float(a) for a in accuracies],
+  }
+
+
+def noise_sweep(
+  eval_fn: Callable,
+  params,
+  split: data.Split,
+  batch_size: int,
+  analog: analog_lib.AnalogSpec,
+  scales: Sequence[float],
+  n_seeds: int,
+  seed: int = 0,
+  seeds_per_call: int = 20,
+) -> list[dict]:
+  """`evaluate` at each programming-noise scale (other terms as in `analog`)."""
+  rows = []
+  for scale in scales:
+    if scale < 0:
+      raise ValueError(f"noise scales must be >= 0, got {scale}.")
+    spec = dataclasses.replace(analog, prog_noise_scale=jnp.asarray(scale, jnp.float32))
+    out = evaluate(eval_fn, params, split, batch_size, spec, n_seeds, seed, seeds_per_call)
+    rows.append({"prog_noise_scale": float(scale), **out})
+  return rows
+
+
+def plot_noise_sweep(curves: dict[str, list[dict]], path: str, title: str = "") -> str:
+  """Accuracy (mean +- std over chips) against programming-noise scale, one line per model.
+
+  Args:
+    curves: {label: rows of `noise_sweep`}.
+    path: PNG to write (written to a temporary name first, then moved into place).
+    title: figure title.
+  """
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for label, rows in curves.items():
+    scales = [r["prog_noise_scale"] for r in rows]
+    mean = np.array([100 * r["analog_accuracy_mean"] for r in rows])
+    std = np.array([100 * r["analog_accuracy_std"] for r in rows])
+    ax.errorbar(scales, mean, yerr=std, marker="o", capsize=3, label=label)
+  ax.set_xlabel("programming-noise scale (x device preset)")
+  ax.set_ylabel("test accuracy on the simulated chip (%)")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  if title:
+    ax.set_title(title)
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path

@@ -1,0 +1,164 @@
+"""Evaluation on simulated chips and noise-aware training, end to end: vmapped chips equal
+chips one at a time, a chip is frozen across batches, one compiled step serves every noise
+scale, results and plots are written, bad hardware settings fail cleanly."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssm_aimc import errors, layers, noise_eval, train
+from ssm_aimc.hardware import analog, devices
+from tests.test_train import SMOKE, _launch, tiny_config
+
+
+def _hardware_config(**overrides):
+  return tiny_config(**{"hardware.enabled": True, "hardware.eval_seeds": 3, **overrides})
+
+
+@pytest.fixture(scope="module")
+def experiment():
+  exp = train.build(_hardware_config())
+  return exp, exp.state.params
+
+
+def test_vmapped_chips_equal_chips_one_at_a_time(experiment):
+  exp, params = experiment
+  spec = analog.AnalogSpec.make(devices.PCM_LIKE, prog_noise_scale=4.0)
+  test = exp.dataset.test
+  together = noise_eval.evaluate(exp.analog_eval_fn, params, test, 128, spec, 3, seeds_per_call=3)
+  alone = noise_eval.evaluate(exp.analog_eval_fn, params, test, 128, spec, 3, seeds_per_call=1)
+  np.testing.assert_allclose(together["analog_accuracies"], alone["analog_accuracies"])
+  # Independent path: chip 1 by hand, with the documented keys.
+  keys_program, keys_read = noise_eval.chip_keys(0, 3)
+  correct = 0
+  for index, (x, y, mask) in enumerate(train.data.padded_batches(test, 128)):
+    logits = exp.model.apply(
+      {"params": params},
+      x,
+      analog=spec,
+      rngs={
+        layers.PROGRAM_RNG: keys_program[1],
+        layers.READ_RNG: jax.random.fold_in(keys_read[1], index),
+      },
+    )
+    correct += float(jnp.sum((jnp.argmax(logits, -1) == y) * mask))
+  assert together["analog_accuracies"][1] == pytest.approx(correct / len(test), abs=1e-9)
+  assert together["analog_accuracy_mean"] == pytest.approx(np.mean(alone["analog_accuracies"]))
+  assert together["analog_accuracy_std"] == pytest.approx(np.std(alone["analog_accuracies"]))
+
+
+def test_a_chip_is_frozen_across_batches(experiment):
+  """Without read noise a chip's predictions do not depend on how the split is batched:
+  the programming error is drawn once per chip, not per batch."""
+  exp, params = experiment
+  spec = analog.AnalogSpec.make(devices.PCM_LIKE, prog_noise_scale=4.0, read_noise_scale=0.0)
+  test = exp.dataset.test
+  big = noise_eval.evaluate(exp.analog_eval_fn, params, test, 360, spec, 3)
+  small = noise_eval.evaluate(exp.analog_eval_fn, params, test, 50, spec, 3)
+  np.testing.assert_allclose(big["analog_accuracies"], small["analog_accuracies"], atol=1e-9)
+  # ... and different chips differ somewhere (the noise is real).
+  keys_program, _ = noise_eval.chip_keys(0, 2)
+  x = test.x[:64]
+  out = [
+    exp.model.apply(
+      {"params": params}, x, analog=spec, rngs={"program": k, "read": jax.random.PRNGKey(0)}
+    )
+    for k in keys_program
+  ]
+  assert not np.allclose(out[0], out[1])
+
+
+def test_train_step_compiles_once_for_every_noise_scale(experiment):
+  exp, _ = experiment
+  traces = []
+
+  def counted(*args):
+    traces.append(1)
+    return train.train_step(*args)
+
+  step = jax.jit(counted)
+  x, y = next(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))
+  state = exp.state
+  for factor in (0.0, 0.5, 1.0):
+    state, metrics = step(state, x, y, jax.random.PRNGKey(0), None, exp.analog.scaled(factor))
+    assert np.isfinite(float(metrics["loss"]))
+  assert len(traces) == 1
+
+
+def test_noise_aware_training_then_evaluation_on_another_device(tmp_path):
+  config = _hardware_config(**{"hardware.train": True, "hardware.ramp_epochs": 0.5})
+  results = train.train_and_evaluate(config, str(tmp_path))
+  for key in ("analog_accuracy_mean", "analog_accuracy_std", "noise_seeds", "test_accuracy"):
+    assert key in results
+  assert results["noise_seeds"] == 3 and len(results["analog_accuracies"]) == 3
+  assert results["analog_accuracy_mean"] == pytest.approx(np.mean(results["analog_accuracies"]))
+  assert results["hardware"]["device"]["name"] == "pcm_like"
+  with open(tmp_path / "results.json") as f:
+    on_disk = json.load(f)
+  # Evaluate the same checkpoint on the RRAM preset with a noise sweep.
+  config.hardware.device = "rram_taox"
+  config.hardware.noise_scales = (0.0, 2.0)
+  out = train.evaluate(config, str(tmp_path))
+  assert [r["prog_noise_scale"] for r in out["noise_sweep"]] == [0.0, 2.0]
+  assert all(r["noise_seeds"] == 3 for r in out["noise_sweep"])
+  assert out["hardware"]["device"]["name"] == "rram_taox"
+  with open(out["noise_plot"], "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  with open(tmp_path / "results.json") as f:
+    assert json.load(f) == on_disk  # training's results are never overwritten
+
+
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    ({"hardware.prog_noise_scale": -1.0}, "prog_noise_scale must be"),
+    ({"hardware.read_noise_scale": -0.5}, "read_noise_scale must be"),
+    ({"hardware.t_inference": -1.0}, "t_inference must be >= 0"),
+    ({"hardware.stuck_min": 0.8, "hardware.stuck_max": 0.5}, "stuck-at fractions"),
+    ({"hardware.device": "flash"}, "Unknown device"),
+    ({"hardware.mapping": "row"}, "Unknown mapping"),
+    ({"hardware.eval_seeds": 0}, "eval_seeds must be"),
+    ({"hardware.noise_scales": (1.0, -2.0)}, "noise_scales must be"),
+    ({"hardware.enabled": False, "hardware.train": True}, "needs hardware.enabled"),
+  ],
+)
+def test_bad_hardware_settings_are_config_errors(overrides, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    train.analog_spec(_hardware_config(**overrides))
+
+
+def test_launch_bad_hardware_fails_cleanly(tmp_path):
+  out = _launch(
+    *SMOKE,
+    f"--workdir={tmp_path}",
+    "--config.hardware.enabled=True",
+    "--config.hardware.prog_noise_scale=-1",
+  )
+  assert out.returncode == 1
+  assert "prog_noise_scale must be" in out.stderr and "Traceback" not in out.stderr
+  assert not os.path.exists(tmp_path / "checkpoints")
+  missing = tmp_path / "no_such_device.csv"
+  out = _launch(
+    *SMOKE,
+    f"--workdir={tmp_path}",
+    "--config.hardware.enabled=True",
+    f"--config.hardware.device_csv={missing}",
+  )
+  assert out.returncode == 1 and str(missing) in out.stderr
+
+
+def test_vmap_over_noise_scales_equals_separate_calls(experiment):
+  exp, params = experiment
+  spec = analog.AnalogSpec.make(devices.PCM_LIKE)
+  x = exp.dataset.test.x[:8]
+  rngs = {"program": jax.random.PRNGKey(1), "read": jax.random.PRNGKey(2)}
+  apply = lambda s: exp.model.apply({"params": params}, x, analog=spec.scaled(s), rngs=rngs)
+  scales = jnp.asarray([0.0, 1.0, 3.0])
+  together = jax.vmap(apply)(scales)
+  for i, s in enumerate(scales):
+    np.testing.assert_allclose(together[i], apply(s), rtol=1e-5, atol=1e-5)
+  assert not np.allclose(together[0], together[2])
