@@ -5,14 +5,16 @@ r"""Cost of the analog simulation: noise-aware train step vs float step, and 100
 
 Measures, side by side in one process on the same batch:
   1. the jitted train step of the float model and of noise-aware training (PCM-like preset:
-     programming noise, drift + compensation, read noise at every product), interleaved
-     repeat by repeat; reports the median of each and the median of the per-repeat ratios;
+     programming noise, drift + compensation, read noise drawn at every product or once
+     per forward pass), interleaved repeat by repeat; reports the median of each and the
+     median of the per-repeat ratios against float;
   2. the wall time of evaluating the test split on `--chips` simulated chips (vmapped in
      groups of `--seeds_per_call`), after one warm-up call, next to one digital evaluation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import sys
@@ -48,19 +50,27 @@ def main(_):
   key = jax.random.PRNGKey(0)
   step = jax.jit(train.train_step)  # no donation: both variants reuse the state
   state = exp.state
-  for analog in (None, exp.analog):  # compile both
+  variants = {
+    "float": None,
+    "noise-aware, read noise per product": exp.analog,
+    "noise-aware, read noise per forward": dataclasses.replace(
+      exp.analog, read_noise_draw="forward"
+    ),
+  }
+  for analog in variants.values():  # compile all
     _time_steps(step, state, x, y, key, analog, 2)
-  floats, noisy, ratios = [], [], []
+  times = {name: [] for name in variants}
+  ratios = {name: [] for name in variants}
   for _ in range(_REPEATS.value):
-    _, t_float = _time_steps(step, state, x, y, key, None, _STEPS.value)
-    _, t_noise = _time_steps(step, state, x, y, key, exp.analog, _STEPS.value)
-    floats.append(t_float)
-    noisy.append(t_noise)
-    ratios.append(t_noise / t_float)
+    for name, analog in variants.items():
+      times[name].append(_time_steps(step, state, x, y, key, analog, _STEPS.value)[1])
+      ratios[name].append(times[name][-1] / times["float"][-1])
   print(f"platform {jax.default_backend()}, batch {config.batch_size}, model {config.model}")
-  print(f"float train step        median {1e3 * statistics.median(floats):.2f} ms")
-  print(f"noise-aware train step  median {1e3 * statistics.median(noisy):.2f} ms")
-  print(f"ratio noise-aware/float median {statistics.median(ratios):.3f} (per-repeat ratios)")
+  for name in variants:
+    print(
+      f"{name:38s} median {1e3 * statistics.median(times[name]):7.2f} ms"
+      f"  / float {statistics.median(ratios[name]):.3f}"
+    )
 
   params = train.calibrate(config, exp, state.params)
   test = exp.dataset.test

@@ -79,6 +79,7 @@ def main(_):
           *common,
           "--config.hardware.enabled=True",
           "--config.hardware.train=False",
+          "--config.hardware.read_noise_draw=product",
           f"--config.hardware.device={_DEVICE.value}",
           f"--config.hardware.eval_seeds={_CHIPS.value}",
           f"--config.hardware.noise_scales=({','.join(_SCALES.value)},)",

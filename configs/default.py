@@ -97,6 +97,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.hardware.recurrence = "digital"  # digital | residual | direct: how a_bar is held.
   config.hardware.prog_noise_scale = 1.0  # x the device's programming-noise std.
   config.hardware.read_noise_scale = 1.0  # x the device's read-noise std.
+  # product: fresh read noise at every matrix product (exact); forward: one draw on the
+  # weights per forward pass (cheaper; noise-aware training uses it).
+  config.hardware.read_noise_draw = "product"
   config.hardware.drift = True  # Conductance drift (devices that drift, e.g. PCM).
   config.hardware.drift_compensation = True  # Global drift compensation per array.
   config.hardware.t_inference = 3600.0  # Seconds from programming to inference.
@@ -114,6 +117,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.hardware.seeds_per_call = 20  # Chips evaluated together by one vmapped call.
   # Evaluate also at these programming-noise scales (accuracy-vs-noise table and plot).
   config.hardware.noise_scales = ()
+
+  # Structured pruning of state modes (ssm_aimc.prune) during a fine-tune of a trained
+  # model (init_checkpoint); the pruned, physically smaller model goes to workdir/pruned.
+  config.prune = ml_collections.ConfigDict()
+  config.prune.enabled = False  # Prune state modes while training.
+  config.prune.ratio = 0.5  # Fraction of the state modes removed, in [0, 1).
+  config.prune.score = "h2"  # h2 (share of the H2 norm) | magnitude (|c| |b_bar|).
+  config.prune.scope = "channel"  # channel (same modes per channel) | layer | global.
+  config.prune.schedule = "oneshot"  # oneshot | gradual (cubic, masks per epoch).
+  config.prune.end_fraction = 0.5  # gradual: share of training at which ratio is reached.
 
   config.batch_size = 64  # Training batch size.
   config.eval_batch_size = 256  # Evaluation batch size (last batch padded).

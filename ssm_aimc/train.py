@@ -35,13 +35,28 @@ import tqdm
 from absl import logging
 from flax.training import train_state
 
-from ssm_aimc import cost, data, errors, export, layers, models, noise_eval, quant, ssm
+from ssm_aimc import (
+  cost,
+  data,
+  errors,
+  export,
+  layers,
+  models,
+  noise_eval,
+  prune,
+  pruning,
+  quant,
+  ssm,
+)
 from ssm_aimc.hardware import analog as analog_lib
 from ssm_aimc.hardware import devices
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 EXPORT_DIR = "export"
+NOISE_PLOT = "accuracy_vs_noise.png"
+PRUNED_DIR = "pruned"
+PRUNE_START = "prune_start.json"
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,6 +115,10 @@ def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
   return _typed(models.ModelConfig, config.model)
 
 
+def prune_config(config: ml_collections.ConfigDict) -> pruning.PruneConfig:
+  return _typed(pruning.PruneConfig, config.prune)
+
+
 def quant_spec(config: ml_collections.ConfigDict) -> quant.QuantSpec | None:
   """The QuantSpec of `config.quant`, or None when quantization is disabled.
 
@@ -155,6 +174,7 @@ def analog_spec(config: ml_collections.ConfigDict) -> analog_lib.AnalogSpec | No
     output_noise=hw.output_noise,
     mapping=hw.mapping,
     recurrence=hw.recurrence,
+    read_noise_draw=hw.read_noise_draw,
   )
 
 
@@ -278,8 +298,12 @@ def train_step(
   key: jax.Array,
   spec: quant.QuantSpec | None,
   analog: analog_lib.AnalogSpec | None = None,
+  masks=None,
 ):
   """One optimizer step on a batch; dropout key = fold_in(key, step). Returns (state, metrics).
+
+  `masks` (a 0/1 tree shaped like the params, `ssm_aimc.prune.model_masks`) holds pruned
+  entries fixed: the optimizer's updates are multiplied by it.
 
   `spec` (None: float) and `analog` (None: digital) are ordinary traced arguments: one
   compiled step serves every bit width and noise scale of the same structure. With
@@ -296,7 +320,14 @@ def train_step(
     return jnp.mean(cross_entropy(logits, y)), logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads)
+  if masks is None:
+    state = state.apply_gradients(grads=grads)
+  else:
+    # Masked updates (not only masked gradients): weight decay and momentum would otherwise
+    # move pruned entries away from zero.
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, prune.mask_updates(updates, masks))
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
   return state, metrics
 
@@ -442,6 +473,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   validate(config)
   spec = quant_spec(config)
   analog = analog_spec(config)
+  prune_config(config)  # Validates config.prune before any work.
   dataset = data.load_dataset(data_config(config))
   model_cfg = model_config(config)
   model = models.get_model(config.model_name, model_cfg, dataset.n_classes)
@@ -600,6 +632,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       logging.info(
         "Quantization %s; activation ranges calibrated.", spec_summary(exp.spec) or "off"
       )
+  prune_cfg = prune_config(config)
+  masks = None
+  if prune_cfg.enabled:
+    if latest is None:
+      unpruned = evaluate_split(exp.eval_fn, state.params, exp.dataset.test, config.eval_batch_size)
+    state, masks, ratio = _prune(config, exp, prune_cfg, state)
+    if latest is None:
+      # Accuracy right after pruning, before any fine-tuning (kept across resumes).
+      pruned = evaluate_split(exp.eval_fn, state.params, exp.dataset.test, config.eval_batch_size)
+      write_json_atomic(
+        os.path.join(workdir, PRUNE_START),
+        {
+          "ratio": ratio,
+          "test_accuracy_unpruned": unpruned["accuracy"],
+          "test_accuracy_before_finetune": pruned["accuracy"],
+        },
+      )
   write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
 
   writer = MetricsWriter(workdir)
@@ -609,6 +658,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   last_good = latest
   first_epoch = step // exp.steps_per_epoch
   for epoch in range(first_epoch, config.num_epochs):
+    if prune_cfg.enabled and prune_cfg.schedule == "gradual" and epoch > first_epoch:
+      state, masks, _ = _prune(config, exp, prune_cfg, state)
     start_batch = step - epoch * exp.steps_per_epoch
     bar = tqdm.tqdm(
       data.batches(
@@ -623,7 +674,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     epoch_loss, epoch_acc, n_steps = jnp.zeros(()), jnp.zeros(()), 0
     for x, y in bar:
-      state, metrics = exp.train_step(state, x, y, key, exp.spec, _train_analog(config, exp, step))
+      state, metrics = exp.train_step(
+        state, x, y, key, exp.spec, _train_analog(config, exp, step), masks
+      )
       step += 1
       n_steps += 1
       epoch_loss, epoch_acc = epoch_loss + metrics["loss"], epoch_acc + metrics["accuracy"]
@@ -660,7 +713,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       manager.save(step, args=ocp.args.StandardSave(_checkpoint_item(state)))
       manager.wait_until_finished()
       last_good = step
-    if best_val is None or val["accuracy"] > best_val:
+    # While a gradual schedule is still pruning, a less-pruned state must not become "best".
+    fully_pruned = not prune_cfg.enabled or prune_cfg.ratio_at(step, exp.total_steps) >= (
+      prune_cfg.ratio
+    )
+    if fully_pruned and (best_val is None or val["accuracy"] > best_val):
       best_val = val["accuracy"]
       best_manager.save(
         step,
@@ -672,6 +729,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = _final_results(config, exp, state, workdir, start_time)
   _write_results(workdir, "results.json", results)
   return results
+
+
+def _prune(config, exp: Experiment, cfg: pruning.PruneConfig, state: TrainState):
+  """Masks for the state's step (from its current, possibly already pruned, params) and the
+  state with pruned b and c set to zero. Returns (state, parameter-mask tree, ratio).
+
+  Modes pruned earlier have zero b and c, hence score 0, so they stay pruned when masks are
+  recomputed (gradual schedule, or after a resume)."""
+  ratio = cfg.ratio_at(int(state.step), exp.total_steps)
+  x = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input), jnp.float32)
+  modes, masks = pruning.masks_at(cfg, exp.model, state.params, exp.spec, x, ratio)
+  logging.info(
+    "Pruning at step %d: ratio %.3f, %d modes kept.",
+    int(state.step),
+    ratio,
+    pruning.kept_modes(modes),
+  )
+  return state.replace(params=prune.apply_masks(state.params, masks)), masks, ratio
+
+
+def _export_pruned(config, exp: Experiment, params, workdir: str) -> dict:
+  """Writes the physically smaller model to workdir/pruned (a workdir of its own: config.json
+  with the new d_state and a best/ checkpoint) and returns its results keys."""
+  cfg = prune_config(config)
+  x = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input), jnp.float32)
+  modes, _ = pruning.masks_at(cfg, exp.model, params, exp.spec, x, cfg.ratio)
+  tree, d_state = pruning.compact(params, modes)
+  small_config = ml_collections.ConfigDict(config.to_dict())
+  small_config.model.d_state = d_state
+  small_config.prune.enabled = False
+  small_config.hardware.train = False
+  small_config.init_checkpoint = ""
+  small = build(small_config)
+  small_params = jax.tree_util.tree_map(jnp.asarray, tree)
+  directory = os.path.join(workdir, PRUNED_DIR)
+  os.makedirs(directory, exist_ok=True)
+  manager = checkpoint_manager(os.path.join(directory, BEST_DIR), 1)
+  manager.save(
+    0, args=ocp.args.StandardSave(_checkpoint_item(small.state.replace(params=small_params)))
+  )
+  manager.wait_until_finished()
+  write_json_atomic(os.path.join(directory, "config.json"), small_config.to_dict())
+  if small.spec is not None:
+    export_params(small_config, small, small_params, os.path.join(directory, EXPORT_DIR))
+  test = evaluate_split(small.eval_fn, small_params, small.dataset.test, config.eval_batch_size)
+  with open(os.path.join(workdir, PRUNE_START)) as f:
+    start = json.load(f)
+  return {
+    "prune": {
+      **dataclasses.asdict(cfg),
+      "pruned_fraction": prune.pruned_fraction(modes),
+      "kept_modes": pruning.kept_modes(modes),
+      "d_state_before": config.model.d_state,
+      "d_state_after": d_state,
+    },
+    "pruned_dir": directory,
+    "test_accuracy_unpruned": start["test_accuracy_unpruned"],
+    "test_accuracy_before_finetune": start["test_accuracy_before_finetune"],
+    "pruned_model_test_accuracy": test["accuracy"],
+    "report": cost_report(small, small_params),
+  }
 
 
 def _train_analog(config, exp: Experiment, step: int) -> analog_lib.AnalogSpec | None:
@@ -709,6 +827,12 @@ def _final_results(config, exp: Experiment, state: TrainState, workdir: str, sta
     export_params(config, exp, best_state.params, directory)
     extra["export_dir"] = directory
   extra.update(_analog_results_with_plot(config, exp, best_state.params, workdir))
+  if prune_config(config).enabled:
+    pruned = _export_pruned(config, exp, best_state.params, workdir)
+    # The cost keys describe the model as exported: the physically smaller one.
+    extra["unpruned_memory_bits"] = report.memory_bits
+    report = pruned.pop("report")
+    extra.update(pruned)
   return {
     **extra,
     "task": exp.dataset.name,
@@ -738,9 +862,6 @@ def _analog_results_with_plot(config, exp: Experiment, params, workdir: str) -> 
     )
     out["noise_plot"] = path
   return out
-
-
-NOISE_PLOT = "accuracy_vs_noise.png"
 
 
 def _trained_with(workdir: str, section: str) -> bool:

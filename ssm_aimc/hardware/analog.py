@@ -14,6 +14,8 @@ the analog path of the ideal device with the periphery off is the digital model 
   read    every device is read with fresh noise at every product; for a product x @ W this
           is exactly Gaussian output noise of variance sum_i x_i^2 sigma_ij^2, which is
           what is sampled (one extra product instead of a noisy copy of W per example);
+          `read_noise_draw="forward"` instead draws one noisy read of W per forward pass
+          (a weight-sized draw: cheaper, but shared by the batch and the time steps);
   output  additive Gaussian noise, `output_noise` x the full-scale output r max|w|;
   ADC     outputs quantized to `adc_bits` over [-bound, bound] x r max|w| (clipped).
 Roundings use the straight-through estimator of `ssm_aimc.quant`.
@@ -45,6 +47,10 @@ from ssm_aimc.hardware import noise
 
 MAPPINGS = ("tensor", "column")
 RECURRENCES = ("residual", "direct", "digital")
+# When read noise is drawn: at every product (exact, one extra product and an output-sized
+# draw) or once per forward pass on the weights (cheap: weight-sized draw, shared by the
+# batch and the time steps). BENCHMARKS.md "Analog simulation cost" has the price of each.
+READ_NOISE_DRAWS = ("product", "forward")
 # Floor of a variance under a square root: keeps the gradient finite for an all-zero input.
 _VAR_FLOOR = 1e-30
 
@@ -72,6 +78,8 @@ class AnalogSpec:
     device: the device preset.
     mapping: "tensor" or "column": where g_max maps (largest |w| per tensor or column).
     recurrence: "residual", "direct" or "digital" (see the module docstring).
+    read_noise_draw: "product" (fresh read noise at every product, exact) or "forward"
+      (one draw on the weights per forward pass; what noise-aware training uses for speed).
     drift, drift_compensation, stuck, quantize_levels, dac, adc, output: which terms exist.
   """
 
@@ -88,6 +96,7 @@ class AnalogSpec:
   device: devices_lib.Device = _static(devices_lib.IDEAL)
   mapping: str = _static("column")
   recurrence: str = _static("digital")
+  read_noise_draw: str = _static("product")
   drift: bool = _static(True)
   drift_compensation: bool = _static(True)
   stuck: bool = _static(False)
@@ -115,6 +124,7 @@ class AnalogSpec:
     output_noise: float = 0.0,
     mapping: str = "column",
     recurrence: str = "digital",
+    read_noise_draw: str = "product",
   ) -> AnalogSpec:
     """Validates concrete settings and builds a spec (ConfigError on bad input).
 
@@ -140,6 +150,10 @@ class AnalogSpec:
       raise errors.ConfigError(f"Unknown mapping {mapping!r}; valid: {MAPPINGS}.")
     if recurrence not in RECURRENCES:
       raise errors.ConfigError(f"Unknown recurrence {recurrence!r}; valid: {RECURRENCES}.")
+    if read_noise_draw not in READ_NOISE_DRAWS:
+      raise errors.ConfigError(
+        f"Unknown read_noise_draw {read_noise_draw!r}; valid: {READ_NOISE_DRAWS}."
+      )
     levels = device.levels if levels in (None, 0) else levels
     if levels is not None and (int(levels) != levels or levels < 2):
       raise errors.ConfigError(f"levels must be an integer >= 2, got {levels}.")
@@ -161,6 +175,7 @@ class AnalogSpec:
       device=device,
       mapping=mapping,
       recurrence=recurrence,
+      read_noise_draw=read_noise_draw,
       drift=bool(drift and device.has_drift),
       drift_compensation=bool(drift_compensation),
       stuck=bool(stuck_min > 0 or stuck_max > 0),
@@ -268,9 +283,14 @@ def analog_matmul(
     x = quant.fake_quant(x, spec.dac_bits, x_range / quant.q_max(spec.dac_bits))
   reduce_axes = 0 if spec.mapping == "column" else (0, 1)
   prog = program(key_program, w, spec, reduce_axes)
-  y = _matmul(x, w + prog.delta)
+  w = w + prog.delta
   k_read, k_out = jax.random.split(key_read)
-  if prog.read_std is not None:
+  if prog.read_std is not None and spec.read_noise_draw == "forward":
+    w = w + spec.read_noise_scale * prog.read_std * jax.random.normal(k_read, w.shape, w.dtype)
+  y = _matmul(x, w)
+  if prog.read_std is not None and spec.read_noise_draw == "product":
+    # Each device read with fresh noise at this product: exactly Gaussian output noise of
+    # variance sum_i x_i^2 sigma_ij^2.
     std = jnp.sqrt(jnp.maximum(_matmul(jnp.square(x), jnp.square(prog.read_std)), _VAR_FLOOR))
     y = y + spec.read_noise_scale * std * jax.random.normal(k_read, y.shape, y.dtype)
   full_scale = x_range * prog.w_max[0]

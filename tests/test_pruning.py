@@ -1,0 +1,111 @@
+"""Pruning inside training: masks hold pruned entries through optimizer steps, ratio 0 is a
+no-op, and a prune run exports a smaller model with the masked model's outputs."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssm_aimc import errors, prune, pruning, train
+from tests.test_train import tiny_config
+
+
+def _masks(exp, params, ratio, scope="channel"):
+  cfg = pruning.PruneConfig(enabled=True, ratio=ratio, scope=scope)
+  x = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input))
+  return pruning.masks_at(cfg, exp.model, params, exp.spec, x, ratio)
+
+
+@pytest.fixture(scope="module")
+def experiment():
+  config = tiny_config(**{"model.d_state": 8, "optimizer.weight_decay": 0.1})
+  return train.build(config)
+
+
+def test_pruned_entries_stay_zero_through_optimizer_steps(experiment):
+  exp = experiment
+  modes, masks = _masks(exp, exp.state.params, 0.5)
+  state = exp.state.replace(params=prune.apply_masks(exp.state.params, masks))
+  before = state.params["block_0"]["s4d"]
+  step = jax.jit(train.train_step)
+  batches = train.data.batches(exp.dataset.train, 32, seed=0, epoch=0)
+  for _ in range(3):
+    x, y = next(batches)
+    state, _ = step(state, x, y, jax.random.PRNGKey(0), None, None, masks)
+  after = state.params["block_0"]["s4d"]
+  pruned = ~np.asarray(modes["block_0/s4d"])
+  assert pruned.any()
+  for name in ("b", "c"):
+    np.testing.assert_array_equal(np.asarray(after[name])[pruned], 0.0)
+  for name in ("log_neg_re_a", "im_a"):
+    np.testing.assert_array_equal(np.asarray(after[name])[pruned], np.asarray(before[name])[pruned])
+  # Kept entries do train.
+  assert not np.allclose(np.asarray(after["c"])[~pruned], np.asarray(before["c"])[~pruned])
+
+
+def test_ratio_zero_changes_nothing(experiment):
+  exp = experiment
+  modes, masks = _masks(exp, exp.state.params, 0.0)
+  assert all(bool(np.all(m)) for m in modes.values())
+  masked = prune.apply_masks(exp.state.params, masks)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, masked, exp.state.params)
+  x, y = next(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))
+  step = jax.jit(train.train_step)
+  with_masks, _ = step(exp.state, x, y, jax.random.PRNGKey(0), None, None, masks)
+  without, _ = step(exp.state, x, y, jax.random.PRNGKey(0), None, None, None)
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+    with_masks.params,
+    without.params,
+  )
+
+
+def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
+  base = tmp_path / "base"
+  train.train_and_evaluate(tiny_config(**{"model.d_state": 8}), str(base))
+  config = tiny_config(
+    **{
+      "model.d_state": 8,
+      "prune.enabled": True,
+      "prune.ratio": 0.5,
+      "init_checkpoint": str(base),
+    }
+  )
+  results = train.train_and_evaluate(config, str(tmp_path / "pruned_run"))
+  assert results["prune"]["d_state_after"] == 4 and results["prune"]["pruned_fraction"] == 0.5
+  assert results["pruned_model_test_accuracy"] == results["test_accuracy"]
+  assert results["memory_bits"] < results["unpruned_memory_bits"]
+  assert "test_accuracy_before_finetune" in results
+  # The exported model is a workdir of its own, run through the same code: its logits
+  # equal the masked model's.
+  masked_exp = train.build(config)
+  masked, _ = train.load_params(str(tmp_path / "pruned_run"), masked_exp.state)
+  small_config = tiny_config(**{"model.d_state": 4})
+  small_exp = train.build(small_config)
+  small, _ = train.load_params(results["pruned_dir"], small_exp.state)
+  x = masked_exp.dataset.test.x[:16]
+  np.testing.assert_allclose(
+    small_exp.model.apply({"params": small.params}, x),
+    masked_exp.model.apply({"params": masked.params}, x),
+    rtol=1e-5,
+    atol=1e-5,
+  )
+  evaluated = train.evaluate(small_config, results["pruned_dir"])
+  assert evaluated["test_accuracy"] == results["test_accuracy"]
+  assert os.path.exists(os.path.join(results["pruned_dir"], "config.json"))
+
+
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    ({"prune.ratio": 1.0}, "prune.ratio"),
+    ({"prune.scope": "row"}, "prune.scope"),
+    ({"prune.score": "random"}, "prune.score"),
+    ({"prune.schedule": "linear"}, "prune.schedule"),
+  ],
+)
+def test_bad_prune_settings_are_config_errors(overrides, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    train.prune_config(tiny_config(**overrides))
