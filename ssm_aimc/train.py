@@ -637,6 +637,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if prune_cfg.enabled:
     if latest is None:
       unpruned = evaluate_split(exp.eval_fn, state.params, exp.dataset.test, config.eval_batch_size)
+      unpruned_bits = cost_report(exp, state.params).memory_bits
     state, masks, ratio = _prune(config, exp, prune_cfg, state)
     if latest is None:
       # Accuracy right after pruning, before any fine-tuning (kept across resumes).
@@ -647,6 +648,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "ratio": ratio,
           "test_accuracy_unpruned": unpruned["accuracy"],
           "test_accuracy_before_finetune": pruned["accuracy"],
+          "unpruned_memory_bits": unpruned_bits,
         },
       )
   write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
@@ -787,6 +789,7 @@ def _export_pruned(config, exp: Experiment, params, workdir: str) -> dict:
     "pruned_dir": directory,
     "test_accuracy_unpruned": start["test_accuracy_unpruned"],
     "test_accuracy_before_finetune": start["test_accuracy_before_finetune"],
+    "unpruned_memory_bits": start.get("unpruned_memory_bits"),
     "pruned_model_test_accuracy": test["accuracy"],
     "report": cost_report(small, small_params),
   }
@@ -830,7 +833,6 @@ def _final_results(config, exp: Experiment, state: TrainState, workdir: str, sta
   if prune_config(config).enabled:
     pruned = _export_pruned(config, exp, best_state.params, workdir)
     # The cost keys describe the model as exported: the physically smaller one.
-    extra["unpruned_memory_bits"] = report.memory_bits
     report = pruned.pop("report")
     extra.update(pruned)
   return {
