@@ -357,6 +357,39 @@ def apply_masks(params_tree, masks_tree):
   return jax.tree_util.tree_map_with_path(one, _to_dict(params_tree), _to_dict(masks_tree))
 
 
+def fill_pruned_modes(params_tree, masks_tree):
+  """Pruned modes' log_neg_re_a and im_a set to those of their channel's first kept mode.
+
+  A pruned mode contributes nothing (its b and c are zero), but its a_bar still enters the
+  statistics of a quantized a_bar grid (the largest decay or angle of a channel or tensor).
+  Keeping every pruned mode a copy of a kept one makes the masked model's set of a_bar
+  values per channel exactly the kept set, so its quantization grid, and hence its
+  outputs, equal those of the compact export (`compact_s4d` pads with the same copies).
+  Call it whenever the masks change and after every optimizer step (the kept mode moves).
+  Jittable.
+
+  Args:
+    params_tree, masks_tree: nested dicts of the same structure (`model_masks`).
+
+  Returns:
+    the params tree (plain nested dicts) with the pruned modes' A parameters filled.
+  """
+
+  def visit(params, masks):
+    if not isinstance(params, Mapping):
+      return params
+    out = {key: visit(value, masks[key]) for key, value in params.items()}
+    if all(name in params for name in MODE_PARAMS):
+      keep = masks[MODE_PARAMS[0]] > 0
+      first = jnp.argmax(keep, axis=1)[:, None]  # First kept mode of every channel.
+      for name in MODE_PARAMS:
+        value = params[name]
+        out[name] = jnp.where(keep, value, jnp.take_along_axis(value, first, axis=1))
+    return out
+
+  return visit(_to_dict(params_tree), _to_dict(masks_tree))
+
+
 def mask_updates(updates_tree, masks_tree):
   """Optimiser updates with every leaf multiplied by its mask, so pruned entries never move.
 

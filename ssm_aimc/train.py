@@ -327,6 +327,7 @@ def train_step(
     # move pruned entries away from zero.
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, prune.mask_updates(updates, masks))
+    params = prune.fill_pruned_modes(params, masks)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
   return state, metrics
@@ -748,7 +749,8 @@ def _prune(config, exp: Experiment, cfg: pruning.PruneConfig, state: TrainState)
     ratio,
     pruning.kept_modes(modes),
   )
-  return state.replace(params=prune.apply_masks(state.params, masks)), masks, ratio
+  params = prune.fill_pruned_modes(prune.apply_masks(state.params, masks), masks)
+  return state.replace(params=params), masks, ratio
 
 
 def _export_pruned(config, exp: Experiment, params, workdir: str) -> dict:

@@ -39,8 +39,15 @@ def test_pruned_entries_stay_zero_through_optimizer_steps(experiment):
   assert pruned.any()
   for name in ("b", "c"):
     np.testing.assert_array_equal(np.asarray(after[name])[pruned], 0.0)
+  # Pruned modes' A parameters track their channel's first kept mode (same a_bar set, so
+  # the same quantization grid as the compact export).
+  first = np.argmax(~pruned, axis=1)
   for name in ("log_neg_re_a", "im_a"):
-    np.testing.assert_array_equal(np.asarray(after[name])[pruned], np.asarray(before[name])[pruned])
+    value = np.asarray(after[name])
+    np.testing.assert_array_equal(
+      value, np.where(pruned, value[np.arange(len(first)), first][:, None], value)
+    )
+  assert not np.array_equal(np.asarray(after["im_a"]), np.asarray(before["im_a"]))
   # Kept entries do train.
   assert not np.allclose(np.asarray(after["c"])[~pruned], np.asarray(before["c"])[~pruned])
 
@@ -62,7 +69,18 @@ def test_ratio_zero_changes_nothing(experiment):
   )
 
 
+QUANT = {
+  "quant.enabled": True,
+  "quant.weight_bits": 4,
+  "quant.a_bar_bits": 4,
+  "quant.mode": "channel",
+}
+
+
 def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
+  """A quantized (4-bit, a_bar 4-bit per-channel polar) prune run: the exported smaller
+  model reproduces the masked model, quantization grids included. (Float equality of
+  masked and compact models is tested in test_prune.py.)"""
   base = tmp_path / "base"
   train.train_and_evaluate(tiny_config(**{"model.d_state": 8}), str(base))
   config = tiny_config(
@@ -71,6 +89,7 @@ def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
       "prune.enabled": True,
       "prune.ratio": 0.5,
       "init_checkpoint": str(base),
+      **QUANT,
     }
   )
   results = train.train_and_evaluate(config, str(tmp_path / "pruned_run"))
@@ -82,13 +101,13 @@ def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
   # equal the masked model's.
   masked_exp = train.build(config)
   masked, _ = train.load_params(str(tmp_path / "pruned_run"), masked_exp.state)
-  small_config = tiny_config(**{"model.d_state": 4})
+  small_config = tiny_config(**{"model.d_state": 4, **QUANT})
   small_exp = train.build(small_config)
   small, _ = train.load_params(results["pruned_dir"], small_exp.state)
   x = masked_exp.dataset.test.x[:16]
   np.testing.assert_allclose(
-    small_exp.model.apply({"params": small.params}, x),
-    masked_exp.model.apply({"params": masked.params}, x),
+    small_exp.model.apply({"params": small.params}, x, spec=small_exp.spec),
+    masked_exp.model.apply({"params": masked.params}, x, spec=masked_exp.spec),
     rtol=1e-5,
     atol=1e-5,
   )
