@@ -128,3 +128,26 @@ def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
 def test_bad_prune_settings_are_config_errors(overrides, message):
   with pytest.raises(errors.ConfigError, match=message):
     train.prune_config(tiny_config(**overrides))
+
+
+def test_gradual_schedule_reaches_the_ratio_and_exports(tmp_path):
+  base = tmp_path / "base"
+  train.train_and_evaluate(tiny_config(**{"model.d_state": 8}), str(base))
+  config = tiny_config(
+    **{
+      "model.d_state": 8,
+      "prune.enabled": True,
+      "prune.ratio": 0.5,
+      "prune.schedule": "gradual",
+      "prune.end_fraction": 0.5,
+      "num_epochs": 2,
+      "init_checkpoint": str(base),
+    }
+  )
+  results = train.train_and_evaluate(config, str(tmp_path / "gradual"))
+  # Nothing is pruned at step 0 (cubic schedule starts at 0), everything by the end.
+  assert results["test_accuracy_before_finetune"] == results["test_accuracy_unpruned"]
+  assert results["prune"]["pruned_fraction"] == 0.5 and results["prune"]["d_state_after"] == 4
+  assert results["pruned_model_test_accuracy"] == results["test_accuracy"]
+  # The best checkpoint is a fully pruned one (the only epoch at the final ratio).
+  assert results["checkpoint_step"] == results["final_step"]
