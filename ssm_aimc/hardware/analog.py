@@ -5,9 +5,13 @@ A weight matrix is stored on a differential pair of devices per weight:
   G+ = g_min + s relu(w),  G- = g_min + s relu(-w),  s = (g_max - g_min) / max|w|,
 with max|w| taken per tensor or per output column (`mapping`). The devices then go through
 `ssm_aimc.hardware.noise` (levels, programming, stuck-at, drift, compensation) and the
-effective weight is read back as w + ((G+ - G-)_device - (G+ - G-)_ideal) / s. Writing it as
-a perturbation of w makes the ideal device (no term active) return w itself, bit for bit, so
-the analog path of the ideal device with the periphery off is the digital model exactly.
+effective weight is read back as w + ((G+ - G-)_device - (G+ - G-)_ideal) / s. Levels come
+from the weight bits by construction: a weight quantized per output channel to b bits
+(absmax step, `quant`) and mapped per column lands exactly on q_max + 1 = 2^(b-1)
+conductances per device; `levels` adds the device's own grid on top (e.g. RRAM's 2048).
+Writing the effective weight as a perturbation of w makes the ideal device (no term active)
+return w itself, bit for bit, so the analog path of the ideal device with the periphery off
+is the digital model exactly.
 
 `analog_matmul` adds the periphery of one crossbar tile around the product:
   DAC     inputs quantized to `dac_bits` over the layer's input range [-r, r] (clipped);
