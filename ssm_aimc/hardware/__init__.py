@@ -1,2 +1,3 @@
 """The simulated analog substrate: device presets (devices), differentiable device noise
-(noise), and the analog operations the layers inject (analog)."""
+(noise), the analog operations the layers inject (analog), mapping and tiling onto fixed-size
+crossbar arrays (crossbar), and the energy and latency model (energy)."""

@@ -1,0 +1,653 @@
+"""Mapping a trained model onto fixed-size crossbar arrays (tiles), and the real-valued form
+of the S4D recurrence that such arrays compute step by step (DESIGN.md §1, "Crossbar
+deployment").
+
+Conventions, used everywhere in this file:
+
+  Orientation.  A crossbar computes y = x @ W: inputs drive the ROWS (one DAC per driven
+  row), outputs are the COLUMN currents (one ADC per logical output). A matrix of "shape
+  (in, out)" therefore occupies `in` rows and `out` logical columns. The recurrence matrix
+  M of `recurrence_block` is written the mathematical way round (s_k = M @ v, shape
+  (out, in) = (2n, 2n+1)); on the array it is stored as M.T, i.e. 2n+1 rows x 2n logical
+  columns. `pack_blocks` and `tiles_for_matrix` take crossbar shapes (rows, logical cols).
+
+  Differential pairs.  With `TileConfig.differential` (the default) every weight uses two
+  devices, G+ and G-, in adjacent physical columns 2j and 2j+1 of the same row, and the
+  two column currents are subtracted in analog before ONE ADC, so a tile of `cols`
+  physical columns holds `cols // 2` logical outputs and does `cols // 2` conversions per
+  MVM. Without it every weight is one device and a tile holds `cols` logical outputs (the
+  sign handling, e.g. a shared reference column, is not modelled). Column offsets in a
+  placement are LOGICAL columns; the physical G+ column is 2 x offset when differential.
+
+  Cells.  `used_cells` counts physical devices inside the rectangles allocated to weights,
+  structural zeros included (a zero inside a recurrence block is programmed to g_min and
+  cannot serve another block): utilisation = used_cells / (tiles x rows x cols).
+  `weight_cells` counts only devices that hold a structurally non-zero weight (the 2x2
+  mode blocks and the b column of a recurrence block); the energy model charges reads of
+  these (a device at g_min = 0 draws no current).
+
+  Tiling.  A matrix larger than a tile is cut into a grid of pieces of at most rows x
+  logical-cols; each piece's partial outputs are digitised by its own ADCs and the pieces
+  of one output column are summed digitally (`tiled_matmul` computes exactly this). A dense
+  matrix gets tiles of its own; small blocks that each have their own inputs and outputs
+  (one per S4D channel) are packed block-diagonally by `pack_blocks`.
+
+  S4D layers.  Per channel the state s = [Re x_1, Im x_1, Re x_2, Im x_2, ...] (mode i in
+  rows 2i, 2i+1). The recurrent update is one MVM with [A_bar | B_bar] on [s_{k-1}; u_k]
+  (`recurrence_block`, one (2n+1) x 2n block per channel on the array); the read-out
+  y_k = 2 Re(c . x_k) + d u_k (exactly `ssm.step`) is a second MVM with one (2n+1)-long
+  column per channel on [s_k; u_k] (`readout_row`), i.e. the block-diagonal
+  (H(2n+1)) x H matrix, packed the same way as the recurrence blocks. d is folded into the
+  read-out's u row, so it needs no array of its own.
+
+`map_model` maps the deployed records of a whole model (`models.deployed_tensors`) and
+lists the digital periphery (norm, GELU, GLU gate, bias, residual, pooling, digital
+partial sums and output scaling) that `ssm_aimc.hardware.energy` prices. Pure numpy/jax;
+no flax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from ssm_aimc import errors
+
+# Kinds of mapped matrices and of digital periphery stages (see `map_model`).
+ARRAY_KINDS = ("dense", "recurrence", "readout", "readout_reverse")
+DIGITAL_KINDS = (
+  "norm",  # LayerNorm over H channels, per step.
+  "gelu",  # GELU on the S4D output, per channel and step.
+  "glu_gate",  # sigmoid gate and product of the GLU, per output channel.
+  "residual",  # residual add of a block, per channel.
+  "bias",  # bias add after a dense product, per output.
+  "pool",  # running sum of mean pooling, per channel and step.
+  "pool_scale",  # the division by L of mean pooling, per channel, once per sequence.
+  "partial_sum",  # digital add of the partial outputs of row-split pieces.
+  "output_scale",  # ADC code -> weight units (per-column conductance scale), per output.
+)
+POOLINGS = ("mean", "last")
+
+
+def _check_positive_int(name: str, value) -> int:
+  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+    raise errors.ConfigError(f"{name} must be a positive integer, got {value!r}.")
+  return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class TileConfig:
+  """Size of one crossbar array.
+
+  Attributes:
+    rows: physical rows (inputs) per tile; 64 in the predecessor chip, 256 in Rao et al.
+      2023, 512 in aihwkit's default tile.
+    cols: physical columns per tile.
+    differential: each weight is a G+/G- pair in two adjacent columns sharing one ADC, so a
+      tile holds cols // 2 logical outputs (cols must be even); False: one device per weight.
+  """
+
+  rows: int = 64
+  cols: int = 64
+  differential: bool = True
+
+  def __post_init__(self):
+    _check_positive_int("TileConfig.rows", self.rows)
+    _check_positive_int("TileConfig.cols", self.cols)
+    if self.differential and self.cols % 2:
+      raise errors.ConfigError(
+        f"A differential tile needs an even number of columns (G+/G- pairs), got {self.cols}."
+      )
+
+  @property
+  def devices_per_weight(self) -> int:
+    return 2 if self.differential else 1
+
+  @property
+  def logical_cols(self) -> int:
+    """Logical outputs (and ADC conversions per MVM) of a full tile."""
+    return self.cols // self.devices_per_weight
+
+  @property
+  def cells(self) -> int:
+    return self.rows * self.cols
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+  """Where one piece of a block sits on a tile.
+
+  Attributes:
+    block: index of the block in `pack_blocks`'s input.
+    block_row, block_col: the piece's origin inside its block (non-zero when a block larger
+      than a tile was cut), in rows and logical columns.
+    rows, cols: the piece's size in rows and logical columns.
+    tile: index of the tile that holds it.
+    row_offset, col_offset: its origin on that tile, in rows and LOGICAL columns.
+  """
+
+  block: int
+  block_row: int
+  block_col: int
+  rows: int
+  cols: int
+  tile: int
+  row_offset: int
+  col_offset: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TileUsage:
+  """Tiles and cells taken by one matrix or one set of packed blocks.
+
+  Attributes:
+    tiles: tiles used (a partly filled tile counts as a whole one).
+    used_cells: physical devices inside allocated rectangles (structural zeros included).
+    cells_per_tile: rows x cols of one tile.
+    placements: where every piece sits (row-major grid for a dense matrix).
+    dac_per_mvm: DAC conversions per MVM (every piece converts its own rows).
+    adc_per_mvm: ADC conversions per MVM (every piece converts its own logical columns).
+  """
+
+  tiles: int
+  used_cells: int
+  cells_per_tile: int
+  placements: tuple[Placement, ...]
+  dac_per_mvm: int
+  adc_per_mvm: int
+
+  @property
+  def utilisation(self) -> float:
+    return self.used_cells / max(self.tiles * self.cells_per_tile, 1)
+
+
+def _pieces(rows: int, cols: int, tile: TileConfig):
+  """Row-major grid of (block_row, block_col, rows, cols) pieces that fit one tile each."""
+  for r0 in range(0, rows, tile.rows):
+    for c0 in range(0, cols, tile.logical_cols):
+      yield r0, c0, min(tile.rows, rows - r0), min(tile.logical_cols, cols - c0)
+
+
+def tiles_for_matrix(in_features: int, out_features: int, tile: TileConfig) -> TileUsage:
+  """Tiles for a dense (in, out) matrix cut into row blocks of `tile.rows` and column blocks
+  of `tile.logical_cols`; every block gets its own tile (partial tiles count whole).
+
+  Example: 100 x 130 on 64 x 64 differential tiles (32 logical columns) needs
+  ceil(100/64) x ceil(130/32) = 2 x 5 = 10 tiles and 2 x 100 x 130 = 26000 cells.
+  """
+  in_features = _check_positive_int("in_features", in_features)
+  out_features = _check_positive_int("out_features", out_features)
+  placements = tuple(
+    Placement(0, r0, c0, r, c, tile=i, row_offset=0, col_offset=0)
+    for i, (r0, c0, r, c) in enumerate(_pieces(in_features, out_features, tile))
+  )
+  return TileUsage(
+    tiles=len(placements),
+    used_cells=in_features * out_features * tile.devices_per_weight,
+    cells_per_tile=tile.cells,
+    placements=placements,
+    dac_per_mvm=sum(p.rows for p in placements),
+    adc_per_mvm=sum(p.cols for p in placements),
+  )
+
+
+def pack_blocks(block_shapes: Sequence[tuple[int, int]], tile: TileConfig) -> TileUsage:
+  """Packs independent blocks block-diagonally onto as few tiles as this rule allows.
+
+  Each block has its own inputs and outputs, so no two blocks may share a row or a column
+  range. Blocks are placed in order along the tile's diagonal (next-fit): the next block
+  goes right below and right of the previous one while both the rows and the logical
+  columns still fit; otherwise a new tile is started. A block larger than a tile is first
+  cut into a grid of tile-sized pieces (as in `tiles_for_matrix`), which are then placed
+  like blocks. For identical blocks of r x c this puts min(rows // r, logical_cols // c)
+  blocks on a tile, the most any diagonal placement can.
+
+  Args:
+    block_shapes: (rows, logical cols) of each block in crossbar orientation (inputs x
+      outputs), e.g. (2n+1, 2n) for an S4D channel's recurrence block.
+    tile: the tile size.
+
+  Returns:
+    `TileUsage` with one `Placement` per piece.
+  """
+  placements = []
+  n_tiles, row_cursor, col_cursor = 0, 0, 0
+  used = 0
+  for index, shape in enumerate(block_shapes):
+    if len(shape) != 2:
+      raise errors.ConfigError(f"Block {index}: expected a (rows, cols) shape, got {shape!r}.")
+    rows = _check_positive_int(f"block {index} rows", shape[0])
+    cols = _check_positive_int(f"block {index} cols", shape[1])
+    used += rows * cols * tile.devices_per_weight
+    for r0, c0, r, c in _pieces(rows, cols, tile):
+      fits = row_cursor + r <= tile.rows and col_cursor + c <= tile.logical_cols
+      if n_tiles == 0 or not fits:
+        n_tiles, row_cursor, col_cursor = n_tiles + 1, 0, 0
+      placements.append(
+        Placement(
+          index, r0, c0, r, c, tile=n_tiles - 1, row_offset=row_cursor, col_offset=col_cursor
+        )
+      )
+      row_cursor, col_cursor = row_cursor + r, col_cursor + c
+  return TileUsage(
+    tiles=n_tiles,
+    used_cells=used,
+    cells_per_tile=tile.cells,
+    placements=tuple(placements),
+    dac_per_mvm=sum(p.rows for p in placements),
+    adc_per_mvm=sum(p.cols for p in placements),
+  )
+
+
+# ---------------------------------------------------------------------------------------
+# The S4D recurrence as real matrices.
+# ---------------------------------------------------------------------------------------
+
+
+def _interleave(z: jnp.ndarray) -> jnp.ndarray:
+  """(..., n) complex -> (..., 2n) real [Re z_0, Im z_0, Re z_1, Im z_1, ...]."""
+  pair = jnp.stack([jnp.real(z), jnp.imag(z)], axis=-1)
+  return pair.reshape(*z.shape[:-1], 2 * z.shape[-1])
+
+
+def state_to_real(x: jnp.ndarray) -> jnp.ndarray:
+  """Complex state (..., n) -> real interleaved state (..., 2n) (mode i in 2i, 2i+1)."""
+  return _interleave(x)
+
+
+def state_to_complex(s: jnp.ndarray) -> jnp.ndarray:
+  """Real interleaved state (..., 2n) -> complex state (..., n)."""
+  pair = s.reshape(*s.shape[:-1], s.shape[-1] // 2, 2)
+  return pair[..., 0] + 1j * pair[..., 1]
+
+
+def recurrence_block(a_bar: jnp.ndarray, b_bar: jnp.ndarray) -> jnp.ndarray:
+  """The real matrix M with s_k = M @ [s_{k-1}; u_k] for x_k = a_bar x_{k-1} + b_bar u_k.
+
+  Mode i is the 2x2 block [[Re a, -Im a], [Im a, Re a]] at rows/cols 2i, 2i+1 (complex
+  multiplication by a_bar written on (Re x, Im x)), and [Re b, Im b] in the last column.
+
+  Args:
+    a_bar, b_bar: (..., n) complex; leading axes (e.g. H channels) are kept.
+
+  Returns:
+    (..., 2n, 2n+1) real. On the array it is stored transposed: 2n+1 rows x 2n columns.
+  """
+  n = a_bar.shape[-1]
+  re, im = jnp.real(a_bar), jnp.imag(a_bar)
+  blocks = jnp.stack([jnp.stack([re, -im], -1), jnp.stack([im, re], -1)], -2)  # (..., n, 2, 2)
+  eye = jnp.eye(n, dtype=blocks.dtype)
+  a_real = jnp.einsum("ij,...ipq->...ipjq", eye, blocks).reshape(*a_bar.shape[:-1], 2 * n, 2 * n)
+  b_col = _interleave(b_bar).astype(a_real.dtype)[..., None]
+  return jnp.concatenate([a_real, b_col], axis=-1)
+
+
+def readout_row(c: jnp.ndarray, d: jnp.ndarray) -> jnp.ndarray:
+  """The real row r with y_k = r @ [s_k; u_k] = 2 Re(c . x_k) + d u_k, as `ssm.step`.
+
+  2 Re(c x) = 2 (Re c Re x - Im c Im x), so mode i contributes (2 Re c_i, -2 Im c_i); the
+  factor 2 accounts for the implied conjugate modes (DESIGN.md §1).
+
+  Args:
+    c: (..., n) complex; d: (...) real.
+
+  Returns:
+    (..., 2n+1) real.
+  """
+  row = _interleave(2.0 * jnp.conj(c))
+  return jnp.concatenate([row, jnp.asarray(d, row.dtype)[..., None]], axis=-1)
+
+
+def step_recurrence(blocks: jnp.ndarray, state: jnp.ndarray, u: jnp.ndarray) -> jnp.ndarray:
+  """One recurrent step of H channels as one batched matrix-vector product.
+
+  Args:
+    blocks: (H, 2n, 2n+1) from `recurrence_block`.
+    state: (H, 2n) real s_{k-1}.
+    u: (H,) input u_k.
+
+  Returns:
+    (H, 2n) real s_k.
+  """
+  v = jnp.concatenate([state, u[:, None].astype(state.dtype)], axis=-1)
+  return jnp.einsum("hij,hj->hi", blocks, v)
+
+
+def step_readout(rows: jnp.ndarray, state: jnp.ndarray, u: jnp.ndarray) -> jnp.ndarray:
+  """y_k of H channels: rows (H, 2n+1) from `readout_row`, state (H, 2n) s_k, u (H,) -> (H,)."""
+  v = jnp.concatenate([state, u[:, None].astype(state.dtype)], axis=-1)
+  return jnp.einsum("hj,hj->h", rows, v)
+
+
+# ---------------------------------------------------------------------------------------
+# Tiled matrix product.
+# ---------------------------------------------------------------------------------------
+
+
+def tiled_matmul(
+  x: jnp.ndarray,
+  w: jnp.ndarray,
+  tile: TileConfig,
+  tile_fn: Callable[[jnp.ndarray, jnp.ndarray, int], jnp.ndarray] | None = None,
+) -> jnp.ndarray:
+  """x (..., in) @ w (in, out) computed tile by tile, as `tiles_for_matrix` lays it out.
+
+  Each tile's partial product (what its ADCs digitise) is computed separately; the partial
+  products of the row blocks are summed digitally and the column blocks concatenated.
+
+  Args:
+    x: (..., in) inputs.
+    w: (in, out) weights.
+    tile: the tile size.
+    tile_fn: optional per-tile product (x_block (..., r), w_block (r, c), tile index) ->
+      (..., c), where the chip simulation puts a tile's DAC, device noise and ADC (fold the
+      tile index into a PRNG key); default: the exact product.
+
+  Returns:
+    (..., out), equal to x @ w when tile_fn is exact.
+  """
+  if w.ndim != 2 or x.shape[-1] != w.shape[0]:
+    raise errors.ConfigError(f"tiled_matmul: shapes {x.shape} and {w.shape} do not chain.")
+  tile_fn = tile_fn or (lambda xb, wb, _: jnp.matmul(xb, wb))
+  usage = tiles_for_matrix(w.shape[0], w.shape[1], tile)
+  outputs = {}
+  for p in usage.placements:
+    part = tile_fn(
+      x[..., p.block_row : p.block_row + p.rows],
+      w[p.block_row : p.block_row + p.rows, p.block_col : p.block_col + p.cols],
+      p.tile,
+    )
+    outputs[p.block_col] = part if p.block_col not in outputs else outputs[p.block_col] + part
+  return jnp.concatenate([outputs[c0] for c0 in sorted(outputs)], axis=-1)
+
+
+# ---------------------------------------------------------------------------------------
+# A whole model.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MappedMatrix:
+  """One matrix of the model on the arrays (one row of the mapping table).
+
+  Attributes:
+    layer: path of the layer in the deployed records (e.g. "block_0/s4d", "encoder").
+    kind: "dense", "recurrence", "readout" or "readout_reverse".
+    shape: (rows, logical cols) of the whole matrix in crossbar orientation; for S4D the
+      block-diagonal matrix (H(2n+1), H 2n) or (H(2n+1), H).
+    blocks: diagonal blocks packed (1 for a dense matrix).
+    usage: tiles, cells, placements and conversions per MVM.
+    weight_cells: devices holding a structurally non-zero weight.
+    mvms_per_step: MVMs per time step (2 for the recurrence of a bidirectional layer, whose
+      reverse pass reuses the same arrays); per sequence when `per_sequence`.
+    per_sequence: runs once per sequence (the decoder), not once per step.
+  """
+
+  layer: str
+  kind: str
+  shape: tuple[int, int]
+  blocks: int
+  usage: TileUsage
+  weight_cells: int
+  mvms_per_step: int = 1
+  per_sequence: bool = False
+
+  @property
+  def tiles(self) -> int:
+    return self.usage.tiles
+
+  @property
+  def used_cells(self) -> int:
+    return self.usage.used_cells
+
+  @property
+  def utilisation(self) -> float:
+    return self.usage.utilisation
+
+  @property
+  def outputs(self) -> int:
+    """Logical outputs of one MVM (after the digital partial sums)."""
+    return self.shape[1]
+
+  @property
+  def partial_sums_per_mvm(self) -> int:
+    """Digital adds per MVM that merge the partial outputs of row-split pieces."""
+    return self.usage.adc_per_mvm - self.outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitalStage:
+  """Digital periphery work: `elements` values per step (or per sequence) through `kind`.
+
+  Attributes:
+    layer: the layer it belongs to.
+    kind: one of DIGITAL_KINDS.
+    elements: values processed per step (per sequence when `per_sequence`).
+    per_sequence: once per sequence instead of once per step.
+  """
+
+  layer: str
+  kind: str
+  elements: int
+  per_sequence: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingReport:
+  """A model mapped onto tiles: the arrays, the digital periphery and the totals.
+
+  Attributes:
+    tile: the tile size.
+    arrays: one `MappedMatrix` per matrix, in the order of the records.
+    digital: the digital periphery stages.
+  """
+
+  tile: TileConfig
+  arrays: tuple[MappedMatrix, ...]
+  digital: tuple[DigitalStage, ...]
+
+  @property
+  def tiles(self) -> int:
+    return sum(a.tiles for a in self.arrays)
+
+  @property
+  def used_cells(self) -> int:
+    return sum(a.used_cells for a in self.arrays)
+
+  @property
+  def weight_cells(self) -> int:
+    return sum(a.weight_cells for a in self.arrays)
+
+  @property
+  def utilisation(self) -> float:
+    return self.used_cells / max(self.tiles * self.tile.cells, 1)
+
+  def rows(self) -> list[dict]:
+    """One JSON-ready dict per matrix: layer, kind, shape, tiles, used_cells, utilisation."""
+    return [
+      {
+        "layer": a.layer,
+        "kind": a.kind,
+        "shape": list(a.shape),
+        "tiles": a.tiles,
+        "used_cells": a.used_cells,
+        "weight_cells": a.weight_cells,
+        "utilisation": a.utilisation,
+      }
+      for a in self.arrays
+    ]
+
+  def totals(self) -> dict:
+    return {
+      "tile": f"{self.tile.rows}x{self.tile.cols}"
+      + (" differential" if self.tile.differential else ""),
+      "tiles": self.tiles,
+      "used_cells": self.used_cells,
+      "weight_cells": self.weight_cells,
+      "utilisation": self.utilisation,
+    }
+
+
+def format_mapping_table(report: MappingReport) -> str:
+  """Plain-text table of the mapping, one line per matrix and a totals line."""
+  head = f"  {'layer':<24} {'kind':<16} {'shape':>12} {'tiles':>6} {'cells':>9} {'util':>7}"
+  lines = [head]
+  for r in report.rows():
+    shape = "x".join(str(s) for s in r["shape"])
+    lines.append(
+      f"  {r['layer']:<24} {r['kind']:<16} {shape:>12} {r['tiles']:>6} "
+      f"{r['used_cells']:>9} {r['utilisation']:>7.1%}"
+    )
+  t = report.totals()
+  lines.append(
+    f"  {'total (' + t['tile'] + ')':<41} {'':>12} {t['tiles']:>6} {t['used_cells']:>9} "
+    f"{t['utilisation']:>7.1%}"
+  )
+  return "\n".join(lines)
+
+
+def _parent(path: str) -> str:
+  return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def _join(layer: str, name: str) -> str:
+  return f"{layer}/{name}" if layer else name
+
+
+def _s4d_layer(layer: str, records: dict, tile: TileConfig) -> tuple[list, list]:
+  """Arrays and digital stages of one S4D layer whose records live under `layer`."""
+  missing = [n for n in ("a_bar", "b_bar", "c", "d") if _join(layer, n) not in records]
+  if missing:
+    raise errors.ConfigError(f"S4D layer {layer!r}: records {missing} are missing.")
+  a_bar = np.asarray(records[_join(layer, "a_bar")]["values"])
+  channels, n = a_bar.shape
+  for name in ("b_bar", "c"):
+    if np.shape(records[_join(layer, name)]["values"]) != (channels, n):
+      raise errors.ConfigError(
+        f"S4D layer {layer!r}: {name} must have a_bar's shape {a_bar.shape}."
+      )
+  bidirectional = _join(layer, "c_reverse") in records
+  rec_usage = pack_blocks([(2 * n + 1, 2 * n)] * channels, tile)
+  arrays = [
+    MappedMatrix(
+      layer=layer,
+      kind="recurrence",
+      shape=(channels * (2 * n + 1), channels * 2 * n),
+      blocks=channels,
+      usage=rec_usage,
+      # Per mode 4 entries of the 2x2 block and 2 of the b column.
+      weight_cells=channels * 6 * n * tile.devices_per_weight,
+      mvms_per_step=2 if bidirectional else 1,
+    )
+  ]
+  for kind in ("readout", "readout_reverse") if bidirectional else ("readout",):
+    arrays.append(
+      MappedMatrix(
+        layer=layer,
+        kind=kind,
+        shape=(channels * (2 * n + 1), channels),
+        blocks=channels,
+        usage=pack_blocks([(2 * n + 1, 1)] * channels, tile),
+        weight_cells=channels * (2 * n + 1) * tile.devices_per_weight,
+      )
+    )
+  # Every S4D layer sits in a residual block (models.S4DBlock): GELU on its output, the
+  # residual add after the GLU.
+  digital = [
+    DigitalStage(layer, "gelu", channels),
+    DigitalStage(_parent(layer), "residual", channels),
+  ]
+  return arrays, digital
+
+
+def map_model(
+  records: dict, tile: TileConfig | None = None, pooling: str = "mean"
+) -> MappingReport:
+  """Maps the deployed records of a whole model onto tiles.
+
+  Recognised records (the names `models.deployed_tensors` writes):
+    ".../a_bar" (complex (H, n)) with siblings b_bar, c, d and optionally c_reverse: an S4D
+      layer -> a "recurrence" matrix (H packed (2n+1) x 2n blocks) and a "readout" matrix
+      (H packed (2n+1) x 1 columns, d folded in); a bidirectional layer adds
+      "readout_reverse" and runs its recurrence twice per step on the same arrays;
+    any other real 2-D record with macs_per_element > 0: a "dense" (in, out) matrix on its
+      own tiles (`per_sequence` records, the decoder, run once per sequence and are preceded
+      by the pooling);
+    ".../bias" next to a kernel: a digital bias add; ".../scale" with no kernel beside it: a
+      LayerNorm. A dense layer whose path contains "glu" is followed by a GLU gate over
+      half its outputs.
+  Every matrix also adds digital output scaling (one per logical output) and partial sums.
+
+  Args:
+    records: {path: record} with "values" and "macs_per_element" (and "per_sequence").
+    tile: the tile size (default 64 x 64 differential).
+    pooling: "mean" (a running sum per step and a division per sequence) or "last".
+
+  Returns:
+    `MappingReport`.
+  """
+  tile = tile or TileConfig()
+  if pooling not in POOLINGS:
+    raise errors.ConfigError(f"Unknown pooling {pooling!r}; valid: {POOLINGS}.")
+  s4d_layers = [_parent(p) for p in records if p.rsplit("/", 1)[-1] == "a_bar"]
+  arrays, digital = [], []
+  for path, record in records.items():
+    layer, name = _parent(path), path.rsplit("/", 1)[-1]
+    values = np.asarray(record["values"])
+    if layer in s4d_layers:
+      if name == "a_bar":
+        more_arrays, more_digital = _s4d_layer(layer, records, tile)
+        arrays += more_arrays
+        digital += more_digital
+      continue
+    kernel = next(
+      (
+        records[p]
+        for p in records
+        if _parent(p) == layer and p != path and float(records[p]["macs_per_element"]) > 0
+      ),
+      None,
+    )
+    if float(record["macs_per_element"]) > 0:
+      if values.ndim != 2 or np.iscomplexobj(values):
+        raise errors.ConfigError(
+          f"{path}: a matrix product needs real (in, out) values, got {values.dtype} "
+          f"{values.shape}."
+        )
+      per_sequence = bool(record.get("per_sequence", False))
+      d_in, d_out = values.shape
+      if per_sequence and pooling == "mean":
+        digital += [
+          DigitalStage(layer, "pool", d_in),
+          DigitalStage(layer, "pool_scale", d_in, True),
+        ]
+      arrays.append(
+        MappedMatrix(
+          layer=layer,
+          kind="dense",
+          shape=(d_in, d_out),
+          blocks=1,
+          usage=tiles_for_matrix(d_in, d_out, tile),
+          weight_cells=d_in * d_out * tile.devices_per_weight,
+          per_sequence=per_sequence,
+        )
+      )
+      if "glu" in layer:
+        digital.append(DigitalStage(layer, "glu_gate", d_out // 2, per_sequence))
+    elif name == "bias" and kernel is not None:
+      digital.append(
+        DigitalStage(layer, "bias", values.size, bool(kernel.get("per_sequence", False)))
+      )
+    elif name == "scale" and kernel is None:
+      digital.append(DigitalStage(layer, "norm", values.size))
+  for a in arrays:
+    mvms = a.mvms_per_step
+    digital.append(DigitalStage(a.layer, "output_scale", a.outputs * mvms, a.per_sequence))
+    if a.partial_sums_per_mvm:
+      digital.append(
+        DigitalStage(a.layer, "partial_sum", a.partial_sums_per_mvm * mvms, a.per_sequence)
+      )
+  return MappingReport(tile=tile, arrays=tuple(arrays), digital=tuple(digital))

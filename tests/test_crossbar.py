@@ -1,0 +1,312 @@
+"""Tests of the crossbar mapping (ssm_aimc.hardware.crossbar): the tiled product against the
+dense one, the real 2x2-block recurrence against the complex recurrence and the S4D
+read-out, and tile counts against hand counts written out here.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssm_aimc import errors, models, ssm
+from ssm_aimc.hardware import crossbar
+
+TILE = crossbar.TileConfig()  # 64 x 64, differential: 32 logical columns per tile.
+
+
+def _complex(rng, shape):
+  return rng.normal(size=shape) + 1j * rng.normal(size=shape)
+
+
+def _stable_a_bar(rng, shape):
+  """Random a_bar with 0.5 <= |a_bar| <= 0.95 and any angle."""
+  return rng.uniform(0.5, 0.95, shape) * np.exp(1j * rng.uniform(-np.pi, np.pi, shape))
+
+
+# ----------------------------------------------------------------------------------------
+# Tiled matrix product.
+
+
+@pytest.mark.parametrize(
+  "shape, tile",
+  [
+    ((5, 3), TILE),  # Smaller than one tile.
+    ((64, 32), TILE),  # Exactly one differential tile.
+    ((100, 130), TILE),  # 2 x 5 tiles, both edges partial.
+    ((130, 65), crossbar.TileConfig(64, 64, differential=False)),  # 3 x 2 tiles.
+    ((17, 9), crossbar.TileConfig(4, 6)),  # 5 x 3 tiles of 4 rows x 3 logical columns.
+  ],
+)
+def test_tiled_matmul_equals_dense_matmul(shape, tile):
+  rng = np.random.default_rng(0)
+  x, w = rng.normal(size=(2, 3, shape[0])), rng.normal(size=shape)
+  with jax.enable_x64(True):
+    got = jax.jit(crossbar.tiled_matmul, static_argnums=2)(x, w, tile)
+    expected = np.einsum("abi,io->abo", x, w)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_tiled_matmul_calls_the_tile_function_once_per_tile():
+  """100 x 130 on 64 x 64 differential tiles: row blocks [0:64], [64:100]; column blocks of
+  32: [0:32] ... [96:128], [128:130]. A tile function that adds its tile index to every
+  output shows which tiles were summed into each output column."""
+  x = jnp.ones((1, 100))
+  w = jnp.zeros((100, 130))
+  calls = []
+
+  def tile_fn(xb, wb, index):
+    calls.append((index, xb.shape[-1], wb.shape))
+    return xb @ wb + index
+
+  y = np.asarray(crossbar.tiled_matmul(x, w, TILE, tile_fn))
+  assert len(calls) == 10
+  assert sorted(c[0] for c in calls) == list(range(10))
+  assert {c[2] for c in calls} == {(64, 32), (64, 2), (36, 32), (36, 2)}
+  # Row-major tile order: row block 0 holds tiles 0-4, row block 1 tiles 5-9, so output
+  # column block j sums tiles j and 5 + j.
+  expected = np.concatenate([np.full(32, j + (5 + j)) for j in range(4)] + [np.full(2, 4 + 9)])
+  np.testing.assert_array_equal(y[0], expected)
+
+
+# ----------------------------------------------------------------------------------------
+# The recurrence as real 2x2 blocks.
+
+
+def test_recurrence_block_layout_by_hand():
+  """n = 2 modes: a = (0.5 + 0.25i, -0.3 + 0.1i), b = (2 - 1i, 0.5 + 4i)."""
+  a_bar = jnp.asarray([0.5 + 0.25j, -0.3 + 0.1j], jnp.complex64)
+  b_bar = jnp.asarray([2.0 - 1.0j, 0.5 + 4.0j], jnp.complex64)
+  expected = np.array(
+    [
+      [0.5, -0.25, 0.0, 0.0, 2.0],
+      [0.25, 0.5, 0.0, 0.0, -1.0],
+      [0.0, 0.0, -0.3, -0.1, 0.5],
+      [0.0, 0.0, 0.1, -0.3, 4.0],
+    ]
+  )
+  np.testing.assert_allclose(
+    np.asarray(crossbar.recurrence_block(a_bar, b_bar)), expected, rtol=1e-6
+  )
+  # y = 2 Re(c x) + d u: c = (1 + 2i, -3i), d = 0.7 -> (2, -4, 0, 6, 0.7).
+  c = jnp.asarray([1.0 + 2.0j, -3.0j], jnp.complex64)
+  np.testing.assert_allclose(
+    np.asarray(crossbar.readout_row(c, jnp.asarray(0.7))), [2.0, -4.0, 0.0, 6.0, 0.7], rtol=1e-6
+  )
+
+
+def test_real_block_recurrence_equals_the_complex_recurrence_and_apply_ssm():
+  channels, n, length = 3, 4, 25
+  rng = np.random.default_rng(1)
+  a_bar, b_bar = _stable_a_bar(rng, (channels, n)), _complex(rng, (channels, n))
+  c, d = _complex(rng, (channels, n)), rng.normal(size=channels)
+  u = rng.normal(size=(length, channels))
+
+  def chip(a_bar, b_bar, c, d, u):
+    """The real-block recurrence and read-out, one step at a time."""
+    blocks = crossbar.recurrence_block(a_bar, b_bar)  # (H, 2n, 2n+1)
+    rows = crossbar.readout_row(c, d)  # (H, 2n+1)
+
+    def body(state, u_k):
+      state = crossbar.step_recurrence(blocks, state, u_k)
+      return state, (state, crossbar.step_readout(rows, state, u_k))
+
+    return jax.lax.scan(body, jnp.zeros((channels, 2 * n), blocks.dtype), u)[1]
+
+  with jax.enable_x64(True):
+    blocks = crossbar.recurrence_block(a_bar, b_bar)
+    assert blocks.shape == (channels, 2 * n, 2 * n + 1) and blocks.dtype == jnp.float64
+    states, outputs = jax.jit(chip)(a_bar, b_bar, c, d, u)
+
+    bu = (b_bar[None] * u[:, :, None]).reshape(length, channels * n)
+    x = ssm.linear_recurrence(jnp.asarray(a_bar).reshape(-1), jnp.asarray(bu), "sequential")
+    x = x.reshape(length, channels, n)
+    np.testing.assert_allclose(
+      np.asarray(crossbar.state_to_complex(states)), np.asarray(x), rtol=1e-10, atol=1e-12
+    )
+    np.testing.assert_allclose(
+      np.asarray(crossbar.state_to_real(x)), np.asarray(states), rtol=1e-10, atol=1e-12
+    )
+    y = ssm.apply_ssm(*map(jnp.asarray, (a_bar, b_bar, c, d, u)), method="sequential")
+    np.testing.assert_allclose(np.asarray(outputs), np.asarray(y), rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------
+# Tile counts by hand.
+
+
+def test_tiles_for_a_100_by_130_matrix_by_hand():
+  # Differential 64 x 64: 32 logical columns. Row blocks ceil(100/64) = 2, column blocks
+  # ceil(130/32) = 5 -> 10 tiles; cells 2 devices x 100 x 130 = 26000 of 10 x 4096 = 40960.
+  usage = crossbar.tiles_for_matrix(100, 130, TILE)
+  assert usage.tiles == 10
+  assert usage.used_cells == 26000
+  assert usage.utilisation == pytest.approx(26000 / 40960)
+  # DACs per MVM: every tile converts its rows: 5 x 64 + 5 x 36 = 500. ADCs: every tile
+  # converts its logical columns: 2 row blocks x 130 = 260.
+  assert (usage.dac_per_mvm, usage.adc_per_mvm) == (500, 260)
+  # Single-device 64 x 64: 64 logical columns -> 2 x ceil(130/64) = 2 x 3 = 6 tiles,
+  # 13000 cells of 6 x 4096 = 24576.
+  single = crossbar.tiles_for_matrix(100, 130, crossbar.TileConfig(64, 64, differential=False))
+  assert (single.tiles, single.used_cells) == (6, 13000)
+  assert single.utilisation == pytest.approx(13000 / 24576)
+
+
+def test_pack_blocks_by_hand():
+  # H = 4 channels, n = 3 modes: each recurrence block is 2n+1 = 7 rows x 2n = 6 logical
+  # columns (12 devices wide). Diagonally: 4 x 7 = 28 <= 64 rows, 4 x 6 = 24 <= 32 logical
+  # columns -> one tile; cells 4 x 7 x 12 = 336 of 4096.
+  packed = crossbar.pack_blocks([(7, 6)] * 4, TILE)
+  assert packed.tiles == 1
+  assert packed.used_cells == 336
+  assert packed.utilisation == pytest.approx(336 / 4096)
+  offsets = [(p.tile, p.row_offset, p.col_offset) for p in packed.placements]
+  assert offsets == [(0, 0, 0), (0, 7, 6), (0, 14, 12), (0, 21, 18)]
+  # 6 such blocks: columns run out after 5 (5 x 6 = 30 <= 32 < 36); the 6th opens tile 1.
+  packed = crossbar.pack_blocks([(7, 6)] * 6, TILE)
+  assert packed.tiles == 2
+  assert [p.tile for p in packed.placements] == [0, 0, 0, 0, 0, 1]
+  assert packed.placements[-1].row_offset == packed.placements[-1].col_offset == 0
+  # A block larger than a tile (n = 32: 65 x 64) is cut into 64 x 32, 64 x 32, 1 x 32,
+  # 1 x 32 pieces, each filling the 32 logical columns: 4 tiles.
+  packed = crossbar.pack_blocks([(65, 64)], TILE)
+  assert packed.tiles == 4
+  pieces = [(p.block_row, p.block_col, p.rows, p.cols) for p in packed.placements]
+  assert pieces == [(0, 0, 64, 32), (0, 32, 64, 32), (64, 0, 1, 32), (64, 32, 1, 32)]
+
+
+def _hand_records(bidirectional=False):
+  """A tiny model's deployed records: encoder 1 -> 4, one block (norm, S4D with H = 4,
+  n = 3, GLU 4 -> 8), mean pooling, decoder 4 -> 3."""
+  rng = np.random.default_rng(2)
+  rec = lambda values, macs, **extra: dict(values=values, macs_per_element=macs, **extra)
+  records = {
+    "encoder/kernel": rec(np.ones((1, 4), np.float32), 1.0, per_sequence=False),
+    "encoder/bias": rec(np.zeros(4, np.float32), 0.0),
+    "block_0/norm/scale": rec(np.ones(4, np.float32), 0.0),
+    "block_0/norm/bias": rec(np.zeros(4, np.float32), 0.0),
+    "block_0/s4d/a_bar": rec(_stable_a_bar(rng, (4, 3)), 2.0),
+    "block_0/s4d/b_bar": rec(_complex(rng, (4, 3)), 1.0),
+    "block_0/s4d/c": rec(_complex(rng, (4, 3)), 1.0),
+    "block_0/s4d/d": rec(np.ones(4, np.float32), 1.0),
+    "block_0/glu_dense/kernel": rec(np.ones((4, 8), np.float32), 1.0, per_sequence=False),
+    "block_0/glu_dense/bias": rec(np.zeros(8, np.float32), 0.0),
+    "decoder/kernel": rec(np.ones((4, 3), np.float32), 1.0, per_sequence=True),
+    "decoder/bias": rec(np.zeros(3, np.float32), 0.0),
+  }
+  if bidirectional:
+    records["block_0/s4d/c_reverse"] = rec(_complex(rng, (4, 3)), 1.0)
+  return records
+
+
+def test_map_model_of_a_small_model_by_hand():
+  report = crossbar.map_model(_hand_records(), TILE)
+  rows = [
+    (r["layer"], r["kind"], tuple(r["shape"]), r["tiles"], r["used_cells"]) for r in report.rows()
+  ]
+  assert rows == [
+    # 1 x 4: 2 x 1 x 4 = 8 cells.
+    ("encoder", "dense", (1, 4), 1, 8),
+    # 4 blocks of 7 x 6 on one tile (see test_pack_blocks_by_hand): 336 cells.
+    ("block_0/s4d", "recurrence", (28, 24), 1, 336),
+    # 4 blocks of 7 x 1: 28 rows, 4 logical columns, 2 x 28 = 56 cells.
+    ("block_0/s4d", "readout", (28, 4), 1, 56),
+    # 4 x 8: 2 x 32 = 64 cells.
+    ("block_0/glu_dense", "dense", (4, 8), 1, 64),
+    # 4 x 3: 2 x 12 = 24 cells.
+    ("decoder", "dense", (4, 3), 1, 24),
+  ]
+  assert report.tiles == 5
+  assert report.used_cells == 8 + 336 + 56 + 64 + 24 == 488
+  assert report.utilisation == pytest.approx(488 / (5 * 4096))
+  # Non-zero weights: the recurrence has 6 per mode (2x2 block + b column) -> 4 x 6 x 3 = 72
+  # weights = 144 devices; everything else is dense.
+  assert report.weight_cells == 8 + 144 + 56 + 64 + 24
+  assert report.arrays[-1].per_sequence and not report.arrays[0].per_sequence
+  stages = {(s.layer, s.kind): (s.elements, s.per_sequence) for s in report.digital}
+  assert stages == {
+    ("encoder", "bias"): (4, False),
+    ("block_0/norm", "norm"): (4, False),
+    ("block_0/s4d", "gelu"): (4, False),
+    ("block_0", "residual"): (4, False),
+    ("block_0/glu_dense", "glu_gate"): (4, False),
+    ("block_0/glu_dense", "bias"): (8, False),
+    ("decoder", "pool"): (4, False),
+    ("decoder", "pool_scale"): (4, True),
+    ("decoder", "bias"): (3, True),
+    # One rescale per logical output; the S4D layer's recurrence (24) and read-out (4) are
+    # two stages of the same layer, kept apart below.
+    ("encoder", "output_scale"): (4, False),
+    ("block_0/s4d", "output_scale"): (4, False),
+    ("block_0/glu_dense", "output_scale"): (8, False),
+    ("decoder", "output_scale"): (3, True),
+  }
+  s4d_scales = [s.elements for s in report.digital if s.kind == "output_scale" and "s4d" in s.layer]
+  assert s4d_scales == [24, 4]
+  assert not any(s.kind == "partial_sum" for s in report.digital)  # Nothing is row-split.
+  text = crossbar.format_mapping_table(report)
+  assert "recurrence" in text and "total" in text
+
+
+def test_map_model_bidirectional_and_row_split_layers():
+  report = crossbar.map_model(_hand_records(bidirectional=True), TILE)
+  kinds = [(a.kind, a.mvms_per_step) for a in report.arrays if a.layer == "block_0/s4d"]
+  # The reverse pass reuses the recurrence arrays (2 MVMs a step) and has its own read-out.
+  assert kinds == [("recurrence", 2), ("readout", 1), ("readout_reverse", 1)]
+  assert report.tiles == 6
+  # A 100 x 130 kernel: 260 ADC outputs per MVM for 130 outputs -> 130 digital adds.
+  big = {"dense/kernel": dict(values=np.zeros((100, 130)), macs_per_element=1.0)}
+  report = crossbar.map_model(big, TILE, pooling="last")
+  (stage,) = [s for s in report.digital if s.kind == "partial_sum"]
+  assert stage.elements == 130
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_map_model_reads_the_records_of_a_real_model(name):
+  cfg = models.ModelConfig(d_model=4, n_layers=2, d_state=6, dropout=0.0)
+  model = models.get_model(name, cfg, n_classes=5)
+  x = jnp.zeros((1, 7, 2))
+  params = model.init(jax.random.PRNGKey(0), x)["params"]
+  records = models.deployed_tensors(model, params, None, x)
+  report = crossbar.map_model(records, TILE)
+  kinds = sorted({(a.layer, a.kind) for a in report.arrays})
+  readouts = ("readout", "readout_reverse") if name == "s4d_bidirectional" else ("readout",)
+  expected = {("encoder", "dense"), ("decoder", "dense")}
+  for i in range(2):
+    expected |= {(f"block_{i}/glu_dense", "dense"), (f"block_{i}/s4d", "recurrence")}
+    expected |= {(f"block_{i}/s4d", k) for k in readouts}
+  assert kinds == sorted(expected)
+  # Per layer: encoder 1 + (recurrence 1 + readouts + glu 1) x 2 + decoder 1.
+  assert report.tiles == 2 + 2 * (2 + len(readouts))
+  assert {s.kind for s in report.digital} >= {"norm", "gelu", "glu_gate", "residual", "pool"}
+
+
+# ----------------------------------------------------------------------------------------
+# Bad input.
+
+
+@pytest.mark.parametrize(
+  "kwargs",
+  [
+    dict(rows=0),
+    dict(rows=-64),
+    dict(cols=0),
+    dict(cols=-2),
+    dict(cols=63),  # Odd: no room for the last G- column.
+    dict(rows=64.0),
+    dict(rows=True),
+  ],
+)
+def test_bad_tile_sizes_raise_config_error(kwargs):
+  with pytest.raises(errors.ConfigError):
+    crossbar.TileConfig(**kwargs)
+
+
+def test_bad_shapes_raise_config_error():
+  with pytest.raises(errors.ConfigError):
+    crossbar.tiles_for_matrix(0, 5, TILE)
+  with pytest.raises(errors.ConfigError):
+    crossbar.pack_blocks([(7, 6), (7, -1)], TILE)
+  with pytest.raises(errors.ConfigError):
+    crossbar.map_model({}, TILE, pooling="max")
+  with pytest.raises(errors.ConfigError):
+    crossbar.tiled_matmul(jnp.ones((2, 3)), jnp.ones((4, 5)), TILE)
