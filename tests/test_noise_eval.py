@@ -25,26 +25,27 @@ def experiment():
   return exp, exp.state.params
 
 
+def _small_test_split(exp, n=64):
+  return train.data.Split(x=exp.dataset.test.x[:n], y=exp.dataset.test.y[:n])
+
+
 def test_vmapped_chips_equal_chips_one_at_a_time(experiment):
   exp, params = experiment
   spec = analog.AnalogSpec.make(devices.PCM_LIKE, prog_noise_scale=4.0)
-  test = exp.dataset.test
-  together = noise_eval.evaluate(exp.analog_eval_fn, params, test, 128, spec, 3, seeds_per_call=3)
-  alone = noise_eval.evaluate(exp.analog_eval_fn, params, test, 128, spec, 3, seeds_per_call=1)
+  test = _small_test_split(exp)
+  together = noise_eval.evaluate(exp.analog_eval_fn, params, test, 32, spec, 3, seeds_per_call=3)
+  alone = noise_eval.evaluate(exp.analog_eval_fn, params, test, 32, spec, 3, seeds_per_call=1)
   np.testing.assert_allclose(together["analog_accuracies"], alone["analog_accuracies"])
   # Independent path: chip 1 by hand, with the documented keys.
   keys_program, keys_read = noise_eval.chip_keys(0, 3)
-  correct = 0
-  for index, (x, y, mask) in enumerate(train.data.padded_batches(test, 128)):
-    logits = exp.model.apply(
-      {"params": params},
-      x,
-      analog=spec,
-      rngs={
-        layers.PROGRAM_RNG: keys_program[1],
-        layers.READ_RNG: jax.random.fold_in(keys_read[1], index),
-      },
+  apply = jax.jit(
+    lambda x, kp, kr: exp.model.apply(
+      {"params": params}, x, analog=spec, rngs={layers.PROGRAM_RNG: kp, layers.READ_RNG: kr}
     )
+  )
+  correct = 0
+  for index, (x, y, mask) in enumerate(train.data.padded_batches(test, 32)):
+    logits = apply(x, keys_program[1], jax.random.fold_in(keys_read[1], index))
     correct += float(jnp.sum((jnp.argmax(logits, -1) == y) * mask))
   assert together["analog_accuracies"][1] == pytest.approx(correct / len(test), abs=1e-9)
   assert together["analog_accuracy_mean"] == pytest.approx(np.mean(alone["analog_accuracies"]))
@@ -56,19 +57,18 @@ def test_a_chip_is_frozen_across_batches(experiment):
   the programming error is drawn once per chip, not per batch."""
   exp, params = experiment
   spec = analog.AnalogSpec.make(devices.PCM_LIKE, prog_noise_scale=4.0, read_noise_scale=0.0)
-  test = exp.dataset.test
-  big = noise_eval.evaluate(exp.analog_eval_fn, params, test, 360, spec, 3)
-  small = noise_eval.evaluate(exp.analog_eval_fn, params, test, 50, spec, 3)
+  test = _small_test_split(exp)
+  big = noise_eval.evaluate(exp.analog_eval_fn, params, test, 64, spec, 3)
+  small = noise_eval.evaluate(exp.analog_eval_fn, params, test, 16, spec, 3)
   np.testing.assert_allclose(big["analog_accuracies"], small["analog_accuracies"], atol=1e-9)
   # ... and different chips differ somewhere (the noise is real).
   keys_program, _ = noise_eval.chip_keys(0, 2)
-  x = test.x[:64]
-  out = [
-    exp.model.apply(
-      {"params": params}, x, analog=spec, rngs={"program": k, "read": jax.random.PRNGKey(0)}
+  apply = jax.jit(
+    lambda k: exp.model.apply(
+      {"params": params}, test.x, analog=spec, rngs={"program": k, "read": jax.random.PRNGKey(0)}
     )
-    for k in keys_program
-  ]
+  )
+  out = [apply(k) for k in keys_program]
   assert not np.allclose(out[0], out[1])
 
 
@@ -90,11 +90,13 @@ def test_train_step_compiles_once_for_every_noise_scale(experiment):
 
 
 def test_noise_aware_training_then_evaluation_on_another_device(tmp_path):
-  config = _hardware_config(**{"hardware.train": True, "hardware.ramp_epochs": 0.5})
+  config = _hardware_config(
+    **{"hardware.train": True, "hardware.ramp_epochs": 0.5, "hardware.eval_seeds": 2}
+  )
   results = train.train_and_evaluate(config, str(tmp_path))
   for key in ("analog_accuracy_mean", "analog_accuracy_std", "noise_seeds", "test_accuracy"):
     assert key in results
-  assert results["noise_seeds"] == 3 and len(results["analog_accuracies"]) == 3
+  assert results["noise_seeds"] == 2 and len(results["analog_accuracies"]) == 2
   assert results["analog_accuracy_mean"] == pytest.approx(np.mean(results["analog_accuracies"]))
   assert results["hardware"]["device"]["name"] == "pcm_like"
   with open(tmp_path / "results.json") as f:
@@ -104,7 +106,7 @@ def test_noise_aware_training_then_evaluation_on_another_device(tmp_path):
   config.hardware.noise_scales = (0.0, 2.0)
   out = train.evaluate(config, str(tmp_path))
   assert [r["prog_noise_scale"] for r in out["noise_sweep"]] == [0.0, 2.0]
-  assert all(r["noise_seeds"] == 3 for r in out["noise_sweep"])
+  assert all(r["noise_seeds"] == 2 for r in out["noise_sweep"])
   assert out["hardware"]["device"]["name"] == "rram_taox"
   with open(out["noise_plot"], "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -156,9 +158,11 @@ def test_vmap_over_noise_scales_equals_separate_calls(experiment):
   spec = analog.AnalogSpec.make(devices.PCM_LIKE)
   x = exp.dataset.test.x[:8]
   rngs = {"program": jax.random.PRNGKey(1), "read": jax.random.PRNGKey(2)}
-  apply = lambda s: exp.model.apply({"params": params}, x, analog=spec.scaled(s), rngs=rngs)
+  apply = jax.jit(
+    lambda s: exp.model.apply({"params": params}, x, analog=spec.scaled(s), rngs=rngs)
+  )
   scales = jnp.asarray([0.0, 1.0, 3.0])
-  together = jax.vmap(apply)(scales)
+  together = jax.jit(jax.vmap(apply))(scales)
   for i, s in enumerate(scales):
     np.testing.assert_allclose(together[i], apply(s), rtol=1e-5, atol=1e-5)
   assert not np.allclose(together[0], together[2])
