@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 
+import launcher  # bench/launcher.py, next to this script
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,7 +35,6 @@ _DEVICE = flags.DEFINE_string("device", "pcm_like", "Device preset for evaluatio
 _OUT = flags.DEFINE_string("out", "runs/noise", "Output folder.")
 _EXTRA = flags.DEFINE_list("extra", [], "Extra --config.k=v overrides for every evaluation.")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOAT_CONFIG = {"digits": "configs/default.py", "mnist1d": "configs/mnist1d.py"}
 # name -> (workdir name, training config); the float model is trained first.
 MODELS = {
@@ -45,16 +43,6 @@ MODELS = {
   "Noise-aware (float)": ("noise_aware", "configs/noise_aware.py"),
   "Noise-aware + QAT W4A8": ("noise_aware_w4a8", "configs/noise_aware_w4a8.py"),
 }
-
-
-def _launch(args: list[str]) -> float:
-  cmd = [sys.executable, "launch.py", *args, "--config.progress_bar=False"]
-  print("$ python " + " ".join(cmd[1:]), flush=True)
-  start = time.time()
-  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-  if out.returncode != 0:
-    raise RuntimeError(f"Run failed ({out.returncode}):\n{out.stderr[-3000:]}")
-  return time.time() - start
 
 
 def main(_):
@@ -68,10 +56,10 @@ def main(_):
     config = config or FLOAT_CONFIG[task]
     if not os.path.exists(os.path.join(workdir, "results.json")):
       init = [] if folder == "float" else [f"--config.init_checkpoint={float_dir}"]
-      _launch([f"--config={config}", f"--workdir={workdir}", *common, *init])
+      launcher.launch([f"--config={config}", f"--workdir={workdir}", *common, *init])
     target = os.path.join(workdir, f"noise_{_DEVICE.value}.json")
     if not os.path.exists(target):
-      eval_time = _launch(
+      eval_time = launcher.launch(
         [
           f"--config={config}",
           f"--workdir={workdir}",

@@ -17,9 +17,8 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 
+import launcher  # bench/launcher.py, next to this script
 from absl import app, flags
 
 _TASK = flags.DEFINE_enum("task", "digits", ["digits", "mnist1d"], "Embedded task.")
@@ -28,21 +27,12 @@ _RATIOS = flags.DEFINE_list("ratios", ["0.25", "0.5", "0.75", "0.9"], "Pruning r
 _BASE = flags.DEFINE_string("base", "runs/qat_table", "Folder of bench/qat_table.py runs.")
 _OUT = flags.DEFINE_string("out", "runs/prune", "Output folder.")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOAT_CONFIG = {"digits": "configs/default.py", "mnist1d": "configs/mnist1d.py"}
 # label -> (base run folder under BASE/TASK/seedS, base config, pruning config)
 MODELS = {
   "Float": ("float", None, "configs/prune_float.py"),
   "QAT W4A8": ("qat_w4a8__channel", "configs/qat_w4a8.py", "configs/prune_w4a8.py"),
 }
-
-
-def _launch(args: list[str]) -> None:
-  cmd = [sys.executable, "launch.py", *args, "--config.progress_bar=False"]
-  print("$ python " + " ".join(cmd[1:]), flush=True)
-  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-  if out.returncode != 0:
-    raise RuntimeError(f"Run failed ({out.returncode}):\n{out.stderr[-3000:]}")
 
 
 def _results(workdir: str) -> dict:
@@ -68,7 +58,7 @@ def main(_):
       if not os.path.exists(os.path.join(base_dir, "results.json")):
         init = [] if base_config is None else [f"--config.init_checkpoint={float_dir}"]
         config = base_config or FLOAT_CONFIG[task]
-        _launch(
+        launcher.launch(
           [f"--config={config}", f"--workdir={base_dir}", f"--config.seed={seed}", *common, *init]
         )
       runs[label].setdefault(0.0, []).append(_results(base_dir))
@@ -77,7 +67,7 @@ def main(_):
           _OUT.value, task, f"seed{seed}", f"{folder}_prune{round(100 * ratio)}"
         )
         if not os.path.exists(os.path.join(workdir, "results.json")):
-          _launch(
+          launcher.launch(
             [
               f"--config={prune_config}",
               f"--workdir={workdir}",

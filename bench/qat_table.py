@@ -18,10 +18,9 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 
+import launcher  # bench/launcher.py, next to this script
 from absl import app, flags
 
 _TASK = flags.DEFINE_enum("task", "digits", ["digits", "mnist1d"], "Embedded task.")
@@ -29,7 +28,6 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (model init, dropout
 _OUT = flags.DEFINE_string("out", "runs/qat_table", "Output folder.")
 _EXTRA = flags.DEFINE_list("extra", [], "Extra --config.k=v overrides for every run.")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOAT_CONFIG = {"digits": "configs/default.py", "mnist1d": "configs/mnist1d.py"}
 
 # name -> (kind, config file, overrides)
@@ -70,14 +68,6 @@ def _slug(name: str) -> str:
   return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def _launch(args: list[str]) -> None:
-  cmd = [sys.executable, "launch.py", *args, "--config.progress_bar=False"]
-  print("$ python " + " ".join(cmd[1:]), flush=True)
-  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-  if out.returncode != 0:
-    raise RuntimeError(f"Run failed ({out.returncode}):\n{out.stderr[-3000:]}")
-
-
 def _task_args(task: str) -> list[str]:
   return [f"--config.data.task={task}"] + [f"--config.{kv}" for kv in _EXTRA.value]
 
@@ -87,7 +77,7 @@ def run_seed(task: str, seed: int, out: str) -> dict:
   base = os.path.join(out, task, f"seed{seed}")
   float_dir = os.path.join(base, "float")
   if not os.path.exists(os.path.join(float_dir, "results.json")):
-    _launch(
+    launcher.launch(
       [
         f"--config={FLOAT_CONFIG[task]}",
         f"--workdir={float_dir}",
@@ -101,7 +91,7 @@ def run_seed(task: str, seed: int, out: str) -> dict:
     target = os.path.join(base, _slug(name) + ".json")
     if not os.path.exists(target):
       if kind == "ptq":
-        _launch(
+        launcher.launch(
           [
             f"--config={FLOAT_CONFIG[task]}",
             f"--workdir={float_dir}",
@@ -115,7 +105,7 @@ def run_seed(task: str, seed: int, out: str) -> dict:
         shutil.copy(os.path.join(float_dir, "results_evaluate.json"), target)
       else:
         workdir = os.path.join(base, _slug(name))
-        _launch(
+        launcher.launch(
           [
             f"--config={config}",
             f"--workdir={workdir}",

@@ -118,8 +118,29 @@ class PCMLikeDevice:
     return jnp.abs(g_t) * q_s * jnp.sqrt(jnp.maximum(growth, 0.0))
 
 
+class _FractionalReadAndDrift:
+  """Read noise as a fixed fraction of G and one drift law for every device: the part of a
+  device that `ConstantNoiseDevice` and `MeasuredDevice` share (their dataclass fields
+  read_noise_of_g, drift_nu_mean, drift_nu_std)."""
+
+  @property
+  def has_drift(self) -> bool:
+    return self.drift_nu_mean > 0 or self.drift_nu_std > 0
+
+  @property
+  def has_read_noise(self) -> bool:
+    return self.read_noise_of_g > 0
+
+  def drift_nu(self, g):
+    return jnp.full_like(g, self.drift_nu_mean), jnp.full_like(g, self.drift_nu_std)
+
+  def read_noise_std_us(self, g, g_t, t):
+    del g, t
+    return self.read_noise_of_g * jnp.abs(g_t)
+
+
 @dataclasses.dataclass(frozen=True)
-class ConstantNoiseDevice:
+class ConstantNoiseDevice(_FractionalReadAndDrift):
   """A device with fixed relative noise: programming std a fraction of g_max, read std a
   fraction of G per read, optional drift with one exponent for all devices.
 
@@ -154,30 +175,15 @@ class ConstantNoiseDevice:
   def has_prog_noise(self) -> bool:
     return self.prog_noise_of_gmax > 0
 
-  @property
-  def has_drift(self) -> bool:
-    return self.drift_nu_mean > 0 or self.drift_nu_std > 0
-
-  @property
-  def has_read_noise(self) -> bool:
-    return self.read_noise_of_g > 0
-
   def programmed_mean_us(self, g):
     return g
 
   def prog_noise_std_us(self, g):
     return jnp.full_like(g, self.prog_noise_of_gmax * self.g_max_us)
 
-  def drift_nu(self, g):
-    return jnp.full_like(g, self.drift_nu_mean), jnp.full_like(g, self.drift_nu_std)
-
-  def read_noise_std_us(self, g, g_t, t):
-    del g, t
-    return self.read_noise_of_g * jnp.abs(g_t)
-
 
 @dataclasses.dataclass(frozen=True)
-class MeasuredDevice:
+class MeasuredDevice(_FractionalReadAndDrift):
   """A device described by a measured table: target -> (programmed mean, programmed std).
 
   Between rows the mean and std are interpolated linearly; outside the table they are held
@@ -248,14 +254,6 @@ class MeasuredDevice:
     fields.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     return cls(table=rows, **fields)
 
-  @property
-  def has_drift(self) -> bool:
-    return self.drift_nu_mean > 0 or self.drift_nu_std > 0
-
-  @property
-  def has_read_noise(self) -> bool:
-    return self.read_noise_of_g > 0
-
   def _column(self, i: int):
     rows = np.asarray(self.table, np.float32)
     return jnp.asarray(rows[:, 0]), jnp.asarray(rows[:, i])
@@ -268,13 +266,6 @@ class MeasuredDevice:
   def prog_noise_std_us(self, g):
     targets, stds = self._column(2)
     return jnp.interp(g, targets, stds)
-
-  def drift_nu(self, g):
-    return jnp.full_like(g, self.drift_nu_mean), jnp.full_like(g, self.drift_nu_std)
-
-  def read_noise_std_us(self, g, g_t, t):
-    del g, t
-    return self.read_noise_of_g * jnp.abs(g_t)
 
 
 Device = PCMLikeDevice | ConstantNoiseDevice | MeasuredDevice
