@@ -13,10 +13,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-## Train the default config (S4D on scikit-learn digits) and print the results table.
-## Again into the same WORKDIR resumes (or re-evaluates); `make demo WORKDIR=runs/x` for a new run.
+## The whole pipeline on scikit-learn digits: train the default S4D (float), fine-tune it
+## with QAT (4-bit weights, 8-bit activations) and noise-aware training on PCM-like noise,
+## then deploy it on simulated PCM and RRAM chips (step by step, 8-bit DAC/ADC) and print
+## the cost, accuracy and energy tables. Again into the same WORKDIR resumes (or
+## re-evaluates); `make demo WORKDIR=runs/x` for a new run.
 demo: $(STAMP)
-	$(PY) launch.py --config=configs/default.py --workdir=$(WORKDIR)
+	$(PY) launch.py --config=configs/default.py --workdir=$(WORKDIR)/float
+	$(PY) launch.py --config=configs/noise_aware_w4a8.py --workdir=$(WORKDIR)/qat_noise_aware \
+	  --config.init_checkpoint=$(WORKDIR)/float --config.num_epochs=10
+	$(PY) launch.py --config=configs/noise_aware_w4a8.py --workdir=$(WORKDIR)/qat_noise_aware \
+	  --mode=deploy
 
 ## The test suite, two workers.
 test: $(STAMP)

@@ -4,6 +4,7 @@ r"""Command-line entry point: flags -> one library call.
   python launch.py --config=configs/default.py:smoke --workdir=/tmp/smoke \
       --config.model.d_model=32 --config.num_epochs=3
   python launch.py --config=configs/default.py --workdir=runs/default --mode=evaluate
+  python launch.py --config=configs/default.py --workdir=runs/default --mode=deploy
 
 Errors caused by the input (unknown config key, bad value, missing data file or
 checkpoint, a diverging run) print one line and exit with status 1; anything else is a bug
@@ -17,9 +18,13 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ssm_aimc import cost, errors, train
+from ssm_aimc import cost, deploy, errors, train
 
-MODES = {"train": train.train_and_evaluate, "evaluate": train.evaluate}
+MODES = {
+  "train": train.train_and_evaluate,
+  "evaluate": train.evaluate,
+  "deploy": deploy.deploy,
+}
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Path to a config file, optionally with :variant.", lock_config=True

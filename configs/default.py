@@ -10,7 +10,11 @@ Measured (README "Results"): test accuracy 98.33 +- 0.56 % over seeds 0, 1, 2 (9
 worst), 165-253 s per run on the 2-core CPU while a second training job shared it.
 """
 
+import dataclasses
+
 import ml_collections
+
+from ssm_aimc.hardware import energy
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -127,6 +131,26 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.prune.scope = "channel"  # channel (same modes per channel) | layer | global.
   config.prune.schedule = "oneshot"  # oneshot | gradual (cubic, masks per epoch).
   config.prune.end_fraction = 0.5  # gradual: share of training at which ratio is reached.
+
+  # --mode=deploy (ssm_aimc.deploy): the best checkpoint programmed onto a simulated chip
+  # and run step by step. The device model (noise scales, t_inference, drift, mapping,
+  # recurrence) comes from `hardware` above; the chip's converters and arrays from here.
+  config.deploy = ml_collections.ConfigDict()
+  config.deploy.devices = ("pcm_like", "rram_taox")  # Presets to deploy on ("" = hardware.device).
+  config.deploy.dac_bits = 8  # Input DAC width of every array (>= 16: ideal).
+  config.deploy.adc_bits = 8  # Output ADC width of every array piece (>= 16: ideal).
+  config.deploy.periphery_bits = 16  # Stored digital values (>= 16: float).
+  config.deploy.headroom = 1.0  # Calibrated converter range = largest |value| x this.
+  config.deploy.tile_rows = 64  # Array size: 64x64 as the predecessor chip; 256, 512 ...
+  config.deploy.tile_cols = 64
+  config.deploy.differential = True  # G+/G- pair per weight, one ADC per pair.
+  config.deploy.seeds = 20  # Chips (noise seeds) per device.
+  config.deploy.seeds_per_call = 5  # Chips simulated together by one vmapped call.
+  config.deploy.folder = "deploy"  # Results go to workdir/<folder>.
+  config.deploy.drift_times = ()  # Also evaluate at these t_inference (s): accuracy vs time.
+  # Energy constants (ssm_aimc.hardware.energy.EnergyConstants; DESIGN.md §2), overridable
+  # one by one, e.g. --config.deploy.energy.adc_8bit_pj=1.0.
+  config.deploy.energy = ml_collections.ConfigDict(dataclasses.asdict(energy.EnergyConstants()))
 
   config.batch_size = 64  # Training batch size.
   config.eval_batch_size = 256  # Evaluation batch size (last batch padded).

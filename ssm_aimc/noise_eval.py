@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from ssm_aimc import data, layers, quant
 from ssm_aimc.hardware import analog as analog_lib
@@ -86,8 +87,11 @@ def evaluate(
   n_seeds: int,
   seed: int = 0,
   seeds_per_call: int = 20,
+  progress: str | None = None,
 ) -> dict:
   """Test accuracy on `n_seeds` simulated chips.
+
+  `progress`: a label shows a progress bar (stderr) over the vmapped calls.
 
   Returns:
     {"analog_accuracy_mean", "analog_accuracy_std" (over chips, ddof 0), "noise_seeds",
@@ -98,6 +102,14 @@ def evaluate(
   keys_program, keys_read = chip_keys(seed, n_seeds)
   correct = np.zeros(n_seeds)
   count = 0.0
+  n_batches = -(-len(split) // min(batch_size, len(split)))
+  bar = tqdm.tqdm(
+    total=n_batches * -(-n_seeds // seeds_per_call),
+    desc=progress,
+    unit="call",
+    disable=progress is None,
+    leave=False,
+  )
   for index, (x, y, mask) in enumerate(data.padded_batches(split, batch_size)):
     count += float(mask.sum())
     for start in range(0, n_seeds, seeds_per_call):
@@ -106,6 +118,8 @@ def evaluate(
         params, x, y, mask, analog, keys_program[chips], keys_read[chips], jnp.int32(index)
       )
       correct[chips] += np.asarray(out)
+      bar.update()
+  bar.close()
   accuracies = correct / max(count, 1.0)
   return {
     "analog_accuracy_mean": float(np.mean(accuracies)),

@@ -730,7 +730,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       best_manager.wait_until_finished()
 
   results = _final_results(config, exp, state, workdir, start_time)
-  _write_results(workdir, "results.json", results)
+  write_results(workdir, "results.json", results)
   return results
 
 
@@ -806,7 +806,7 @@ def _train_analog(config, exp: Experiment, step: int) -> analog_lib.AnalogSpec |
   return exp.analog.scaled(jnp.asarray(factor, jnp.float32))
 
 
-def _write_results(workdir: str, name: str, results: dict) -> None:
+def write_results(workdir: str, name: str, results: dict) -> None:
   path = os.path.join(workdir, name)
   write_json_atomic(path, results)
   logging.info("Test accuracy %.4f; results in %s.", results["test_accuracy"], path)
@@ -877,6 +877,26 @@ def _trained_with(workdir: str, section: str) -> bool:
     return bool(json.load(f).get(section, {}).get("enabled", False))
 
 
+def load_for_inference(config: ml_collections.ConfigDict, exp: Experiment, workdir: str):
+  """The best checkpoint of `workdir`, ready for `exp`'s quantization and hardware.
+
+  A checkpoint trained without quantization or hardware never fitted its activation
+  ranges; they are calibrated on one training batch when `config` quantizes (post-training
+  quantization) or simulates hardware.
+
+  Returns:
+    (params, checkpoint step, whether the checkpoint was trained quantized).
+  """
+  state, step = load_params(workdir, exp.state, which="best")
+  params = state.params
+  trained_quantized = _trained_with(workdir, "quant")
+  ranges_fitted = trained_quantized or _trained_with(workdir, "hardware")
+  if (exp.spec is not None or exp.analog is not None) and not ranges_fitted:
+    params = calibrate(config, exp, params)
+    logging.info("Activation ranges calibrated on one training batch.")
+  return params, step, trained_quantized
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Evaluates the best checkpoint in `workdir` on the test split; writes results_evaluate.json.
 
@@ -890,14 +910,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   start_time = time.time()
   exp = build(config)
-  state, step = load_params(workdir, exp.state, which="best")
-  params = state.params
-  trained_quantized = _trained_with(workdir, "quant")
-  ranges_fitted = trained_quantized or _trained_with(workdir, "hardware")
-  if (exp.spec is not None or exp.analog is not None) and not ranges_fitted:
-    # The float checkpoint's quantizer ranges were never fitted.
-    params = calibrate(config, exp, params)
-    logging.info("Activation ranges calibrated on one training batch.")
+  params, step, trained_quantized = load_for_inference(config, exp, workdir)
   test = evaluate_split(exp.eval_fn, params, exp.dataset.test, config.eval_batch_size)
   report = cost_report(exp, params)
   analog = _analog_results_with_plot(config, exp, params, workdir)
@@ -915,5 +928,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     **report.as_dict(),
     **analog,
   }
-  _write_results(workdir, "results_evaluate.json", results)
+  write_results(workdir, "results_evaluate.json", results)
   return results

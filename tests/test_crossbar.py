@@ -310,3 +310,22 @@ def test_bad_shapes_raise_config_error():
     crossbar.map_model({}, TILE, pooling="max")
   with pytest.raises(errors.ConfigError):
     crossbar.tiled_matmul(jnp.ones((2, 3)), jnp.ones((4, 5)), TILE)
+
+
+def test_map_model_recurrence_in_the_periphery_or_residual_by_hand():
+  direct = crossbar.map_model(_hand_records(), TILE)
+  digital = crossbar.map_model(_hand_records(), TILE, recurrence="digital")
+  # No recurrence array: the 336-cell tile of the direct mapping is gone.
+  assert [a.kind for a in digital.arrays if a.layer == "block_0/s4d"] == ["readout"]
+  assert digital.tiles == direct.tiles - 1
+  assert digital.used_cells == direct.used_cells - 336
+  # ... and the periphery runs the recurrence: one complex a x + b u per mode (4 x 3).
+  stages = {(s.layer, s.kind): s.elements for s in digital.digital}
+  assert stages[("block_0/s4d", "recurrence")] == 12
+  residual = crossbar.map_model(_hand_records(), TILE, recurrence="residual")
+  assert residual.tiles == direct.tiles
+  # The identity part: one digital add per real state value (4 channels x 6).
+  stages = {(s.layer, s.kind): s.elements for s in residual.digital}
+  assert stages[("block_0/s4d", "state_add")] == 24
+  with pytest.raises(errors.ConfigError):
+    crossbar.map_model(_hand_records(), TILE, recurrence="analog")

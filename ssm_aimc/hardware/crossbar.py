@@ -68,7 +68,15 @@ DIGITAL_KINDS = (
   "pool_scale",  # the division by L of mean pooling, per channel, once per sequence.
   "partial_sum",  # digital add of the partial outputs of row-split pieces.
   "output_scale",  # ADC code -> weight units (per-column conductance scale), per output.
+  "recurrence",  # digital recurrence: complex a_bar x + b_bar u, per mode and step.
+  "state_add",  # residual recurrence: old state + array output, per real state value.
 )
+# How the recurrence is held (`ssm_aimc.hardware.analog.RECURRENCES`): [A_bar | B_bar] on
+# the array ("direct"), [A_bar - I | B_bar] on the array with the identity added digitally
+# ("residual"), or the whole diagonal recurrence in the digital periphery ("digital": it
+# is elementwise, 2n real values per channel; on an array b_bar alone would need H 2n ADC
+# conversions per step).
+RECURRENCES = ("direct", "residual", "digital")
 POOLINGS = ("mean", "last")
 
 
@@ -517,7 +525,9 @@ def _join(layer: str, name: str) -> str:
   return f"{layer}/{name}" if layer else name
 
 
-def _s4d_layer(layer: str, records: dict, tile: TileConfig) -> tuple[list, list]:
+def _s4d_layer(
+  layer: str, records: dict, tile: TileConfig, recurrence: str = "direct"
+) -> tuple[list, list]:
   """Arrays and digital stages of one S4D layer whose records live under `layer`."""
   missing = [n for n in ("a_bar", "b_bar", "c", "d") if _join(layer, n) not in records]
   if missing:
@@ -530,19 +540,25 @@ def _s4d_layer(layer: str, records: dict, tile: TileConfig) -> tuple[list, list]
         f"S4D layer {layer!r}: {name} must have a_bar's shape {a_bar.shape}."
       )
   bidirectional = _join(layer, "c_reverse") in records
-  rec_usage = pack_blocks([(2 * n + 1, 2 * n)] * channels, tile)
-  arrays = [
-    MappedMatrix(
-      layer=layer,
-      kind="recurrence",
-      shape=(channels * (2 * n + 1), channels * 2 * n),
-      blocks=channels,
-      usage=rec_usage,
-      # Per mode 4 entries of the 2x2 block and 2 of the b column.
-      weight_cells=channels * 6 * n * tile.devices_per_weight,
-      mvms_per_step=2 if bidirectional else 1,
+  mvms = 2 if bidirectional else 1
+  arrays, extra_digital = [], []
+  if recurrence == "digital":
+    extra_digital.append(DigitalStage(layer, "recurrence", channels * n * mvms))
+  else:
+    arrays.append(
+      MappedMatrix(
+        layer=layer,
+        kind="recurrence",
+        shape=(channels * (2 * n + 1), channels * 2 * n),
+        blocks=channels,
+        usage=pack_blocks([(2 * n + 1, 2 * n)] * channels, tile),
+        # Per mode 4 entries of the 2x2 block and 2 of the b column.
+        weight_cells=channels * 6 * n * tile.devices_per_weight,
+        mvms_per_step=mvms,
+      )
     )
-  ]
+  if recurrence == "residual":
+    extra_digital.append(DigitalStage(layer, "state_add", channels * 2 * n * mvms))
   for kind in ("readout", "readout_reverse") if bidirectional else ("readout",):
     arrays.append(
       MappedMatrix(
@@ -556,7 +572,7 @@ def _s4d_layer(layer: str, records: dict, tile: TileConfig) -> tuple[list, list]
     )
   # Every S4D layer sits in a residual block (models.S4DBlock): GELU on its output, the
   # residual add after the GLU.
-  digital = [
+  digital = extra_digital + [
     DigitalStage(layer, "gelu", channels),
     DigitalStage(_parent(layer), "residual", channels),
   ]
@@ -564,7 +580,10 @@ def _s4d_layer(layer: str, records: dict, tile: TileConfig) -> tuple[list, list]
 
 
 def map_model(
-  records: dict, tile: TileConfig | None = None, pooling: str = "mean"
+  records: dict,
+  tile: TileConfig | None = None,
+  pooling: str = "mean",
+  recurrence: str = "direct",
 ) -> MappingReport:
   """Maps the deployed records of a whole model onto tiles.
 
@@ -585,6 +604,9 @@ def map_model(
     records: {path: record} with "values" and "macs_per_element" (and "per_sequence").
     tile: the tile size (default 64 x 64 differential).
     pooling: "mean" (a running sum per step and a division per sequence) or "last".
+    recurrence: "direct" (the [A_bar | B_bar] blocks above), "residual" (the same arrays
+      holding a_bar - 1, plus a digital "state_add" per state value) or "digital" (no
+      recurrence array; a digital "recurrence" stage per mode).
 
   Returns:
     `MappingReport`.
@@ -592,6 +614,8 @@ def map_model(
   tile = tile or TileConfig()
   if pooling not in POOLINGS:
     raise errors.ConfigError(f"Unknown pooling {pooling!r}; valid: {POOLINGS}.")
+  if recurrence not in RECURRENCES:
+    raise errors.ConfigError(f"Unknown recurrence {recurrence!r}; valid: {RECURRENCES}.")
   s4d_layers = [_parent(p) for p in records if p.rsplit("/", 1)[-1] == "a_bar"]
   arrays, digital = [], []
   for path, record in records.items():
@@ -599,7 +623,7 @@ def map_model(
     values = np.asarray(record["values"])
     if layer in s4d_layers:
       if name == "a_bar":
-        more_arrays, more_digital = _s4d_layer(layer, records, tile)
+        more_arrays, more_digital = _s4d_layer(layer, records, tile, recurrence)
         arrays += more_arrays
         digital += more_digital
       continue

@@ -50,7 +50,9 @@ WEIGHT_SOURCES = ("sram", "dram")
 FETCHES = ("per_step", "per_sequence")
 # Stages that exist only because of the arrays (ADC partial outputs and codes); a digital
 # baseline has the rest of the periphery.
-ARRAY_ONLY_KINDS = ("partial_sum", "output_scale")
+# The recurrence and state adds of a chip that keeps (part of) the recurrence in its
+# periphery are already MACs of the digital baseline.
+ARRAY_ONLY_KINDS = ("partial_sum", "output_scale", "recurrence", "state_add")
 _WEIGHT_BITS = {"fp32": 32, "int8": 8}
 
 
@@ -81,6 +83,8 @@ class EnergyConstants:
   glu_gate_ops_per_element: float = 5.0  # assumption: sigmoid (lookup + interp.) + product.
   add_ops_per_element: float = 1.0  # assumption: bias, residual, pooling sum, partial sums.
   scale_ops_per_element: float = 1.0  # assumption: one multiply (ADC rescale, 1/L pooling).
+  # Digital recurrence per complex mode: a x (4 mults, 2 adds) + b u (2 mults, 2 adds).
+  recurrence_ops_per_element: float = 10.0
   # Latency.
   dac_latency_ns: float = 1.0  # assumption: input conversion.
   mvm_latency_ns: float = 10.0  # assumption: analog integration of one MVM (= read pulse).
@@ -134,6 +138,8 @@ class EnergyConstants:
       "partial_sum": self.add_ops_per_element,
       "pool_scale": self.scale_ops_per_element,
       "output_scale": self.scale_ops_per_element,
+      "recurrence": self.recurrence_ops_per_element,
+      "state_add": self.add_ops_per_element,
     }
     if kind not in table:
       raise errors.ConfigError(f"Unknown periphery kind {kind!r}; valid: {sorted(table)}.")

@@ -1,0 +1,370 @@
+"""`--mode=deploy`: a trained checkpoint programmed onto simulated chips and run step by step.
+
+  python launch.py --config=configs/default.py --workdir=runs/default --mode=deploy
+
+reads the best checkpoint of the workdir (trained with any config: float, QAT, noise-aware,
+pruned), exports it (`ssm_aimc.export`: the integer codes a programming tool reads),
+calibrates the chip's converter ranges on one training batch (an ideal run), and evaluates
+the test split on `deploy.seeds` chips of every preset in `deploy.devices` with the
+step-mode simulator (`ssm_aimc.hardware.chip`). It maps the model onto tiles
+(`hardware.crossbar`), prices one inference against FP32 and INT8 digital baselines
+(`hardware.energy`) and writes into workdir/deploy/:
+
+  results.json        DESIGN.md §3 keys (test_accuracy of the software model,
+                      analog_accuracy_mean/std and noise_seeds on the first device, tiles,
+                      energy_per_inference_j) plus every device, the mapping, the energy
+                      breakdown and the configuration;
+  deploy_report.md    the same as tables a person reads;
+  deploy.png          software vs chip accuracy, and the energy breakdown;
+  export/             the exported model that was programmed.
+Training's own results.json in the workdir is never touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ssm_aimc import data, errors, export, models, noise_eval, quant, train
+from ssm_aimc.hardware import chip as chip_lib
+from ssm_aimc.hardware import crossbar, devices, energy
+
+REPORT = "deploy_report.md"
+PLOT = "deploy.png"
+
+
+def chip_config(config: ml_collections.ConfigDict) -> chip_lib.ChipConfig:
+  """The chip of `config.deploy` (ConfigError on bad values)."""
+  d = config.deploy
+  tile = crossbar.TileConfig(d.tile_rows, d.tile_cols, d.differential)
+  return chip_lib.ChipConfig(tile=tile, periphery_bits=d.periphery_bits, headroom=d.headroom)
+
+
+def energy_constants(config: ml_collections.ConfigDict) -> energy.EnergyConstants:
+  return energy.EnergyConstants(**config.deploy.energy.to_dict())
+
+
+def device_specs(config: ml_collections.ConfigDict) -> dict:
+  """{preset name: AnalogSpec} for every device of `deploy.devices`, with the noise and
+  drift settings of `config.hardware` and the converters of `config.deploy`."""
+  d, hw = config.deploy, config.hardware
+  for name in ("seeds", "seeds_per_call"):
+    if d[name] < 1:
+      raise errors.ConfigError(f"deploy.{name} must be >= 1, got {d[name]}.")
+  for name in ("dac_bits", "adc_bits"):
+    quant.validate_bits(d[name])
+    if hw[name] and hw[name] != d[name]:
+      raise errors.ConfigError(
+        f"hardware.{name}={hw[name]} but deploy.{name}={d[name]}: the chip uses deploy.*; "
+        f"set them equal or leave hardware.{name} at 0."
+      )
+  if not d.folder or os.sep in d.folder or d.folder in (".", ".."):
+    raise errors.ConfigError(f"deploy.folder must be a plain folder name, got {d.folder!r}.")
+  for t in d.drift_times:
+    if not t >= 0:
+      raise errors.ConfigError(f"deploy.drift_times must be >= 0 seconds, got {t}.")
+  names = [n for n in d.devices if n] or [hw.device]
+  specs = {}
+  for name in names:
+    sub = ml_collections.ConfigDict(config.to_dict())
+    sub.hardware.enabled = True
+    sub.hardware.device = name
+    sub.hardware.dac_bits, sub.hardware.adc_bits = d.dac_bits, d.adc_bits
+    spec = train.analog_spec(sub)
+    specs[spec.device.name] = spec
+  return specs
+
+
+def _accuracy(logits_fn, split: data.Split, batch_size: int) -> float:
+  correct = count = 0.0
+  for x, y, mask in data.padded_batches(split, batch_size):
+    pred = np.asarray(jnp.argmax(logits_fn(jnp.asarray(x)), -1))
+    correct += float(np.sum((pred == y) * mask))
+    count += float(mask.sum())
+  return correct / max(count, 1.0)
+
+
+def deploy(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Deploys the best checkpoint of `workdir` on simulated chips; returns results.json."""
+  start_time = time.time()
+  specs = device_specs(config)
+  chip_cfg = chip_config(config)
+  constants = energy_constants(config)
+  recurrence = config.hardware.recurrence
+  exp = train.build(config)
+  params, step, _ = train.load_for_inference(config, exp, workdir)
+  out_dir = os.path.join(workdir, config.deploy.folder)
+  os.makedirs(out_dir, exist_ok=True)
+  export_dir = os.path.join(out_dir, train.EXPORT_DIR)
+  train.export_params(config, exp, params, export_dir)
+  manifest, tensors = export.load_export(export_dir)
+  chip_lib.check_streamable(manifest, tensors)
+
+  x_cal, _ = next(data.batches(exp.dataset.train, config.batch_size, seed=config.seed, epoch=0))
+  ranges = chip_lib.calibrate(manifest, tensors, jnp.asarray(x_cal), recurrence, chip_cfg)
+  bs = config.eval_batch_size
+  software = _accuracy(
+    jax.jit(lambda x: export.forward(manifest, tensors, x)), exp.dataset.test, bs
+  )
+  logging.info("Software (exported model): test accuracy %.4f.", software)
+
+  eval_fn = chip_lib.make_eval_fn(manifest, chip_cfg, recurrence)
+  d = config.deploy
+
+  def run(spec, label):
+    return noise_eval.evaluate(
+      eval_fn,
+      (tensors, ranges),
+      exp.dataset.test,
+      bs,
+      spec,
+      d.seeds,
+      config.hardware.eval_seed,
+      d.seeds_per_call,
+      progress=label if config.progress_bar else None,
+    )
+
+  # The converters and periphery alone: an ideal device, one chip.
+  ideal = dataclasses.replace(
+    next(iter(specs.values())),
+    device=devices.IDEAL,
+    drift=False,
+    stuck=False,
+    quantize_levels=False,
+  )
+  converters_only = noise_eval.evaluate(
+    eval_fn, (tensors, ranges), exp.dataset.test, bs, ideal, 1, 0, 1
+  )["analog_accuracy_mean"]
+  logging.info("Chip with an ideal device (converters only): %.4f.", converters_only)
+  chips = {}
+  for name, spec in specs.items():
+    tick = time.time()
+    chips[name] = run(spec, f"{name} chips")
+    chips[name]["wall_time_s"] = time.time() - tick
+    logging.info(
+      "Chip %s: test accuracy %.4f +- %.4f over %d chips (%.0f s).",
+      name,
+      chips[name]["analog_accuracy_mean"],
+      chips[name]["analog_accuracy_std"],
+      d.seeds,
+      chips[name]["wall_time_s"],
+    )
+  drift = []
+  first_name, first_spec = next(iter(specs.items()))
+  if not d.folder or os.sep in d.folder or d.folder in (".", ".."):
+    raise errors.ConfigError(f"deploy.folder must be a plain folder name, got {d.folder!r}.")
+  for t in d.drift_times:
+    spec = dataclasses.replace(first_spec, t_inference=jnp.asarray(t, jnp.float32))
+    drift.append({"t_inference": float(t), **run(spec, f"{first_name} at t={t:g} s")})
+
+  x1 = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input), jnp.float32)
+  records = models.deployed_tensors(exp.model, params, exp.spec, x1)
+  mapping = crossbar.map_model(records, chip_cfg.tile, exp.model_cfg.pooling, recurrence)
+  seq_len = exp.dataset.seq_len
+  aimc = energy.aimc_energy(mapping, seq_len, d.adc_bits, d.dac_bits, constants)
+  periphery = energy.count_periphery_ops(mapping, seq_len, constants, array_ops=False)
+  digital = {
+    p: energy.digital_energy(records, seq_len, p, "sram", constants, periphery_ops=periphery)
+    for p in energy.PRECISIONS
+  }
+  report = train.cost_report(exp, params)
+  first = chips[first_name]
+  results = {
+    "task": exp.dataset.name,
+    "model": config.model_name,
+    "mode": "deploy",
+    "checkpoint_step": step,
+    "quant": train.spec_summary(exp.spec),
+    "test_accuracy": software,
+    "converters_only_accuracy": converters_only,
+    "device": first_name,
+    "analog_accuracy_mean": first["analog_accuracy_mean"],
+    "analog_accuracy_std": first["analog_accuracy_std"],
+    "noise_seeds": first["noise_seeds"],
+    "chips": chips,
+    "drift": drift,
+    "tiles": mapping.tiles,
+    "utilisation": mapping.utilisation,
+    "energy_per_inference_j": {
+      "aimc": aimc["total_j"],
+      "digital_fp32": digital["fp32"]["total_j"],
+      "digital_int8": digital["int8"]["total_j"],
+    },
+    "energy_vs_fp32": digital["fp32"]["total_j"] / aimc["total_j"],
+    "latency_per_inference_s": {
+      "aimc": aimc["latency_s"],
+      "digital_fp32": digital["fp32"]["latency_s"],
+      "digital_int8": digital["int8"]["latency_s"],
+    },
+    **report.as_dict(),
+    "energy": {"aimc": aimc, **{f"digital_{p}": v for p, v in digital.items()}},
+    "mapping": {"totals": mapping.totals(), "arrays": mapping.rows()},
+    "chip": {
+      "recurrence": recurrence,
+      "dac_bits": d.dac_bits,
+      "adc_bits": d.adc_bits,
+      "periphery_bits": d.periphery_bits,
+      "headroom": d.headroom,
+      "tile": mapping.totals()["tile"],
+      "hardware": {n: s.summary() for n, s in specs.items()},
+    },
+    "energy_constants": dataclasses.asdict(constants),
+    "platform": jax.default_backend(),
+    "wall_time_s": time.time() - start_time,
+  }
+  tables = {
+    "mapping": crossbar.format_mapping_table(mapping),
+    "energy": energy.format_energy_table(aimc, digital["fp32"], digital["int8"]),
+  }
+  logging.info("Mapping:\n%s", tables["mapping"])
+  logging.info("Energy per inference:\n%s", tables["energy"])
+  plot(results, os.path.join(out_dir, PLOT))
+  _write_text(os.path.join(out_dir, REPORT), report_markdown(results, tables, workdir))
+  train.write_results(out_dir, "results.json", results)
+  print(f"\nMapping ({mapping.totals()['tile']} tiles):\n{tables['mapping']}")
+  print(f"\nEnergy per inference:\n{tables['energy']}")
+  return {k: v for k, v in results.items() if not isinstance(v, dict) or k == "quant"}
+
+
+def _write_text(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def report_markdown(results: dict, tables: dict, workdir: str) -> str:
+  """deploy_report.md: what was deployed, accuracy per device, mapping and energy."""
+  pct = lambda v: f"{100 * v:.2f} %"
+  chip = results["chip"]
+  lines = [
+    f"# Deployment report: {workdir}",
+    "",
+    f"Task `{results['task']}`, model `{results['model']}`, checkpoint step "
+    f"{results['checkpoint_step']}; quantization `{json.dumps(results['quant'])}`; "
+    f"{results['params']} parameters, {results['memory_bits']:.4g} memory bits "
+    f"({results['compression_vs_fp32']:.3g}x fewer than FP32).",
+    f"Chip: {chip['tile']} tiles, recurrence `{chip['recurrence']}`, DAC {chip['dac_bits']} "
+    f"bits, ADC {chip['adc_bits']} bits, digital periphery {chip['periphery_bits']} bits, "
+    f"converter headroom {chip['headroom']}.",
+    "",
+    "## Accuracy on the test split",
+    "",
+    "| model | accuracy |",
+    "|---|---|",
+    f"| software (exported model) | {pct(results['test_accuracy'])} |",
+    f"| chip, ideal device (converters only) | {pct(results['converters_only_accuracy'])} |",
+  ]
+  for name, r in results["chips"].items():
+    lines.append(
+      f"| chip, {name} ({r['noise_seeds']} chips) | {pct(r['analog_accuracy_mean'])} +- "
+      f"{pct(r['analog_accuracy_std'])} (worst {pct(min(r['analog_accuracies']))}) |"
+    )
+  if results["drift"]:
+    lines += ["", f"Accuracy over time on {results['device']}:", "", "| t (s) | accuracy |"]
+    lines.append("|---|---|")
+    for r in results["drift"]:
+      lines.append(
+        f"| {r['t_inference']:g} | {pct(r['analog_accuracy_mean'])} +- "
+        f"{pct(r['analog_accuracy_std'])} |"
+      )
+  e = results["energy_per_inference_j"]
+  lines += [
+    "",
+    "## Mapping",
+    "",
+    "```",
+    tables["mapping"],
+    "```",
+    "",
+    "## Energy and latency per inference",
+    "",
+    "Constants: DESIGN.md §2 (`ssm_aimc.hardware.energy.EnergyConstants`, overridable as "
+    "`--config.deploy.energy.<name>=...`); the digital baselines fetch every weight from "
+    "SRAM at every step.",
+    "",
+    "```",
+    tables["energy"],
+    "```",
+    "",
+    f"FP32 digital / chip energy: {e['digital_fp32'] / e['aimc']:.3g}x; INT8 digital / chip: "
+    f"{e['digital_int8'] / e['aimc']:.3g}x.",
+    "",
+    f"![deployment]({PLOT})",
+    "",
+  ]
+  return "\n".join(lines)
+
+
+def plot(results: dict, path: str) -> str:
+  """Two panels: accuracy (software, converters only, every device with its chips) and the
+  energy per inference by component (chip vs digital FP32 and INT8), log scale."""
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, (ax_acc, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
+  labels = ["software", "ideal device"] + list(results["chips"])
+  means = [results["test_accuracy"], results["converters_only_accuracy"]]
+  means += [r["analog_accuracy_mean"] for r in results["chips"].values()]
+  stds = [0.0, 0.0] + [r["analog_accuracy_std"] for r in results["chips"].values()]
+  xs = np.arange(len(labels))
+  ax_acc.bar(
+    xs,
+    100 * np.array(means),
+    yerr=100 * np.array(stds),
+    capsize=4,
+    color=["tab:gray", "tab:blue"] + ["tab:orange"] * len(results["chips"]),
+  )
+  for i, r in enumerate(results["chips"].values(), start=2):
+    acc = 100 * np.array(r["analog_accuracies"])
+    ax_acc.scatter(
+      np.full(acc.shape, i) + np.linspace(-0.2, 0.2, acc.size), acc, s=8, color="black", zorder=3
+    )
+  low = min(
+    100 * min(means) - 5,
+    100 * min(min(r["analog_accuracies"]) for r in results["chips"].values()) - 2,
+  )
+  ax_acc.set_ylim(max(low, 0), 100)
+  ax_acc.set_xticks(xs, labels, rotation=15)
+  ax_acc.set_ylabel("test accuracy (%)")
+  ax_acc.set_title(f"{results['task']}: software vs simulated chip")
+  ax_acc.grid(alpha=0.3, axis="y")
+
+  systems = {"AIMC chip": "aimc", "digital FP32": "digital_fp32", "digital INT8": "digital_int8"}
+  components = {
+    "cell reads": "cell_read_j",
+    "DAC": "dac_j",
+    "ADC": "adc_j",
+    "MACs": "mac_j",
+    "weight fetch": "weight_fetch_j",
+    "periphery": "periphery_j",
+    "total": "total_j",
+  }
+  width = 0.8 / len(systems)
+  for i, (label, key) in enumerate(systems.items()):
+    e = results["energy"][key]
+    values = [e.get(k, 0.0) for k in components.values()]
+    xs = np.arange(len(components)) + (i - (len(systems) - 1) / 2) * width
+    ax_e.bar(xs, [v if v > 0 else np.nan for v in values], width, label=label)
+  ax_e.set_xticks(range(len(components)), list(components), rotation=20)
+  ax_e.set_yscale("log")
+  ax_e.set_ylabel("energy per inference (J, log scale)")
+  ax_e.set_title(f"FP32 / chip = {results['energy_vs_fp32']:.3g}x")
+  ax_e.legend(fontsize=8, loc="upper left")
+  ax_e.grid(alpha=0.3, axis="y")
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path

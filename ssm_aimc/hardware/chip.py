@@ -1,0 +1,516 @@
+"""Step-mode inference of an exported model on a simulated AIMC chip (DESIGN.md §1, "Crossbar
+deployment").
+
+The chip runs the sequence one step at a time, as hardware does. Every matrix product is an
+array read: inputs go through a DAC, the programmed conductances (programming noise frozen
+when the chip is programmed, drift to t_inference) are read with fresh read noise at every
+MVM, and each array piece's output is digitised by an ADC. The recurrent state leaves the
+arrays through the ADC and comes back through the DAC at every step, so it is quantized
+every step. LayerNorm, GELU, the GLU gate, bias and residual adds and pooling are digital
+periphery whose stored values (the residual stream, the digital state register, the pooled
+features) are rounded to `ChipConfig.periphery_bits`.
+
+Arrays, in crossbar orientation (inputs on rows, outputs on columns; differential pairs as
+in `ssm_aimc.hardware.analog.program`), each a weight tensor of shape (*group, in, out):
+
+  encoder, block_i/glu_dense, decoder   dense (in, out), cut into row pieces of
+                                        `tile.rows` that are digitised separately and
+                                        summed digitally (`crossbar.tiles_for_matrix`);
+  block_i/recurrence                    per channel h and mode m the two columns
+                                        (Re, Im of the new state) of the block-diagonal
+                                        [A_bar | B_bar] matrix, on their non-zero rows:
+                                        (H, n, 3, 2) with rows (Re s, Im s, u);
+                                        `recurrence` says what the array holds:
+                                          direct    [A_bar | B_bar]; its output IS the state;
+                                          residual  [A_bar - I | B_bar]; the state register
+                                                    adds the output to the old state;
+                                          digital   nothing: the diagonal recurrence runs
+                                                    in the periphery (the default: a_bar
+                                                    does not survive PCM noise, README
+                                                    "Analog noise"; b_bar u is elementwise);
+  block_i/readout                       per channel one column [2 Re c, -2 Im c, ..., d]
+                                        on [s; u]: (H, 2n+1, 1).
+
+Structural zeros of the block-diagonal matrices (other modes, other channels) are devices
+left unprogrammed, at zero conductance: they add neither weight nor read noise. A block
+taller than a tile is cut into row pieces exactly as `crossbar.pack_blocks` cuts it (from
+the block's origin), each piece digitised by its own ADC.
+
+Ranges. The DAC of a matrix input uses the model's own activation quantizer when it has
+one (a QAT model's 8-bit input grid IS the chip's 8-bit DAC), else the calibrated range;
+every other DAC and every ADC range is calibrated per row or column on an ideal, noise-free
+run of this same step program over one batch (`calibrate`: the largest |value| seen, times
+`ChipConfig.headroom`). Inputs are normalised to [-1, 1] by their range before the DAC and
+the range is folded into the array's row (w_row * r_row), as a chip with per-row input
+scaling does; the conductance mapping sees the folded weights.
+
+With the IDEAL device, no periphery quantization (converter widths off, periphery >= 16
+bits) the step program computes the exported model exactly (tests/test_chip.py, against
+`export.forward`). Bidirectional models are not streamable and are refused.
+
+Pure JAX; no flax. `run` takes one chip's keys; vmap it over keys for many chips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssm_aimc import errors, export, quant
+from ssm_aimc.hardware import analog as analog_lib
+from ssm_aimc.hardware import crossbar
+from ssm_aimc.hardware import devices as devices_lib
+
+RECURRENCES = analog_lib.RECURRENCES
+_VAR_FLOOR = 1e-30
+
+
+@dataclasses.dataclass(frozen=True)
+class ChipConfig:
+  """The chip around the device model (the device itself is in `analog.AnalogSpec`).
+
+  Attributes:
+    tile: array size; pieces of a matrix taller than `tile.rows` are digitised separately.
+    periphery_bits: width of the values the digital periphery stores (residual stream,
+      state register, pooled features); >= 16 leaves them in float.
+    headroom: calibrated DAC/ADC ranges are the largest |value| of the calibration batch
+      times this factor (> 1 leaves room for noise, < 1 clips outliers for resolution).
+  """
+
+  tile: crossbar.TileConfig = crossbar.TileConfig()
+  periphery_bits: int = 16
+  headroom: float = 1.0
+
+  def __post_init__(self):
+    quant.validate_bits(self.periphery_bits)
+    if not (math.isfinite(self.headroom) and self.headroom > 0):
+      raise errors.ConfigError(f"headroom must be a number > 0, got {self.headroom}.")
+
+
+# ---------------------------------------------------------------------------------------
+# The exported model as arrays.
+# ---------------------------------------------------------------------------------------
+
+
+def check_streamable(manifest: dict, tensors: dict) -> None:
+  """ConfigError for models a step-mode chip cannot run (bidirectional S4D)."""
+  if any(p.endswith("/c_reverse") for p in tensors):
+    raise errors.ConfigError(
+      "A bidirectional model sees the whole sequence before its first output; the step-mode "
+      "chip runs causal models only (model_name='s4d')."
+    )
+  missing = [p for p in ("encoder/kernel", "decoder/kernel") if p not in tensors]
+  if missing:
+    raise errors.ConfigError(f"The export lacks {missing}; is it an S4D classifier export?")
+  del manifest
+
+
+def _n_layers(manifest: dict) -> int:
+  return int(manifest["arch"]["n_layers"])
+
+
+def _input_range(manifest: dict, path: str):
+  """The model's own input grid (bits, range r = step x q_max) of a matrix, or None."""
+  q = manifest["input_quantizers"].get(path)
+  if q is None or q["bits"] >= quant.OFF_THRESHOLD:
+    return None
+  return q["bits"], float(q["scale"]) * float(quant.q_max(q["bits"]))
+
+
+def recurrence_weights(a_bar: jax.Array, b_bar: jax.Array, recurrence: str) -> jax.Array:
+  """The non-zero rows of each mode's two state columns, (H, n, 3, 2) real.
+
+  Rows (Re s, Im s, u) for "direct" ([A_bar | B_bar]) and "residual" ([A_bar - I | B_bar]).
+  Columns (Re, Im) of the new state: for mode m,
+  Re s' = Re a Re s - Im a Im s + Re b u and Im s' = Im a Re s + Re a Im s + Im b u, the
+  same numbers as `crossbar.recurrence_block` (tested).
+  """
+  if recurrence not in ("direct", "residual"):
+    raise errors.ConfigError(f"No recurrence array for recurrence={recurrence!r}.")
+  b_row = jnp.stack([b_bar.real, b_bar.imag], -1)[..., None, :]
+  re = a_bar.real - (1.0 if recurrence == "residual" else 0.0)
+  im = a_bar.imag
+  a_rows = jnp.stack([jnp.stack([re, im], -1), jnp.stack([-im, re], -1)], -2)
+  return jnp.concatenate([a_rows, b_row], axis=-2)
+
+
+def readout_weights(c: jax.Array, d: jax.Array) -> jax.Array:
+  """Each channel's read-out column on [s; u], (H, 2n+1, 1): `crossbar.readout_row`."""
+  return crossbar.readout_row(c, d)[..., None]
+
+
+def ideal_arrays(manifest: dict, tensors: dict, ranges: dict, recurrence: str) -> dict:
+  """{array name: weights (*group, in, out)} with the input ranges folded into the rows.
+
+  `ranges` comes from `calibrate` (all ones there, while calibrating).
+  """
+  out = {}
+  for path in _dense_paths(manifest):
+    out[path] = tensors[f"{path}/kernel"] * ranges[f"{path}/in"]
+  for i in range(_n_layers(manifest)):
+    path = f"block_{i}/s4d"
+    r_u, r_s = ranges[f"{path}/u"], ranges[f"{path}/state"]  # scalar, (H, n)
+    if recurrence != "digital":
+      w = recurrence_weights(tensors[f"{path}/a_bar"], tensors[f"{path}/b_bar"], recurrence)
+      row_scale = jnp.stack([r_s, r_s, jnp.broadcast_to(r_u, r_s.shape)], -1)[..., None]
+      out[f"{path}/recurrence"] = w * row_scale
+    rows = jnp.concatenate(
+      [jnp.repeat(r_s, 2, axis=-1), jnp.broadcast_to(r_u, r_s.shape[:1])[:, None]], -1
+    )
+    out[f"{path}/readout"] = (
+      readout_weights(tensors[f"{path}/c"], tensors[f"{path}/d"]) * (rows[..., None])
+    )
+  return out
+
+
+def _dense_paths(manifest: dict) -> list[str]:
+  return ["encoder"] + [f"block_{i}/glu_dense" for i in range(_n_layers(manifest))] + ["decoder"]
+
+
+def row_pieces(name: str, shape: tuple, tile: crossbar.TileConfig) -> np.ndarray:
+  """Index of the tile piece that holds each weight row, shape (*group, in) (static).
+
+  Dense matrices are cut every `tile.rows` rows; a recurrence or read-out block from its own
+  origin (`crossbar.pack_blocks`): the rows of mode m are 2m, 2m+1 of its channel's block
+  and u is row 2n.
+  """
+  *group, n_in, _ = shape
+  if name.endswith("/recurrence"):
+    n_modes = group[-1]
+    m = np.arange(n_modes)
+    rows = np.stack([2 * m, 2 * m + 1, np.full_like(m, 2 * n_modes)], -1)
+    return np.broadcast_to(rows // tile.rows, (*group, 3)).astype(np.int32)
+  return np.broadcast_to(np.arange(n_in) // tile.rows, (*group, n_in)).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------
+# Programming and reading.
+# ---------------------------------------------------------------------------------------
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ProgrammedArray:
+  """One array after programming.
+
+  Attributes:
+    w: effective weights (ideal + programming/drift perturbation), (*group, in, out).
+    read_std: std of one read of each weight (at read_noise_scale 1), or None.
+    w_max: the weight mapped to g_max, per column (*group, out), for output noise.
+  """
+
+  w: jax.Array
+  read_std: jax.Array | None
+  w_max: jax.Array
+
+
+def program_arrays(key: jax.Array, arrays: dict, spec: analog_lib.AnalogSpec) -> dict:
+  """Programs every array once: {name: ProgrammedArray}. The same key is the same chip."""
+  out = {}
+  for index, name in enumerate(sorted(arrays)):
+    w = arrays[name]
+    axes = (w.ndim - 2,) if spec.mapping == "column" else tuple(range(w.ndim))
+    prog = analog_lib.program(jax.random.fold_in(key, index), w, spec, axes)
+    w_max = jnp.broadcast_to(prog.w_max, w.shape).max(axis=-2)
+    out[name] = ProgrammedArray(w=w + prog.delta, read_std=prog.read_std, w_max=w_max)
+  return out
+
+
+def _quantize(x, bits, r):
+  """x rounded to `bits` over [-r, r] (clipped); identity for bits >= 16."""
+  return quant.fake_quant(x, bits, r / quant.q_max(bits))
+
+
+def array_mvm(
+  key: jax.Array,
+  x: jax.Array,
+  array: ProgrammedArray,
+  pieces: np.ndarray,
+  out_range: jax.Array,
+  spec: analog_lib.AnalogSpec,
+) -> jax.Array:
+  """One MVM of a programmed array on normalised inputs x (B, *group, in) -> (B, *group, out).
+
+  Every row piece is read with fresh read noise (exactly Gaussian: variance
+  sum_i x_i^2 sigma_i^2 per output), gets output noise and its own ADC over `out_range`
+  (*group, out); the pieces are summed digitally.
+  """
+  total = 0.0
+  n_pieces = int(pieces.max()) + 1
+  for p in range(n_pieces):
+    xp = x if n_pieces == 1 else x * jnp.asarray(pieces == p, x.dtype)
+    y = jnp.einsum("b...i,...io->b...o", xp, array.w)
+    k_read, k_out = jax.random.split(jax.random.fold_in(key, p))
+    if array.read_std is not None:
+      var = jnp.einsum("b...i,...io->b...o", jnp.square(xp), jnp.square(array.read_std))
+      noise = jax.random.normal(k_read, y.shape, y.dtype)
+      y = y + spec.read_noise_scale * jnp.sqrt(jnp.maximum(var, _VAR_FLOOR)) * noise
+    if spec.output:
+      y = y + spec.output_noise * array.w_max * jax.random.normal(k_out, y.shape, y.dtype)
+    if spec.adc:
+      y = _quantize(y, spec.adc_bits, out_range)
+    total = total + y
+  return total
+
+
+# ---------------------------------------------------------------------------------------
+# The step program.
+# ---------------------------------------------------------------------------------------
+
+
+class _Periphery:
+  """The converters and stored digital values of one trace. Running: DACs round inputs,
+  the periphery rounds what it stores. Calibrating (`record`): nothing is rounded and the
+  largest |value| of every named signal is noted, per row or column."""
+
+  def __init__(self, spec, ranges, config: ChipConfig, record: bool):
+    self.spec, self.ranges, self.config, self.record = spec, ranges, config, record
+    self.stats = {}
+
+  def note(self, name: str, value, axes):
+    if self.record:
+      self.stats[name] = jnp.max(jnp.abs(value), axis=axes)
+
+  def dac(self, name: str, x, axes, r=None):
+    """x in its own units -> normalised input codes x / r, r the `name` range."""
+    self.note(name, x, axes)
+    x = x / (self.ranges[name] if r is None else r)
+    if self.spec.dac and not self.record:
+      x = _quantize(jnp.clip(x, -1.0, 1.0), self.spec.dac_bits, 1.0)
+    return x
+
+  def store(self, name: str, x, axes=None, r=None):
+    """A value the digital periphery stores, rounded to periphery_bits over its range."""
+    self.note(name, x, axes)
+    if self.record:
+      return x
+    r = self.ranges[name] if r is None else r
+    return _quantize(x, self.config.periphery_bits, r)
+
+
+def _model_input(manifest: dict, path: str, x):
+  """The model's own activation quantizer on a matrix input (a QAT model's grid)."""
+  q = manifest["input_quantizers"].get(path)
+  if q is None:
+    return x
+  return quant.fake_quant(x, q["bits"], jnp.float32(q["scale"]))
+
+
+def _forward(
+  manifest: dict,
+  tensors: dict,
+  chip: dict,
+  ranges: dict,
+  x: jax.Array,
+  key_read: jax.Array,
+  spec: analog_lib.AnalogSpec,
+  config: ChipConfig,
+  recurrence: str,
+  record: bool = False,
+):
+  """The step program over x (B, L, d_in): (logits (B, classes), stats of the calibration).
+
+  Per step: encoder MVM -> per block [norm -> recurrence MVM (+ digital a_bar or old state)
+  -> state register -> read-out MVM -> GELU -> GLU MVM -> gate -> residual] -> pooling;
+  the decoder MVM runs once on the pooled features.
+  """
+  arch = manifest["arch"]
+  n_layers = _n_layers(manifest)
+  names = sorted(chip)
+  pieces = {n: row_pieces(n, chip[n].w.shape, config.tile) for n in names}
+  batch, length, _ = x.shape
+
+  def mvm(per, key, name, v, out_name, axes=(0,)):
+    k = jax.random.fold_in(key, names.index(name))
+    y = array_mvm(k, v, chip[name], pieces[name], ranges[out_name], spec)
+    per.note(out_name, y, axes)
+    return y
+
+  def dense(per, key, path, h):
+    v = per.dac(f"{path}/in", _model_input(manifest, path, h), axes=None)
+    return mvm(per, key, path, v, f"{path}/out") + tensors[f"{path}/bias"]
+
+  def s4d_step(per, key, path, state, z):
+    """state (B, H, n, 2) real s_{k-1}, z (B, H) -> (s_k, y_k (B, H))."""
+    u = _model_input(manifest, path, z)
+    u_n = per.dac(f"{path}/u", u, axes=None)
+    r_state = ranges[f"{path}/state"][..., None]
+    if recurrence == "digital":
+      a, b = tensors[f"{path}/a_bar"], tensors[f"{path}/b_bar"]
+      re, im = state[..., 0], state[..., 1]
+      new = jnp.stack(
+        [
+          a.real * re - a.imag * im + b.real * u[..., None],
+          a.imag * re + a.real * im + b.imag * u[..., None],
+        ],
+        -1,
+      )
+      new = per.store(f"{path}/state", new, (0, 3), r_state)
+    else:
+      s_n = per.dac(f"{path}/state", state, (0, 3), r_state)
+      v = jnp.concatenate([s_n, jnp.broadcast_to(u_n[:, :, None, None], s_n[..., :1].shape)], -1)
+      update = mvm(per, key, f"{path}/recurrence", v, f"{path}/update")
+      if recurrence == "direct":
+        new = update  # The ADC's codes over the state range.
+      else:
+        new = per.store(f"{path}/state", state + update, (0, 3), r_state)
+    s_n = per.dac(f"{path}/state", new, (0, 3), r_state)
+    v = jnp.concatenate([s_n.reshape(batch, s_n.shape[1], -1), u_n[..., None]], -1)
+    y = mvm(per, key, f"{path}/readout", v, f"{path}/readout/out")
+    return new, y[..., 0]
+
+  def norm(block, h):
+    return export._layer_norm(h, tensors[f"{block}/norm/scale"], tensors[f"{block}/norm/bias"])
+
+  def step(carry, inputs):
+    states, pool = carry
+    t, x_t = inputs
+    key = jax.random.fold_in(key_read, t)
+    per = _Periphery(spec, ranges, config, record)
+    h = per.store("encoder/h", dense(per, key, "encoder", x_t))
+    new_states = []
+    for i in range(n_layers):
+      block = f"block_{i}"
+      z = norm(block, h) if arch["prenorm"] else h
+      state, z = s4d_step(per, key, f"{block}/s4d", states[i], z)
+      new_states.append(state)
+      z = nn.glu(dense(per, key, f"{block}/glu_dense", nn.gelu(z)), axis=-1)
+      h = h + z
+      if not arch["prenorm"]:
+        h = norm(block, h)
+      h = per.store(f"{block}/h", h)
+    pool = per.store("pool", pool + h) if arch["pooling"] == "mean" else h
+    return (tuple(new_states), pool), per.stats
+
+  states = tuple(
+    jnp.zeros((batch, *tensors[f"block_{i}/s4d/a_bar"].shape, 2), jnp.float32)
+    for i in range(n_layers)
+  )
+  pool = jnp.zeros((batch, tensors["encoder/kernel"].shape[1]), jnp.float32)
+  (_, pool), stats = jax.lax.scan(step, (states, pool), (jnp.arange(length), jnp.swapaxes(x, 0, 1)))
+  pooled = pool / length if arch["pooling"] == "mean" else pool
+  per = _Periphery(spec, ranges, config, record)
+  logits = dense(per, jax.random.fold_in(key_read, length), "decoder", pooled)
+  stats = {k: jnp.max(v, axis=0) for k, v in stats.items()}
+  stats.update(per.stats)
+  return logits, stats
+
+
+# ---------------------------------------------------------------------------------------
+# Calibration and the public entry points.
+# ---------------------------------------------------------------------------------------
+
+
+def _unit_ranges(manifest: dict, tensors: dict) -> dict:
+  """Every range at 1 (shapes as `calibrate` returns them): normalisation off."""
+  out = {"encoder/h": 1.0, "pool": 1.0}
+  for path in _dense_paths(manifest):
+    out[f"{path}/in"] = 1.0
+    out[f"{path}/out"] = jnp.ones(tensors[f"{path}/kernel"].shape[1])
+  for i in range(_n_layers(manifest)):
+    path = f"block_{i}/s4d"
+    shape = tensors[f"{path}/a_bar"].shape
+    out[f"block_{i}/h"] = 1.0
+    out[f"{path}/u"] = 1.0
+    out[f"{path}/state"] = jnp.ones(shape)
+    out[f"{path}/update"] = jnp.ones((*shape, 2))
+    out[f"{path}/readout/out"] = jnp.ones((shape[0], 1))
+  return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+
+
+def calibrate(
+  manifest: dict,
+  tensors: dict,
+  x: jax.Array,
+  recurrence: str = "digital",
+  config: ChipConfig | None = None,
+) -> dict:
+  """DAC, ADC and periphery ranges from an ideal, noise-free run of the step program on x.
+
+  Each range is the largest |value| over the batch and the steps (per row or column where
+  the hardware has one converter per row or column), times `config.headroom`; the input
+  grid of a quantized model is kept as it is (its DAC is the model's own quantizer). A
+  signal that never leaves zero (e.g. a pruned mode) gets range 1.
+
+  Returns:
+    {signal name: range}, the `ranges` argument of `run`.
+  """
+  config = config or ChipConfig()
+  check_streamable(manifest, tensors)
+  unit = _unit_ranges(manifest, tensors)
+  ideal = analog_lib.AnalogSpec.make(devices_lib.IDEAL, drift=False)
+  chip = program_arrays(
+    jax.random.PRNGKey(0), ideal_arrays(manifest, tensors, unit, recurrence), ideal
+  )
+  _, stats = jax.jit(
+    lambda t, x: _forward(
+      manifest, t, chip, unit, x, jax.random.PRNGKey(0), ideal, config, recurrence, record=True
+    )
+  )(tensors, x)
+  ranges = {}
+  for name, value in unit.items():
+    if name not in stats:  # A signal this recurrence does not have.
+      ranges[name] = value
+      continue
+    seen = stats[name] * config.headroom
+    ranges[name] = jnp.where(seen > 0, seen, 1.0).reshape(value.shape).astype(jnp.float32)
+  for path in _dense_paths(manifest):
+    grid = _input_range(manifest, path)
+    if grid is not None:
+      ranges[f"{path}/in"] = jnp.float32(grid[1])
+  for i in range(_n_layers(manifest)):
+    path = f"block_{i}/s4d"
+    grid = _input_range(manifest, path)
+    if grid is not None:
+      ranges[f"{path}/u"] = jnp.float32(grid[1])
+    if recurrence == "direct":
+      # The array's output is the state: one ADC code per state value, fed straight back.
+      ranges[f"{path}/update"] = jnp.repeat(ranges[f"{path}/state"][..., None], 2, -1)
+  return ranges
+
+
+def run(
+  manifest: dict,
+  tensors: dict,
+  ranges: dict,
+  x: jax.Array,
+  key_program: jax.Array,
+  key_read: jax.Array,
+  spec: analog_lib.AnalogSpec,
+  config: ChipConfig | None = None,
+  recurrence: str = "digital",
+) -> jax.Array:
+  """Logits (B, classes) of one chip (programmed with `key_program`) on x (B, L, d_in).
+
+  `manifest`, `tensors` from `export.load_export`; `ranges` from `calibrate` with the same
+  recurrence. vmap over (key_program, key_read) for many chips.
+  """
+  config = config or ChipConfig()
+  arrays = ideal_arrays(manifest, tensors, ranges, recurrence)
+  chip = program_arrays(key_program, arrays, spec)
+  logits, _ = _forward(manifest, tensors, chip, ranges, x, key_read, spec, config, recurrence)
+  return logits
+
+
+def make_eval_fn(manifest: dict, config: ChipConfig | None = None, recurrence: str = "digital"):
+  """Jitted correct counts of a batch on S chips, in `noise_eval.evaluate`'s signature:
+  fn((tensors, ranges), x, y, mask, spec, keys_program (S, 2), keys_read (S, 2), batch_index)
+  -> (S,). Chip s keeps its programming across batches and reads fresh noise in each."""
+  config = config or ChipConfig()
+
+  def fn(params, x, y, mask, spec, keys_program, keys_read, batch_index):
+    tensors, ranges = params
+
+    def one_chip(kp, kr):
+      kr = jax.random.fold_in(kr, batch_index)
+      logits = run(manifest, tensors, ranges, x, kp, kr, spec, config, recurrence)
+      return jnp.sum((jnp.argmax(logits, -1) == y) * mask)
+
+    return jax.vmap(one_chip)(keys_program, keys_read)
+
+  return jax.jit(fn)

@@ -1,0 +1,152 @@
+"""Tests of the step-mode chip simulator against the exported model and closed forms."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssm_aimc import errors, export, models, quant, ssm
+from ssm_aimc.hardware import analog, chip, crossbar, devices
+
+TINY = models.ModelConfig(d_model=4, n_layers=2, d_state=4, dropout=0.0, method="sequential")
+W4A8 = quant.QuantSpec.uniform(4, 8, a_bar_bits=8, mode=quant.ScaleMode.CHANNEL)
+IDEAL = analog.AnalogSpec.make(devices.IDEAL, drift=False)
+
+
+def _exported(tmp_path, spec=None, name="s4d"):
+  model = models.get_model(name, TINY, n_classes=3)
+  x = jax.random.normal(jax.random.PRNGKey(0), (6, 9, 2))
+  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  if spec is not None:
+    params = models.calibrate(model, params, spec, x)
+  arch = {**dataclasses.asdict(TINY), "n_classes": 3, "model_name": name}
+  export.export_model(model, params, spec, x[:1], str(tmp_path), arch)
+  manifest, tensors = export.load_export(str(tmp_path))
+  return manifest, tensors, x
+
+
+SMALL_TILE = crossbar.TileConfig(rows=3, cols=4)
+
+
+@pytest.mark.parametrize(
+  "spec, recurrence, tile",
+  [
+    (None, "digital", crossbar.TileConfig()),
+    (W4A8, "digital", crossbar.TileConfig()),
+    (None, "direct", SMALL_TILE),
+    (W4A8, "residual", SMALL_TILE),
+  ],
+  ids=["float-digital", "w4a8-digital", "float-direct-3rows", "w4a8-residual-3rows"],
+)
+def test_ideal_chip_equals_the_exported_model(tmp_path, spec, recurrence, tile):
+  """Ideal device, converters and periphery off (>= 16 bits): the step program computes
+  the software model, for every way of holding the recurrence; on 3-row tiles every block
+  and dense matrix is cut into row pieces whose partial outputs are summed."""
+  manifest, tensors, x = _exported(tmp_path, spec)
+  reference = export.forward(manifest, tensors, x)
+  config = chip.ChipConfig(tile=tile, periphery_bits=16)
+  ranges = chip.calibrate(manifest, tensors, x, recurrence, config)
+  keys = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+  logits = chip.run(manifest, tensors, ranges, x, *keys, IDEAL, config, recurrence)
+  # Tolerance: float32 rounding of the row scaling (x / r, then w r) and of the order of
+  # the sums (step by step here, sequential scan in the reference).
+  np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_recurrence_and_readout_weights_are_the_crossbar_blocks():
+  key = jax.random.PRNGKey(3)
+  k1, k2, k3 = jax.random.split(key, 3)
+  shape = (2, 3)
+  cplx = lambda k: jax.lax.complex(*jax.random.normal(k, (2, *shape)))
+  a_bar, b_bar, c = cplx(k1), cplx(k2), cplx(k3)
+  d = jnp.array([0.5, -1.5])
+  block = crossbar.recurrence_block(a_bar, b_bar)  # (H, 2n, 2n+1): s_k = M [s; u]
+  w = chip.recurrence_weights(a_bar, b_bar, "direct")  # (H, n, 3, 2)
+  n = shape[1]
+  for m in range(n):
+    cols = [2 * m, 2 * m + 1, 2 * n]
+    for o in range(2):
+      np.testing.assert_allclose(w[:, m, :, o], block[:, 2 * m + o, cols], rtol=1e-6)
+  residual = chip.recurrence_weights(a_bar, b_bar, "residual")
+  np.testing.assert_allclose(residual[:, :, 0, 0], a_bar.real - 1, rtol=1e-6)
+  np.testing.assert_allclose(residual[:, :, 1, 1], a_bar.real - 1, rtol=1e-6)
+  np.testing.assert_allclose(chip.readout_weights(c, d)[..., 0], crossbar.readout_row(c, d))
+  with pytest.raises(errors.ConfigError):
+    chip.recurrence_weights(a_bar, b_bar, "digital")
+
+
+def test_row_pieces_follow_the_block_cut():
+  tile = crossbar.TileConfig(rows=4, cols=8)
+  # n = 2 modes: rows (0, 1), (2, 3) and u at row 4 -> the u row is a piece of its own.
+  pieces = chip.row_pieces("block_0/s4d/recurrence", (5, 2, 3, 2), tile)
+  assert pieces.shape == (5, 2, 3)
+  np.testing.assert_array_equal(pieces[0], [[0, 0, 1], [0, 0, 1]])
+  np.testing.assert_array_equal(chip.row_pieces("encoder", (9, 3), tile), [0] * 4 + [1] * 4 + [2])
+
+
+def test_array_mvm_reads_fresh_noise_of_the_closed_form_std_and_rounds_to_the_adc_grid():
+  w = jax.random.normal(jax.random.PRNGKey(0), (16, 8))
+  spec = analog.AnalogSpec.make(devices.PCM_LIKE, prog_noise_scale=0.0, drift=False)
+  (array,) = chip.program_arrays(jax.random.PRNGKey(1), {"encoder": w}, spec).values()
+  np.testing.assert_allclose(array.w, w, rtol=1e-6)  # No programming noise.
+  x = jnp.ones((4000, 16)) * jnp.linspace(-1, 1, 16)
+  pieces = chip.row_pieces("encoder", w.shape, crossbar.TileConfig())
+  y = chip.array_mvm(jax.random.PRNGKey(2), x, array, pieces, jnp.ones(8), spec)
+  std = np.sqrt(np.square(x[0]) @ np.square(array.read_std))
+  np.testing.assert_allclose(np.std(y - x @ w, axis=0), std, rtol=0.06)
+  # The same read key reads the same noise; another key fresh noise.
+  y2 = chip.array_mvm(jax.random.PRNGKey(3), x, array, pieces, jnp.ones(8), spec)
+  assert not np.allclose(y, y2)
+  adc = analog.AnalogSpec.make(devices.IDEAL, drift=False, adc_bits=4)
+  (ideal,) = chip.program_arrays(jax.random.PRNGKey(1), {"encoder": w}, adc).values()
+  r = jnp.full(8, 2.0)
+  y = chip.array_mvm(jax.random.PRNGKey(2), x[:8], ideal, pieces, r, adc)
+  codes = np.asarray(y) / (2.0 / 7)
+  np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+  assert np.abs(codes).max() <= 7 + 1e-4
+
+
+def test_calibrated_state_range_is_the_largest_state_of_the_recurrence(tmp_path):
+  """Second path: the states of block 0 from ssm.linear_recurrence on its input."""
+  manifest, tensors, x = _exported(tmp_path)
+  ranges = chip.calibrate(manifest, tensors, x, "digital", chip.ChipConfig(headroom=1.0))
+  h = x @ tensors["encoder/kernel"] + tensors["encoder/bias"]
+  u = export._layer_norm(h, tensors["block_0/norm/scale"], tensors["block_0/norm/bias"])
+  a_bar, b_bar = tensors["block_0/s4d/a_bar"], tensors["block_0/s4d/b_bar"]
+
+  def states(u_seq):  # (L, H) -> (L, H, n) complex
+    bu = (b_bar[None] * u_seq[..., None]).reshape(u_seq.shape[0], -1)
+    return ssm.linear_recurrence(a_bar.reshape(-1), bu, "sequential").reshape(
+      bu.shape[0], *a_bar.shape
+    )
+
+  s = jax.vmap(states)(u)
+  expected = jnp.maximum(jnp.abs(s.real), jnp.abs(s.imag)).max(axis=(0, 1))
+  np.testing.assert_allclose(ranges["block_0/s4d/state"], expected, rtol=1e-5)
+  np.testing.assert_allclose(ranges["block_0/s4d/u"], jnp.abs(u).max(), rtol=1e-5)
+
+
+def test_a_chip_keeps_its_programming_and_reads_fresh_noise(tmp_path):
+  manifest, tensors, x = _exported(tmp_path)
+  ranges = chip.calibrate(manifest, tensors, x)
+  prog_only = analog.AnalogSpec.make(devices.PCM_LIKE, read_noise_scale=0.0)
+  kp, kr = jax.random.PRNGKey(5), jax.random.PRNGKey(6)
+  run = jax.jit(lambda spec, kp, kr: chip.run(manifest, tensors, ranges, x, kp, kr, spec))
+  np.testing.assert_array_equal(run(prog_only, kp, kr), run(prog_only, kp, jax.random.PRNGKey(7)))
+  assert not np.allclose(run(prog_only, kp, kr), run(prog_only, jax.random.PRNGKey(8), kr))
+  pcm = analog.AnalogSpec.make(devices.PCM_LIKE)
+  assert not np.allclose(run(pcm, kp, kr), run(pcm, kp, jax.random.PRNGKey(7)))
+
+
+def test_bidirectional_models_are_refused(tmp_path):
+  manifest, tensors, x = _exported(tmp_path, name="s4d_bidirectional")
+  with pytest.raises(errors.ConfigError, match="bidirectional"):
+    chip.calibrate(manifest, tensors, x)
+
+
+@pytest.mark.parametrize("kwargs", [dict(periphery_bits=0), dict(headroom=0.0)])
+def test_bad_chip_config_raises_config_error(kwargs):
+  with pytest.raises(errors.ConfigError):
+    chip.ChipConfig(**kwargs)

@@ -1,0 +1,104 @@
+"""--mode=deploy end to end: a trained checkpoint on simulated chips, the files it writes,
+the numbers in them against the library, and clean failures."""
+
+import hashlib
+import json
+import os
+
+import jax.numpy as jnp
+import pytest
+
+from ssm_aimc import deploy, errors, models, train
+from ssm_aimc.hardware import crossbar, energy
+from tests.test_train import SMOKE, _launch, tiny_config
+
+
+def _deploy_config(**overrides):
+  return tiny_config(
+    **{
+      "deploy.seeds": 2,
+      "deploy.seeds_per_call": 2,
+      "deploy.drift_times": (60.0, 86400.0),
+      "eval_batch_size": 400,
+      **overrides,
+    }
+  )
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("deploy"))
+  config = _deploy_config()
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "results.json"), "rb") as f:
+    before = hashlib.sha256(f.read()).hexdigest()
+  returned = deploy.deploy(config, workdir)
+  return config, workdir, before, returned
+
+
+def test_deploy_writes_results_report_and_plot(deployed):
+  config, workdir, before, returned = deployed
+  out = os.path.join(workdir, "deploy")
+  with open(os.path.join(out, "results.json")) as f:
+    results = json.load(f)
+  # DESIGN.md §3 keys, and every device of deploy.devices.
+  for key in ("task", "test_accuracy", "params", "memory_bits", "fp32_memory_bits"):
+    assert key in results
+  assert results["noise_seeds"] == 2
+  assert set(results["chips"]) == {"pcm_like", "rram_taox"}
+  assert results["analog_accuracy_mean"] == results["chips"]["pcm_like"]["analog_accuracy_mean"]
+  assert set(results["energy_per_inference_j"]) == {"aimc", "digital_fp32", "digital_int8"}
+  assert [r["t_inference"] for r in results["drift"]] == [60.0, 86400.0]
+  assert 0 <= results["analog_accuracy_mean"] <= 1
+  assert returned["tiles"] == results["tiles"]
+  with open(os.path.join(out, "deploy_report.md")) as f:
+    report = f.read()
+  assert "| chip, pcm_like (2 chips) |" in report and "FP32 digital / chip energy" in report
+  with open(os.path.join(out, deploy.PLOT), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert os.path.exists(os.path.join(out, "export", "manifest.json"))
+  # Training's results.json is untouched.
+  with open(os.path.join(workdir, "results.json"), "rb") as f:
+    assert hashlib.sha256(f.read()).hexdigest() == before
+
+
+def test_deploy_numbers_match_the_library(deployed):
+  """Tiles and energy in results.json are those of crossbar.map_model and energy.aimc_energy
+  on the checkpoint's records (recomputed here), and the software accuracy is training's."""
+  config, workdir, _, _ = deployed
+  with open(os.path.join(workdir, "deploy", "results.json")) as f:
+    results = json.load(f)
+  with open(os.path.join(workdir, "results.json")) as f:
+    trained = json.load(f)
+  assert results["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-9)
+  exp = train.build(config)
+  params, _, _ = train.load_for_inference(config, exp, workdir)
+  x = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input))
+  records = models.deployed_tensors(exp.model, params, exp.spec, x)
+  mapping = crossbar.map_model(records, crossbar.TileConfig(), "mean", "digital")
+  assert results["tiles"] == mapping.tiles
+  aimc = energy.aimc_energy(mapping, exp.dataset.seq_len, 8, 8)
+  assert results["energy_per_inference_j"]["aimc"] == pytest.approx(aimc["total_j"])
+
+
+@pytest.mark.parametrize(
+  "overrides, match",
+  [
+    ({"hardware.adc_bits": 6}, "deploy.adc_bits"),
+    ({"deploy.seeds": 0}, "deploy.seeds"),
+    ({"deploy.dac_bits": 0}, "bits"),
+    ({"deploy.drift_times": (-1.0,)}, "drift_times"),
+    ({"deploy.folder": "../x"}, "folder"),
+    ({"deploy.devices": ("no_such_device",)}, "no_such_device"),
+  ],
+)
+def test_bad_deploy_config_raises_config_error(tmp_path, overrides, match):
+  with pytest.raises(errors.ConfigError, match=match):
+    deploy.deploy(_deploy_config(**overrides), str(tmp_path))
+
+
+def test_launch_deploy_without_checkpoint_fails_cleanly(tmp_path):
+  out = _launch(*SMOKE, f"--workdir={tmp_path}", "--mode=deploy")
+  assert out.returncode == 1
+  assert "No checkpoint" in out.stderr
+  assert not os.path.exists(os.path.join(tmp_path, "deploy", "results.json"))
