@@ -5,7 +5,7 @@ simulation").
 
 A freshly initialised default-size classifier (H=64, 4 blocks, d_state=32, L=64 digits
 sequences; the weights do not change the work) is exported and run through
-`ssm_aimc.hardware.chip` on PCM-like chips with 8-bit DACs/ADCs: programming once per chip,
+`ssm_aimc.chip` on PCM-like chips with 8-bit DACs/ADCs: programming once per chip,
 then 64 steps of every MVM with fresh read noise. Reports the median wall time of one
 jitted call (after compilation) and sequences per second, for 1 and several chips vmapped
 in one call, and for the digital (exported) model's forward pass on the same batch.
@@ -26,8 +26,8 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # noqa: E402
-from ssm_aimc import export, train  # noqa: E402
-from ssm_aimc.hardware import analog, chip, devices  # noqa: E402
+from ssm_aimc import chip, export, train  # noqa: E402
+from ssm_aimc.hardware import analog, devices  # noqa: E402
 
 _BATCH = flags.DEFINE_integer("batch", 256, "Sequences per call.")
 _CHIPS = flags.DEFINE_list("chips", ["1", "5"], "Chips vmapped in one call.")

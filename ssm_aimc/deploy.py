@@ -6,7 +6,7 @@ reads the best checkpoint of the workdir (trained with any config: float, QAT, n
 pruned), exports it (`ssm_aimc.export`: the integer codes a programming tool reads),
 calibrates the chip's converter ranges on one training batch (an ideal run), and evaluates
 the test split on `deploy.seeds` chips of every preset in `deploy.devices` with the
-step-mode simulator (`ssm_aimc.hardware.chip`). It maps the model onto tiles
+step-mode simulator (`ssm_aimc.chip`). It maps the model onto tiles
 (`hardware.crossbar`), prices one inference against FP32 and INT8 digital baselines
 (`hardware.energy`) and writes into workdir/deploy/:
 
@@ -33,8 +33,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from ssm_aimc import chip as chip_lib
 from ssm_aimc import data, errors, export, models, noise_eval, quant, train
-from ssm_aimc.hardware import chip as chip_lib
 from ssm_aimc.hardware import crossbar, devices, energy
 
 REPORT = "deploy_report.md"
@@ -307,12 +307,11 @@ def report_markdown(results: dict, tables: dict, workdir: str) -> str:
 def plot(results: dict, path: str) -> str:
   """Two panels: accuracy (software, converters only, every device with its chips) and the
   energy per inference by component (chip vs digital FP32 and INT8), log scale."""
-  import matplotlib  # noqa: PLC0415
+  # The object-oriented API: no pyplot state, no backend switch (notebooks keep theirs).
+  from matplotlib.figure import Figure  # noqa: PLC0415
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  fig, (ax_acc, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
+  fig = Figure(figsize=(10, 4))
+  ax_acc, ax_e = fig.subplots(1, 2)
   labels = ["software", "ideal device"] + list(results["chips"])
   means = [results["test_accuracy"], results["converters_only_accuracy"]]
   means += [r["analog_accuracy_mean"] for r in results["chips"].values()]
@@ -365,6 +364,5 @@ def plot(results: dict, path: str) -> str:
   fig.tight_layout()
   tmp = path + ".tmp.png"
   fig.savefig(tmp, dpi=120)
-  plt.close(fig)
   os.replace(tmp, path)
   return path

@@ -159,12 +159,11 @@ def plot_noise_sweep(curves: dict[str, list[dict]], path: str, title: str = "") 
     path: PNG to write (written to a temporary name first, then moved into place).
     title: figure title.
   """
-  import matplotlib  # noqa: PLC0415
+  # The object-oriented API: no pyplot state, no backend switch (notebooks keep theirs).
+  from matplotlib.figure import Figure  # noqa: PLC0415
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  fig = Figure(figsize=(5.5, 3.8))
+  ax = fig.subplots()
   for label, rows in curves.items():
     scales = [r["prog_noise_scale"] for r in rows]
     mean = np.array([100 * r["analog_accuracy_mean"] for r in rows])
@@ -179,6 +178,5 @@ def plot_noise_sweep(curves: dict[str, list[dict]], path: str, title: str = "") 
   fig.tight_layout()
   tmp = path + ".tmp.png"
   fig.savefig(tmp, dpi=120)
-  plt.close(fig)
   os.replace(tmp, path)
   return path

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import errors, export, models, quant, ssm
-from ssm_aimc.hardware import analog, chip, crossbar, devices
+from ssm_aimc import chip, errors, export, models, quant, ssm
+from ssm_aimc.hardware import analog, crossbar, devices
 
 TINY = models.ModelConfig(d_model=4, n_layers=2, d_state=4, dropout=0.0, method="sequential")
 W4A8 = quant.QuantSpec.uniform(4, 8, a_bar_bits=8, mode=quant.ScaleMode.CHANNEL)
