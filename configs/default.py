@@ -141,6 +141,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.deploy.adc_bits = 8  # Output ADC width of every array piece (>= 16: ideal).
   config.deploy.periphery_bits = 16  # Stored digital values (>= 16: float).
   config.deploy.headroom = 1.0  # Calibrated converter range = largest |value| x this.
+  config.deploy.read_rng = "hash"  # Read-noise source: hash (fast) | threefry.
   config.deploy.tile_rows = 64  # Array size: 64x64 as the predecessor chip; 256, 512 ...
   config.deploy.tile_cols = 64
   config.deploy.differential = True  # G+/G- pair per weight, one ADC per pair.

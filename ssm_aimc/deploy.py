@@ -45,7 +45,9 @@ def chip_config(config: ml_collections.ConfigDict) -> chip_lib.ChipConfig:
   """The chip of `config.deploy` (ConfigError on bad values)."""
   d = config.deploy
   tile = crossbar.TileConfig(d.tile_rows, d.tile_cols, d.differential)
-  return chip_lib.ChipConfig(tile=tile, periphery_bits=d.periphery_bits, headroom=d.headroom)
+  return chip_lib.ChipConfig(
+    tile=tile, periphery_bits=d.periphery_bits, headroom=d.headroom, read_rng=d.read_rng
+  )
 
 
 def energy_constants(config: ml_collections.ConfigDict) -> energy.EnergyConstants:
@@ -213,6 +215,7 @@ def deploy(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "adc_bits": d.adc_bits,
       "periphery_bits": d.periphery_bits,
       "headroom": d.headroom,
+      "read_rng": d.read_rng,
       "tile": mapping.totals()["tile"],
       "hardware": {n: s.summary() for n, s in specs.items()},
     },

@@ -93,9 +93,11 @@ def test_array_mvm_reads_fresh_noise_of_the_closed_form_std_and_rounds_to_the_ad
   np.testing.assert_allclose(array.w, w, rtol=1e-6)  # No programming noise.
   x = jnp.ones((4000, 16)) * jnp.linspace(-1, 1, 16)
   pieces = chip.row_pieces("encoder", w.shape, crossbar.TileConfig())
-  y = chip.array_mvm(jax.random.PRNGKey(2), x, array, pieces, jnp.ones(8), spec)
   std = np.sqrt(np.square(x[0]) @ np.square(array.read_std))
-  np.testing.assert_allclose(np.std(y - x @ w, axis=0), std, rtol=0.06)
+  for read_rng in ("hash", "threefry"):
+    y = chip.array_mvm(jax.random.PRNGKey(2), x, array, pieces, jnp.ones(8), spec, read_rng)
+    np.testing.assert_allclose(np.std(y - x @ w, axis=0), std, rtol=0.06)
+    np.testing.assert_allclose(np.mean(y - x @ w, axis=0), 0, atol=5 * std.max() / np.sqrt(4000))
   # The same read key reads the same noise; another key fresh noise.
   y2 = chip.array_mvm(jax.random.PRNGKey(3), x, array, pieces, jnp.ones(8), spec)
   assert not np.allclose(y, y2)
@@ -150,3 +152,8 @@ def test_bidirectional_models_are_refused(tmp_path):
 def test_bad_chip_config_raises_config_error(kwargs):
   with pytest.raises(errors.ConfigError):
     chip.ChipConfig(**kwargs)
+
+
+def test_bad_read_rng_raises_config_error():
+  with pytest.raises(errors.ConfigError, match="read_rng"):
+    chip.ChipConfig(read_rng="mt19937")
