@@ -6,9 +6,10 @@ Deploys (`launch.py --mode=deploy`, printed as it runs) the four models that
 bench/noise_table.py trains in OUT/TASK/seedS (float, QAT W4A8, noise-aware, noise-aware +
 QAT W4A8; run that script first) on `--chips` PCM-like and RRAM-like chips each, with
 8-bit DACs and ADCs and the recurrence in the digital periphery, and the noise-aware +
-QAT W4A8 model also with the recurrence on the arrays (`hardware.recurrence=residual`
-and `direct`). Deployments whose results exist are reused. Writes OUT/TASK/seedS/
-deploy_table.md and deploy_table.json.
+QAT W4A8 and float models also with the recurrence on the arrays
+(`hardware.recurrence=residual` and `direct`). Deployments whose results exist are
+reused. Writes OUT/TASK/seedS/deploy_table.md and deploy_table.json
+(deploy_table_threefry.* with --read_rng=threefry).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _TASK = flags.DEFINE_enum("task", "digits", ["digits", "mnist1d"], "Embedded tas
 _SEED = flags.DEFINE_integer("seed", 0, "Training seed of the models.")
 _CHIPS = flags.DEFINE_integer("chips", 20, "Simulated chips per device.")
 _OUT = flags.DEFINE_string("out", "runs/noise", "Folder of bench/noise_table.py's runs.")
+_RNG = flags.DEFINE_enum("read_rng", "hash", ["hash", "threefry"], "Read-noise source.")
 
 FLOAT_CONFIG = {"digits": "configs/default.py", "mnist1d": "configs/mnist1d.py"}
 # (row name, workdir name, config, recurrence)
@@ -31,7 +33,9 @@ ROWS = (
   ("QAT W4A8", "qat_w4a8", "configs/qat_w4a8.py", "digital"),
   ("Noise-aware (float)", "noise_aware", "configs/noise_aware.py", "digital"),
   ("Noise-aware + QAT W4A8", "noise_aware_w4a8", "configs/noise_aware_w4a8.py", "digital"),
+  ("Float", "float", None, "residual"),
   ("Noise-aware + QAT W4A8", "noise_aware_w4a8", "configs/noise_aware_w4a8.py", "residual"),
+  ("Float", "float", None, "direct"),
   ("Noise-aware + QAT W4A8", "noise_aware_w4a8", "configs/noise_aware_w4a8.py", "direct"),
 )
 
@@ -44,7 +48,8 @@ def main(_):
     workdir = os.path.join(base, folder)
     if not os.path.exists(os.path.join(workdir, "results.json")):
       raise SystemExit(f"{workdir} has no trained model; run bench/noise_table.py first.")
-    out = "deploy" if recurrence == "digital" else f"deploy_{recurrence}"
+    out = "deploy" + ("" if recurrence == "digital" else f"_{recurrence}")
+    out += "" if _RNG.value == "hash" else f"_{_RNG.value}"
     target = os.path.join(workdir, out, "results.json")
     if not os.path.exists(target):
       launcher.launch(
@@ -57,6 +62,7 @@ def main(_):
           f"--config.hardware.recurrence={recurrence}",
           f"--config.deploy.folder={out}",
           f"--config.deploy.seeds={_CHIPS.value}",
+          f"--config.deploy.read_rng={_RNG.value}",
         ]
       )
     with open(target) as f:
@@ -69,7 +75,7 @@ def main(_):
   lines = [
     f"Task `{task}`, training seed {seed}; {_CHIPS.value} simulated chips per device (mean +- "
     "std over chips, percent); 8-bit DAC and ADC, 64x64 differential tiles, t_inference "
-    "1 h with global drift compensation.",
+    f"1 h with global drift compensation; read noise from the {_RNG.value} generator.",
     "",
     "| model | recurrence | software | ideal device | PCM-like | RRAM-like | tiles | "
     "energy / inference | FP32 / chip |",
@@ -84,9 +90,10 @@ def main(_):
     )
   text = "\n".join(lines)
   print(text)
-  with open(os.path.join(base, "deploy_table.md"), "w") as f:
+  suffix = "" if _RNG.value == "hash" else f"_{_RNG.value}"
+  with open(os.path.join(base, f"deploy_table{suffix}.md"), "w") as f:
     f.write(text + "\n")
-  with open(os.path.join(base, "deploy_table.json"), "w") as f:
+  with open(os.path.join(base, f"deploy_table{suffix}.json"), "w") as f:
     json.dump([{"model": n, "recurrence": rc, **r} for n, rc, r in table], f, indent=1)
 
 
