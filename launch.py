@@ -5,6 +5,7 @@ r"""Command-line entry point: flags -> one library call.
       --config.model.d_model=32 --config.num_epochs=3
   python launch.py --config=configs/default.py --workdir=runs/default --mode=evaluate
   python launch.py --config=configs/default.py --workdir=runs/default --mode=deploy
+  python launch.py --config=configs/sweep_bits.py --workdir=runs/sweep --mode=sweep
 
 Errors caused by the input (unknown config key, bad value, missing data file or
 checkpoint, a diverging run) print one line and exit with status 1; anything else is a bug
@@ -18,12 +19,13 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ssm_aimc import cost, deploy, errors, train
+from ssm_aimc import cost, deploy, errors, sweep, train
 
 MODES = {
   "train": train.train_and_evaluate,
   "evaluate": train.evaluate,
   "deploy": deploy.deploy,
+  "sweep": sweep.run_sweep,
 }
 
 _CONFIG = config_flags.DEFINE_config_file(

@@ -141,10 +141,7 @@ def calibrate(model: nn.Module, params, spec: quant.QuantSpec, x: jax.Array):
     a copy of params with every `input_range` and `kernel_scale` replaced.
   """
   float_acts = dataclasses.replace(spec, activations=quant.TensorQuant.off())
-  collect = jax.jit(
-    lambda p, x, s: model.apply({"params": p}, x, spec=s, mutable=["calibration"])[1]
-  )
-  state = collect(params, x, float_acts)
+  state = _collector(model, "calibration")(params, x, float_acts)
   stats = flax.traverse_util.flatten_dict(state["calibration"], sep="/")
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   for path, values in stats.items():
@@ -162,10 +159,19 @@ def deployed_tensors(model: nn.Module, params, spec: quant.QuantSpec | None, x: 
   matrix products, `act_bits` and `per_sequence`. x only fixes shapes (one example
   suffices).
   """
-  collect = jax.jit(lambda p, x, s: model.apply({"params": p}, x, spec=s, mutable=["deployed"])[1])
-  state = collect(params, x, spec)
+  state = _collector(model, "deployed")(params, x, spec)
   flat = flax.traverse_util.flatten_dict(state["deployed"], sep="/", is_leaf=_is_record)
   return {path: record[0] for path, record in flat.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _collector(model: nn.Module, collection: str) -> Callable:
+  """Jitted forward pass returning the mutable `collection`, one per (model, collection).
+
+  Cached so that the spec, a traced argument, can change without a new compile: a sweep
+  calibrates and costs every member of a population with one program per architecture.
+  """
+  return jax.jit(lambda p, x, s: model.apply({"params": p}, x, spec=s, mutable=[collection])[1])
 
 
 def _is_record(_, value) -> bool:

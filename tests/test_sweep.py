@@ -1,0 +1,304 @@
+"""Population training (ssm_aimc.sweep): a vmapped population equals separate runs of
+train.train_step, the step compiles once, sweep.csv has one row per grid point, bad sweep
+configs are ConfigErrors, and the population sharded over 8 host devices equals the
+single-device run.
+
+One tiny sweep (4 members: weight bits 32 (float), 4 x seeds 0, 1; evaluated on the analog
+device at two noise scales, so 8 grid points) is trained once per module and inspected by
+several tests; the sharded run goes on in a subprocess meanwhile.
+
+Float tolerance holds step for step for the float members. A quantized member amplifies
+float rounding: a weight on the edge of a rounding step flips to the next level when the
+batched program rounds differently, and the loss jumps by ~1e-4. Its losses agree to float
+precision for the first steps and to 3e-2 (about 1 %) afterwards.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import default, sweep_bits
+from ssm_aimc import data, errors, sweep, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SHARDED_SCRIPT = """
+import json, sys
+from tests.test_sweep import tiny_sweep_config
+from ssm_aimc import sweep
+import jax
+config = tiny_sweep_config()
+config.hardware.enabled = False  # Evaluation only: training is the same.
+config.sweep.noise_scales = ()
+members = sweep.expand(config)[0]
+mesh = sweep.population_mesh()
+# 4 members in chunks of 2, each padded to the 8 devices: two calls of one compiled step.
+results = sweep.train_members(config, members, chunk_size=2, mesh=mesh)
+print(json.dumps({
+  "devices": jax.device_count(),
+  "losses": [r.losses.tolist() for r in results],
+  "test_accuracy": [r.test_accuracy for r in results],
+}))
+"""
+
+
+def tiny_sweep_config():
+  config = sweep_bits.get_config("smoke")
+  config.model.d_model = 8
+  config.model.n_layers = 1
+  config.model.d_state = 4
+  config.num_epochs = 2
+  config.batch_size = 128  # 10 steps per epoch on digits.
+  config.eval_batch_size = 128  # val and test batches of one shape: one compile.
+  config.optimizer.learning_rate = 5e-2
+  config.optimizer.warmup_epochs = 0.1
+  config.progress_bar = False
+  config.hardware.enabled = True
+  # The ideal device compiles in seconds (a noisy one takes ~20 s on this CPU): this file
+  # tests the sweep's plumbing; test_noise_eval.py tests the noisy devices.
+  config.hardware.device = "ideal"
+  config.hardware.eval_seeds = 2
+  config.hardware.seeds_per_call = 2
+  config.quant.act_bits = 32  # Off: only weights are quantized (see the module docstring).
+  config.quant.a_bar_bits = 32
+  config.sweep.strategy = "vmap"  # "auto" would pick "separate" on CPU.
+  config.sweep.weight_bits = (32, 4)
+  config.sweep.seeds = (0, 1)
+  config.sweep.noise_scales = (0.0, 1.0)
+  return config
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+  """Runs the tiny sweep once (counting traces of train.train_step, keeping the members,
+  results and the built experiment) while the 8-device run goes on in a subprocess."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  sharded = subprocess.Popen(
+    [sys.executable, "-c", SHARDED_SCRIPT],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  workdir = tmp_path_factory.mktemp("sweep")
+  traces, captured, builds = [], [], []
+  original_step, original_members, original_build = (
+    train.train_step,
+    sweep.train_members,
+    train.build,
+  )
+
+  def counted_step(*args, **kwargs):
+    traces.append(1)
+    return original_step(*args, **kwargs)
+
+  def spy_members(config, members, **kwargs):
+    results = original_members(config, members, **kwargs)
+    captured.append((members, results))
+    return results
+
+  def spy_build(config):
+    exp = original_build(config)
+    builds.append(exp)
+    return exp
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(train, "train_step", counted_step)
+    mp.setattr(train, "build", spy_build)
+    mp.setattr(sweep, "train_members", spy_members)
+    summary = sweep.run_sweep(tiny_sweep_config(), str(workdir))
+  out, err = sharded.communicate(timeout=300)
+  return types.SimpleNamespace(
+    workdir=workdir,
+    summary=summary,
+    traces=len(traces),
+    members=captured[0][0],
+    results=captured[0][1],
+    exp=builds[0],
+    sharded=(sharded.returncode, out, err),
+  )
+
+
+def _separate_start(exp, member):
+  """What train_and_evaluate starts one member's run from: its own optimizer (learning rate
+  baked in), quantization spec and calibrated initial params."""
+  config = member.config
+  spec = train.quant_spec(config)
+  params = sweep.init_params(exp, config.seed)
+  params = train.calibrate(config, train.dataclasses.replace(exp, spec=spec), params)
+  tx, _ = train.make_optimizer(train.optim_config(config), exp.steps_per_epoch, exp.total_steps)
+  return tx, spec, params
+
+
+def _assert_same_losses(members, got, expected):
+  """Float members: float tolerance at every step; quantized ones: see the module docstring."""
+  for member, g, e in zip(members, got, expected, strict=True):
+    if member.config.quant.weight_bits == 32:
+      np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    else:
+      np.testing.assert_allclose(g[:3], e[:3], rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(g, e, rtol=0, atol=3e-2)
+
+
+def test_population_matches_separate_runs_and_compiles_once(swept):
+  assert swept.traces == 1  # One trace of the member step for the whole population.
+  exp, losses = swept.exp, []
+  step = jax.jit(train.train_step)
+  tx = None
+  for member in swept.members:
+    config = member.config
+    assert config.optimizer.learning_rate == swept.members[0].config.optimizer.learning_rate
+    member_tx, spec, params = _separate_start(exp, member)
+    tx = tx or member_tx  # Same learning rate for all: one optimizer, one compile.
+    state = train.TrainState.create(apply_fn=exp.model.apply, params=params, tx=tx)
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+    run = []
+    for epoch in range(config.num_epochs):
+      for x, y in data.batches(exp.dataset.train, config.batch_size, seed=config.seed, epoch=epoch):
+        state, metrics = step(state, x, y, key, spec)
+        run.append(float(metrics["loss"]))
+    losses.append(run)
+  population = np.stack([r.losses for r in swept.results])
+  assert population.shape == (4, 2 * exp.steps_per_epoch)
+  _assert_same_losses(swept.members, population, np.array(losses))
+  # The members really differ (bits and seeds), and training moved the loss.
+  assert np.ptp(population[:, -1]) > 1e-3
+  assert np.all(population[:, -1] < population[:, 0])
+
+
+def test_sweep_csv_has_one_row_per_grid_point(swept):
+  path = swept.workdir / sweep.CSV_NAME
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    rows = list(reader)
+  assert tuple(reader.fieldnames) == sweep.COLUMNS
+  assert len(rows) == 8 == swept.summary["grid_points"]  # 2 bits x 2 seeds x 2 noise scales.
+  grid = {(r["weight_bits"], r["seed"], r["noise_scale"]) for r in rows}
+  assert grid == {(b, s, n) for b in ("32", "4") for s in ("0", "1") for n in ("0.0", "1.0")}
+  for row in rows:
+    assert all(row[c] != "" for c in sweep.COLUMNS), row
+    assert 0.0 <= float(row["test_accuracy"]) <= 1.0
+    assert 0.0 <= float(row["analog_accuracy_mean"]) <= 1.0
+    assert row["noise_seeds"] == "2"
+  float_bits = [float(r["memory_bits"]) for r in rows if r["weight_bits"] == "32"]
+  bits4 = [float(r["memory_bits"]) for r in rows if r["weight_bits"] == "4"]
+  assert max(bits4) < min(float_bits) / 2
+  assert all(float(r["compression_vs_fp32"]) > 2 for r in rows if r["weight_bits"] == "4")
+  assert any(r["pareto"] == "True" for r in rows)
+  for name in (sweep.PLOT_BITS, sweep.PLOT_NOISE, sweep.PLOT_PARETO, "config.json"):
+    assert os.path.getsize(swept.workdir / name) > 0
+  with open(swept.workdir / sweep.JSON_NAME) as f:
+    assert len(json.load(f)["rows"]) == 8
+
+
+def test_sharded_run_on_8_host_devices_equals_single_device(swept):
+  returncode, out, err = swept.sharded
+  assert returncode == 0, err[-3000:]
+  sharded = json.loads(out.strip().splitlines()[-1])
+  assert sharded["devices"] == 8
+  _assert_same_losses(
+    swept.members, np.array(sharded["losses"]), np.stack([r.losses for r in swept.results])
+  )
+  for member, a, b in zip(
+    swept.members, sharded["test_accuracy"], [r.test_accuracy for r in swept.results], strict=True
+  ):
+    assert abs(a - b) <= (1e-6 if member.config.quant.weight_bits == 32 else 0.03)
+
+
+def test_injected_learning_rate_equals_the_baked_one():
+  config = default.get_config()
+  exp = types.SimpleNamespace(steps_per_epoch=4, total_steps=12)
+  params = {"encoder": {"kernel": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}}
+  grads = jax.tree.map(lambda p: jnp.cos(3 * p), params)
+  tx = sweep.population_optimizer(config, exp)
+  for lr in (3e-2, 1e-3):
+    config.optimizer.learning_rate = lr
+    baked, _ = train.make_optimizer(train.optim_config(config), 4, 12)
+    s_baked = baked.init(params)
+    s_pop = optax.tree_utils.tree_set(tx.init(params), learning_rate=jnp.float32(lr))
+    for _ in range(6):
+      u_baked, s_baked = baked.update(grads, s_baked, params)
+      u_pop, s_pop = tx.update(grads, s_pop, params)
+      np.testing.assert_allclose(
+        u_pop["encoder"]["kernel"], u_baked["encoder"]["kernel"], rtol=1e-6, atol=1e-9
+      )
+
+
+def test_strategies_map_the_same_function():
+  def fn(a, b, shared):
+    return {"out": a * b["w"] + shared, "sum": jnp.sum(a)}
+
+  a = jnp.arange(6.0).reshape(3, 2)
+  b = {"w": jnp.array([1.0, -2.0, 0.5])[:, None]}
+  expected = jax.vmap(fn, in_axes=(0, 0, None))(a, b, 1.0)
+  for strategy in ("vmap", "map"):
+    got = jax.jit(sweep.over_population(fn, strategy, (True, True, False)))(a, b, 1.0)
+    jax.tree.map(np.testing.assert_allclose, got, expected)
+  one = sweep.over_population(fn, "separate", (True, True, False))(a[:1], {"w": b["w"][:1]}, 1.0)
+  np.testing.assert_allclose(one["out"], expected["out"][:1])
+
+
+@pytest.mark.parametrize(
+  "field, value, match",
+  [
+    ("sweep.strategy", "pmap", "strategy"),
+    ("sweep.chunk_size", -1, "chunk_size"),
+    ("sweep.weight_bits", (8, 0), "weight_bits"),
+    ("sweep.weight_bits", (4, 4), "repeats"),
+    ("sweep.seeds", (-1,), "seeds"),
+    ("sweep.learning_rates", (0.0,), "learning_rates"),
+    ("sweep.learning_rates", ("fast",), "not a number"),
+    ("sweep.d_state", (5,), "d_state"),
+    ("sweep.group_bits.glu", (3, 0), "group_bits.glu"),
+    ("sweep.noise_scales", (1.0,), "hardware.enabled"),
+    ("quant.enabled", False, "quant.enabled"),
+    ("prune.enabled", True, "prune"),
+  ],
+)
+def test_bad_sweep_values_are_config_errors(field, value, match):
+  config = sweep_bits.get_config("smoke")
+  with config.unlocked():
+    sweep._set(config, field, value)
+  with pytest.raises(errors.ConfigError, match=match):
+    sweep.expand(config)
+
+
+def test_config_without_sweep_section_or_with_unknown_field_is_a_config_error():
+  with pytest.raises(errors.ConfigError, match="sweep_bits"):
+    sweep.sweep_config(default.get_config())
+  config = sweep_bits.get_config("smoke")
+  with config.unlocked():
+    config.sweep.bogus = 1
+  with pytest.raises(errors.ConfigError, match="bogus"):
+    sweep.sweep_config(config)
+  with pytest.raises(ValueError, match="variant"):
+    sweep_bits.get_config("bogus")
+
+
+def test_grid_expansion_and_pareto_front():
+  config = sweep_bits.get_config("smoke")
+  config.sweep.learning_rates = (1e-2, 3e-3)
+  config.sweep.d_model = (8, 16)
+  structures = sweep.expand(config)
+  assert [len(s) for s in structures] == [4, 4]  # (2 bits x 2 lrs) per d_model.
+  member = structures[1][3]
+  assert member.overrides == {
+    "model.d_model": 16,
+    "quant.weight_bits": 2,
+    "optimizer.learning_rate": 3e-3,
+  }
+  assert structures[0][0].config.model.d_model == 8
+  assert config.model.d_model == 16  # The base config is left as it was.
+  front = sweep.pareto_front([1, 2, 3, 3], [0.5, 0.4, 0.9, 0.8])
+  assert front.tolist() == [True, False, True, False]
