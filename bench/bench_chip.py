@@ -33,6 +33,7 @@ _BATCH = flags.DEFINE_integer("batch", 256, "Sequences per call.")
 _CHIPS = flags.DEFINE_list("chips", ["1", "5"], "Chips vmapped in one call.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per setting (median reported).")
 _RECURRENCE = flags.DEFINE_enum("recurrence", "digital", list(chip.RECURRENCES), "")
+_RNG = flags.DEFINE_enum("read_rng", "hash", ["hash", "threefry"], "Read-noise source.")
 
 
 def _median_time(fn, *args) -> float:
@@ -55,6 +56,7 @@ def main(_):
   recurrence = _RECURRENCE.value
   ranges = chip.calibrate(manifest, tensors, x, recurrence)
   spec = analog.AnalogSpec.make(devices.PCM_LIKE, dac_bits=8, adc_bits=8)
+  chip_config = chip.ChipConfig(read_rng=_RNG.value)
   print(f"uptime: {os.popen('uptime').read().strip()}")
   print(
     f"JAX {jax.__version__} on {jax.devices()[0].device_kind}; batch {x.shape[0]}, L={x.shape[1]}"
@@ -66,12 +68,12 @@ def main(_):
     keys = jax.random.split(jax.random.PRNGKey(0), 2 * n).reshape(2, n, 2)
     fn = jax.jit(
       jax.vmap(
-        lambda kp, kr: chip.run(manifest, tensors, ranges, x, kp, kr, spec, recurrence=recurrence)
+        lambda kp, kr: chip.run(manifest, tensors, ranges, x, kp, kr, spec, chip_config, recurrence)
       )
     )
     t = _median_time(fn, keys[0], keys[1])
     print(
-      f"chip simulation, {n} chip(s) per call ({recurrence}): {1e3 * t:8.1f} ms  "
+      f"chip simulation, {n} chip(s) per call ({recurrence}, {_RNG.value}): {1e3 * t:8.1f} ms  "
       f"{n * x.shape[0] / t:9.0f} seq/s"
     )
 

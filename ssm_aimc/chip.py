@@ -103,7 +103,7 @@ class ChipConfig:
 # ---------------------------------------------------------------------------------------
 
 
-def check_streamable(manifest: dict, tensors: dict) -> None:
+def check_streamable(tensors: dict) -> None:
   """ConfigError for models a step-mode chip cannot run (bidirectional S4D)."""
   if any(p.endswith("/c_reverse") for p in tensors):
     raise errors.ConfigError(
@@ -113,7 +113,6 @@ def check_streamable(manifest: dict, tensors: dict) -> None:
   missing = [p for p in ("encoder/kernel", "decoder/kernel") if p not in tensors]
   if missing:
     raise errors.ConfigError(f"The export lacks {missing}; is it an S4D classifier export?")
-  del manifest
 
 
 def _n_layers(manifest: dict) -> int:
@@ -448,7 +447,7 @@ def calibrate(
     {signal name: range}, the `ranges` argument of `run`.
   """
   config = config or ChipConfig()
-  check_streamable(manifest, tensors)
+  check_streamable(tensors)
   unit = _unit_ranges(manifest, tensors)
   ideal = analog_lib.AnalogSpec.make(devices_lib.IDEAL, drift=False)
   chip = program_arrays(

@@ -108,7 +108,7 @@ def deploy(config: ml_collections.ConfigDict, workdir: str) -> dict:
   export_dir = os.path.join(out_dir, train.EXPORT_DIR)
   train.export_params(config, exp, params, export_dir)
   manifest, tensors = export.load_export(export_dir)
-  chip_lib.check_streamable(manifest, tensors)
+  chip_lib.check_streamable(tensors)
 
   x_cal, _ = next(data.batches(exp.dataset.train, config.batch_size, seed=config.seed, epoch=0))
   ranges = chip_lib.calibrate(manifest, tensors, jnp.asarray(x_cal), recurrence, chip_cfg)
@@ -234,7 +234,11 @@ def deploy(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train.write_results(out_dir, "results.json", results)
   print(f"\nMapping ({mapping.totals()['tile']} tiles):\n{tables['mapping']}")
   print(f"\nEnergy per inference:\n{tables['energy']}")
-  return {k: v for k, v in results.items() if not isinstance(v, dict) or k == "quant"}
+  summary = {k: v for k, v in results.items() if not isinstance(v, dict) or k == "quant"}
+  for name, r in chips.items():
+    mean, std = r["analog_accuracy_mean"], r["analog_accuracy_std"]
+    summary[f"chip_accuracy_{name}"] = f"{mean:.4f} +- {std:.4f} ({r['noise_seeds']} chips)"
+  return summary
 
 
 def _write_text(path: str, text: str) -> None:
