@@ -54,6 +54,26 @@ def energy_constants(config: ml_collections.ConfigDict) -> energy.EnergyConstant
   return energy.EnergyConstants(**config.deploy.energy.to_dict())
 
 
+def energy_report(config: ml_collections.ConfigDict, records: dict, seq_len: int, pooling: str):
+  """The model's mapping onto `config.deploy`'s tiles and the energy of one inference on
+  that chip and on FP32 / INT8 digital processors (weights fetched from SRAM every step).
+
+  Returns:
+    (crossbar.MappingReport, {"aimc", "digital_fp32", "digital_int8"}: energy dicts).
+  """
+  d = config.deploy
+  constants = energy_constants(config)
+  tile = crossbar.TileConfig(d.tile_rows, d.tile_cols, d.differential)
+  mapping = crossbar.map_model(records, tile, pooling, config.hardware.recurrence)
+  out = {"aimc": energy.aimc_energy(mapping, seq_len, d.adc_bits, d.dac_bits, constants)}
+  periphery = energy.count_periphery_ops(mapping, seq_len, constants, array_ops=False)
+  for p in energy.PRECISIONS:
+    out[f"digital_{p}"] = energy.digital_energy(
+      records, seq_len, p, "sram", constants, periphery_ops=periphery
+    )
+  return mapping, out
+
+
 def device_specs(config: ml_collections.ConfigDict) -> dict:
   """{preset name: AnalogSpec} for every device of `deploy.devices`, with the noise and
   drift settings of `config.hardware` and the converters of `config.deploy`."""
@@ -169,14 +189,9 @@ def deploy(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   x1 = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input), jnp.float32)
   records = models.deployed_tensors(exp.model, params, exp.spec, x1)
-  mapping = crossbar.map_model(records, chip_cfg.tile, exp.model_cfg.pooling, recurrence)
-  seq_len = exp.dataset.seq_len
-  aimc = energy.aimc_energy(mapping, seq_len, d.adc_bits, d.dac_bits, constants)
-  periphery = energy.count_periphery_ops(mapping, seq_len, constants, array_ops=False)
-  digital = {
-    p: energy.digital_energy(records, seq_len, p, "sram", constants, periphery_ops=periphery)
-    for p in energy.PRECISIONS
-  }
+  mapping, energies = energy_report(config, records, exp.dataset.seq_len, exp.model_cfg.pooling)
+  aimc = energies["aimc"]
+  digital = {p: energies[f"digital_{p}"] for p in energy.PRECISIONS}
   report = train.cost_report(exp, params)
   first = chips[first_name]
   results = {

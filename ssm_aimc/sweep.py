@@ -82,7 +82,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ssm_aimc import data, errors, noise_eval, quant, train
+from ssm_aimc import data, deploy, errors, models, noise_eval, quant, train
 
 STRATEGIES = ("vmap", "map", "separate")
 AUTO = "auto"
@@ -136,6 +136,9 @@ METRIC_COLUMNS = (
   "macs_per_step",
   "bitops_per_step",
   "bitops_reduction_vs_fp32",
+  "tiles",
+  "energy_per_inference_j",
+  "energy_vs_fp32",
   "pareto",
 )
 COLUMNS = ("index", *KNOB_COLUMNS, *METRIC_COLUMNS)
@@ -571,7 +574,8 @@ class MemberResult:
     diverged: a non-finite epoch loss occurred.
     analog: per entry of `Member.evals`, {analog_accuracy_mean, _std, noise_seeds,
       analog_accuracies} ({} without hardware).
-    cost: the cost report (train.cost_report) as a dict.
+    cost: the cost report (train.cost_report) as a dict, with tiles and the energy of one
+      inference on the chip of config.deploy (deploy.energy_report).
   """
 
   losses: np.ndarray
@@ -814,6 +818,17 @@ def _train_chunk(
     spec = train.quant_spec(m.config)
     params = jax.tree.map(lambda a, i=i: a[i], host_best)
     report = train.cost_report(dataclasses.replace(exp, spec=spec), params)
+    # Energy of one inference on the chip of config.deploy / hardware.recurrence.
+    x1 = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input), jnp.float32)
+    records = models.deployed_tensors(exp.model, params, spec, x1)
+    mapping, energies = deploy.energy_report(
+      m.config, records, exp.dataset.seq_len, exp.model_cfg.pooling
+    )
+    chip_cost = {
+      "tiles": mapping.tiles,
+      "energy_per_inference_j": energies["aimc"]["total_j"],
+      "energy_vs_fp32": energies["digital_fp32"]["total_j"] / energies["aimc"]["total_j"],
+    }
     out.append(
       MemberResult(
         losses=all_losses[:, i],
@@ -823,7 +838,7 @@ def _train_chunk(
         test_loss=float(test["loss"][i]),
         diverged=bool(diverged[i]),
         analog=analog_rows[i],
-        cost=report.as_dict(),
+        cost={**report.as_dict(), **chip_cost},
       )
     )
   return out

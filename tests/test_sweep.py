@@ -196,6 +196,10 @@ def test_sweep_csv_has_one_row_per_grid_point(swept):
   assert max(bits4) < min(float_bits) / 2
   assert all(float(r["compression_vs_fp32"]) > 2 for r in rows if r["weight_bits"] == "4")
   assert any(r["pareto"] == "True" for r in rows)
+  # Energy on the chip of config.deploy: the same architecture maps to the same tiles.
+  assert len({r["tiles"] for r in rows}) == 1
+  assert all(float(r["energy_per_inference_j"]) > 0 for r in rows)
+  assert all(float(r["energy_vs_fp32"]) > 1 for r in rows)
   for name in (sweep.PLOT_BITS, sweep.PLOT_NOISE, sweep.PLOT_PARETO, "config.json"):
     assert os.path.getsize(swept.workdir / name) > 0
   with open(swept.workdir / sweep.JSON_NAME) as f:
