@@ -1,0 +1,19 @@
+"""Session set-up shared by every test process.
+
+XLA compiles dominate this suite's time on a CPU, and many programs recur: every
+`launch.py` subprocess, notebook kernel and pytest worker compiles the same small models
+again. One persistent compilation cache per test session (a fresh temporary directory,
+inherited by subprocesses and notebook kernels through the environment) lets a program
+compiled once be loaded by the others. Results do not depend on it: a cache hit loads the
+executable the same compilation would have produced.
+"""
+
+import os
+import tempfile
+
+# Before JAX is imported anywhere in this process; children inherit the environment.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  # xdist workers inherit the controller's environment, so they share one directory.
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ssm-aimc-jax-cache-")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
