@@ -9,11 +9,21 @@ executable the same compilation would have produced.
 """
 
 import os
+import shutil
 import tempfile
 
 # Before JAX is imported anywhere in this process; children inherit the environment.
+_OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   # xdist workers inherit the controller's environment, so they share one directory.
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ssm-aimc-jax-cache-")
+  _OWN_CACHE = tempfile.mkdtemp(prefix="ssm-aimc-jax-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """The process that made the cache directory removes it when the session ends."""
+  del session, exitstatus
+  if _OWN_CACHE is not None:
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
