@@ -3,8 +3,9 @@ r"""Sweep of weight bit widths on digits: one population trained by one compiled
   python launch.py --config=configs/sweep_bits.py --workdir=runs/sweep_bits --mode=sweep
   python launch.py --config=configs/sweep_bits.py:smoke --workdir=/tmp/sweep --mode=sweep
 
-(`--mode=sweep` calls `ssm_aimc.sweep.run_sweep(config, workdir)`.) Writes sweep.csv (one row per grid point), sweep.json and the plots
-sweep_accuracy_vs_bits.png and sweep_accuracy_vs_memory.png (Pareto front).
+(`--mode=sweep` calls `ssm_aimc.sweep.run_sweep(config, workdir)`.) Writes sweep.csv (one
+row per grid point), sweep.json and the plots sweep_accuracy_vs_bits.png and
+sweep_accuracy_vs_memory.png (Pareto front).
 
 The default grid is 4 weight widths (8, 4, 3, 2; activations and a_bar at 8 bits, per
 channel steps) x 2 seeds = 8 members of a 2-layer H=32, N=16 model trained from scratch

@@ -119,12 +119,12 @@ def _n_layers(manifest: dict) -> int:
   return int(manifest["arch"]["n_layers"])
 
 
-def _input_range(manifest: dict, path: str):
-  """The model's own input grid (bits, range r = step x q_max) of a matrix, or None."""
+def _input_range(manifest: dict, path: str) -> float | None:
+  """The range r = step x q_max of a matrix input's own quantizer grid, or None."""
   q = manifest["input_quantizers"].get(path)
   if q is None or q["bits"] >= quant.OFF_THRESHOLD:
     return None
-  return q["bits"], float(q["scale"]) * float(quant.q_max(q["bits"]))
+  return float(q["scale"]) * float(quant.q_max(q["bits"]))
 
 
 def recurrence_weights(a_bar: jax.Array, b_bar: jax.Array, recurrence: str) -> jax.Array:
@@ -468,12 +468,12 @@ def calibrate(
   for path in _dense_paths(manifest):
     grid = _input_range(manifest, path)
     if grid is not None:
-      ranges[f"{path}/in"] = jnp.float32(grid[1])
+      ranges[f"{path}/in"] = jnp.float32(grid)
   for i in range(_n_layers(manifest)):
     path = f"block_{i}/s4d"
     grid = _input_range(manifest, path)
     if grid is not None:
-      ranges[f"{path}/u"] = jnp.float32(grid[1])
+      ranges[f"{path}/u"] = jnp.float32(grid)
     if recurrence == "direct":
       # The array's output is the state: one ADC code per state value, fed straight back.
       ranges[f"{path}/update"] = jnp.repeat(ranges[f"{path}/state"][..., None], 2, -1)

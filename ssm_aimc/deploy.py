@@ -63,7 +63,7 @@ def energy_report(config: ml_collections.ConfigDict, records: dict, seq_len: int
   """
   d = config.deploy
   constants = energy_constants(config)
-  tile = crossbar.TileConfig(d.tile_rows, d.tile_cols, d.differential)
+  tile = chip_config(config).tile
   mapping = crossbar.map_model(records, tile, pooling, config.hardware.recurrence)
   out = {"aimc": energy.aimc_energy(mapping, seq_len, d.adc_bits, d.dac_bits, constants)}
   periphery = energy.count_periphery_ops(mapping, seq_len, constants, array_ops=False)

@@ -9,8 +9,8 @@ import pytest
 
 from ssm_aimc import chip, errors, export, models, quant, ssm
 from ssm_aimc.hardware import analog, crossbar, devices
+from tests.test_export import TINY
 
-TINY = models.ModelConfig(d_model=4, n_layers=2, d_state=4, dropout=0.0, method="sequential")
 W4A8 = quant.QuantSpec.uniform(4, 8, a_bar_bits=8, mode=quant.ScaleMode.CHANNEL)
 IDEAL = analog.AnalogSpec.make(devices.IDEAL, drift=False)
 
