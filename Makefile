@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WORKDIR ?= runs/demo
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench reproduce clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,24 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ssm_aimc tests configs launch.py bench
+
+## The paper's five claims (configs/claims/c*.py), one after another on one shared models
+## folder (the float model is trained once), then CLAIMS.md with a verdict and a figure per
+## claim (figures in docs/claims/). Paper scale on a GPU:
+##   make reproduce VARIANT=:paper CLAIMS=runs/claims_paper CLAIMS_MD=CLAIMS_paper.md \
+##     FLAGS=--config.data.data_dir=/path/to/mnist
+CLAIMS    ?= runs/claims
+CLAIMS_MD ?= CLAIMS.md
+VARIANT   ?=
+FLAGS     ?=
+CLAIM_CONFIGS := c1_cost c2_size_vs_precision c3_robustness c4_pruning c5_deployment
+reproduce: $(STAMP)
+	for c in $(CLAIM_CONFIGS); do \
+	  $(PY) launch.py --config=configs/claims/$$c.py$(VARIANT) --workdir=$(CLAIMS)/$$c \
+	    --mode=claim --config.claim.models_dir=$(CLAIMS)/models $(FLAGS) || exit 1; \
+	done
+	$(PY) -m ssm_aimc.claims --runs=$(CLAIMS) --out=$(CLAIMS_MD) \
+	  --figures=docs/claims$(subst :,_,$(VARIANT))
 
 ## Time per training step of every recurrence method (10-20 minutes; see BENCHMARKS.md).
 bench: $(STAMP)

@@ -6,6 +6,7 @@ r"""Command-line entry point: flags -> one library call.
   python launch.py --config=configs/default.py --workdir=runs/default --mode=evaluate
   python launch.py --config=configs/default.py --workdir=runs/default --mode=deploy
   python launch.py --config=configs/sweep_bits.py --workdir=runs/sweep --mode=sweep
+  python launch.py --config=configs/claims/c1_cost.py --workdir=runs/claims/c1 --mode=claim
 
 Errors caused by the input (unknown config key, bad value, missing data file or
 checkpoint, a diverging run) print one line and exit with status 1; anything else is a bug
@@ -19,13 +20,14 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ssm_aimc import cost, deploy, errors, sweep, train
+from ssm_aimc import claims, cost, deploy, errors, sweep, train
 
 MODES = {
   "train": train.train_and_evaluate,
   "evaluate": train.evaluate,
   "deploy": deploy.deploy,
   "sweep": sweep.run_sweep,
+  "claim": claims.run_claim,
 }
 
 _CONFIG = config_flags.DEFINE_config_file(

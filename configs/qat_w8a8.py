@@ -13,14 +13,20 @@ CPU; the full tables (digits and mnist1d, PTQ alongside) are in the README, prod
 from configs import default
 
 
-def get_config(variant: str = ""):
-  config = default.get_config(variant)
+def apply_qat(config, weight_bits: int = 8, a_bar_bits: int = 8):
+  """Turns a config into a QAT fine-tune (in place): per-channel steps, 8-bit activations,
+  `weight_bits` weights, `a_bar_bits` a_bar, a 5x lower learning rate than from scratch."""
   config.quant.enabled = True
-  config.quant.weight_bits = 8
+  config.quant.weight_bits = weight_bits
   config.quant.act_bits = 8
-  config.quant.a_bar_bits = 8
+  config.quant.a_bar_bits = a_bar_bits
   config.quant.mode = "channel"
-  config.num_epochs = 20 if not variant else config.num_epochs
   config.optimizer.learning_rate = 2e-3
   config.optimizer.warmup_epochs = 0.5
+  return config
+
+
+def get_config(variant: str = ""):
+  config = apply_qat(default.get_config(variant))
+  config.num_epochs = 20 if not variant else config.num_epochs
   return config

@@ -753,6 +753,16 @@ def _prune(config, exp: Experiment, cfg: pruning.PruneConfig, state: TrainState)
   return state.replace(params=params), masks, ratio
 
 
+def pruned_config(config: ml_collections.ConfigDict, d_state: int) -> ml_collections.ConfigDict:
+  """The config of the physically smaller model a pruning run exports (workdir/pruned)."""
+  small_config = ml_collections.ConfigDict(config.to_dict())
+  small_config.model.d_state = d_state
+  small_config.prune.enabled = False
+  small_config.hardware.train = False
+  small_config.init_checkpoint = ""
+  return small_config
+
+
 def _export_pruned(config, exp: Experiment, params, workdir: str) -> dict:
   """Writes the physically smaller model to workdir/pruned (a workdir of its own: config.json
   with the new d_state and a best/ checkpoint) and returns its results keys."""
@@ -760,11 +770,7 @@ def _export_pruned(config, exp: Experiment, params, workdir: str) -> dict:
   x = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input), jnp.float32)
   modes, _ = pruning.masks_at(cfg, exp.model, params, exp.spec, x, cfg.ratio)
   tree, d_state = pruning.compact(params, modes)
-  small_config = ml_collections.ConfigDict(config.to_dict())
-  small_config.model.d_state = d_state
-  small_config.prune.enabled = False
-  small_config.hardware.train = False
-  small_config.init_checkpoint = ""
+  small_config = pruned_config(config, d_state)
   small = build(small_config)
   small_params = jax.tree_util.tree_map(jnp.asarray, tree)
   directory = os.path.join(workdir, PRUNED_DIR)
