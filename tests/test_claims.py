@@ -226,6 +226,7 @@ def test_cost_reduction_judges_the_best_model_within_the_loss(tmp_path, monkeypa
     "float": _cost(0.980, 2e6, 32),
     "qat_w8a8": _cost(0.981, 5e5, 8),
     "qat_w4a8": _cost(0.975, 3e5, 4),
+    "qat_w4a8_prune75": _cost(0.95, 2e5, 4, macs=900.0),
     "qat_ternary": _cost(0.960, 1.2e5, 2),
     "qat_ternary_prune75": _cost(0.955, 9e4, 2, macs=800.0),
   }
@@ -239,9 +240,10 @@ def test_cost_reduction_judges_the_best_model_within_the_loss(tmp_path, monkeypa
   assert rows["qat_w4a8"]["bitops_x"] == pytest.approx(32.0)
   assert rows["qat_ternary_prune75"]["bitops_x"] == pytest.approx(1024 / 16 / 0.8)
   assert outcome.numbers["best_within_loss"]["bitops_x"] == "qat_w4a8"
-  assert outcome.verdict == claims.PARTLY  # 60x energy is the best within 1 point.
+  assert outcome.verdict == claims.PARTLY  # 32x bit-operations; energy (60x) is not judged.
   assert "qat_ternary_prune75, -2.50 points" in outcome.summary
-  assert _judge("c1", results, tmp_path, target_reduction=50.0).verdict == claims.SUPPORTED
+  assert _judge("c1", results, tmp_path, target_reduction=32.0).verdict == claims.SUPPORTED
+  assert _judge("c1", results, tmp_path, target_reduction=33.0).verdict == claims.PARTLY
   strict = _judge("c1", results, tmp_path, max_loss_points=-0.5)  # Must beat float by 0.5.
   assert strict.verdict == claims.NOT_SUPPORTED and "No quantized model" in strict.summary
 

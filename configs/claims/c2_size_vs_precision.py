@@ -10,7 +10,8 @@ trained from scratch with QAT: H in (16, 32, 64) x N in (8, 32) x weight bits in
 (activations and a_bar at 8 bits, per-channel steps), 20 epochs each; then the Pareto front
 of accuracy against memory bits and every iso-memory pair (memories within 1.5x) of a
 bigger low-precision model against a smaller high-precision one. The paper variant sweeps
-H in (64, 128, 256) x N in (16, 64) on sMNIST. Judged by `ssm_aimc.claims.size_vs_precision`.
+4-layer models, H in (64, 128, 256) x N in (16, 64), on sMNIST. Judged by
+`ssm_aimc.claims.size_vs_precision`.
 
 Measured (make reproduce, 2026-11-29, 2-core CPU): see CLAIMS.md for the table and figure.
 """
@@ -23,7 +24,8 @@ from ssm_aimc import quant
 
 def get_config(variant: str = ""):
   config = common.base(variant, "c2_size_vs_precision.py")
-  config.model.n_layers = 2
+  if variant != "paper":  # The paper variant keeps the reference depth (4 layers).
+    config.model.n_layers = 2
   config.quant.enabled = True
   config.quant.mode = "channel"
   config.quant.act_bits = 8
