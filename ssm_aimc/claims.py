@@ -359,7 +359,7 @@ def cost_reduction(config: ml_collections.ConfigDict, workdir: str, zoo: Models)
       [
         r["model"],
         _pct(r["test_accuracy"]),
-        f"{-r['loss_points']:+.2f}",
+        f"{0.0 - r['loss_points']:+.2f}",
         f"{r['memory_bits']:.3g}",
         _times(r["memory_x"]),
         _times(r["bitops_x"]),
@@ -509,7 +509,8 @@ def size_vs_precision(config: ml_collections.ConfigDict, workdir: str, zoo: Mode
   )
   fig, ax = _new_figure()
   markers = dict(zip(sorted({int(r["weight_bits"]) for r in rows}), "ovs^Dp*", strict=False))
-  colors = {s: f"C{i}" for i, s in enumerate(sorted({r["size"] for r in rows}))}
+  by_size = sorted(rows, key=lambda r: (r["d_model"], r["d_state"]))
+  colors = {s: f"C{i}" for i, s in enumerate(dict.fromkeys(r["size"] for r in by_size))}
   for r in rows:
     ax.scatter(
       r["memory_bits"],
