@@ -43,7 +43,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from ssm_aimc import deploy, errors, models, noise_eval, sweep, train
+from ssm_aimc import deploy, errors, figures, models, noise_eval, sweep, train
 
 SUPPORTED, PARTLY, NOT_SUPPORTED = "supported", "partly supported", "not supported"
 FIGURE = "claim.png"
@@ -265,14 +265,6 @@ def _log_times_axis(ax) -> None:
   ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
-def _save(fig, path: str) -> str:
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  os.replace(tmp, path)
-  return path
-
-
 # ---------------------------------------------------------------------------------------
 # C1: cost reduction.
 # ---------------------------------------------------------------------------------------
@@ -388,7 +380,7 @@ def cost_reduction(config: ml_collections.ConfigDict, workdir: str, zoo: Models)
   ax.set_title(f"C1 cost reduction ({config.data.task})")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
-  _save(fig, os.path.join(workdir, FIGURE))
+  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
   return Outcome(
     claim="C1",
     title="Cost reduction",
@@ -536,7 +528,7 @@ def size_vs_precision(config: ml_collections.ConfigDict, workdir: str, zoo: Mode
   ax.set_title(f"C2 size vs precision ({config.data.task})")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, ncol=2)
-  _save(fig, os.path.join(workdir, FIGURE))
+  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
   return Outcome(
     claim="C2",
     title="Model size against precision",
@@ -692,7 +684,7 @@ def robustness(config: ml_collections.ConfigDict, workdir: str, zoo: Models) -> 
     a.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.suptitle(f"C3 robustness ({config.data.task}, {c.chips} chips per point)")
-  _save(fig, os.path.join(workdir, FIGURE))
+  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
   return Outcome(
     claim="C3",
     title="Robustness to analog noise",
@@ -817,7 +809,7 @@ def pruning(config: ml_collections.ConfigDict, workdir: str, zoo: Models) -> Out
   for a in (ax, ax_mem):
     a.grid(alpha=0.3)
   fig.suptitle(f"C4 structured pruning ({config.data.task})")
-  _save(fig, os.path.join(workdir, FIGURE))
+  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
   return Outcome(
     claim="C4",
     title="Structured pruning",
@@ -951,7 +943,7 @@ def deployment(config: ml_collections.ConfigDict, workdir: str, zoo: Models) -> 
   for a in (ax, ax_e):
     a.grid(alpha=0.3, axis="y")
   fig.suptitle(f"C5 deployment ({config.data.task}, {judged['noise_seeds']} chips per device)")
-  _save(fig, os.path.join(workdir, FIGURE))
+  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
   return Outcome(
     claim="C5",
     title="Deployment on a memristive crossbar",
@@ -1010,7 +1002,7 @@ def run_claim(config: ml_collections.ConfigDict, workdir: str) -> dict:
     "command": _command(name, workdir),
   }
   train.write_json_atomic(os.path.join(workdir, CLAIM_JSON), record)
-  _write_text(os.path.join(workdir, CLAIM_MD), section(record, FIGURE))
+  figures.write_text(os.path.join(workdir, CLAIM_MD), section(record, FIGURE))
   logging.info("%s %s: %s.", outcome.claim, outcome.title, outcome.verdict)
   return {
     "claim": outcome.claim,
@@ -1079,16 +1071,9 @@ def section(record: dict, figure: str) -> str:
   )
 
 
-def _write_text(path: str, text: str) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def write_report(runs: str, out: str, figures: str = "docs/claims") -> str:
+def write_report(runs: str, out: str, figure_dir: str = "docs/claims") -> str:
   """Gathers runs/*/claim.json into the markdown file `out`; figures are copied into
-  `figures` (relative to out's folder). Returns the path written."""
+  `figure_dir` (relative to out's folder). Returns the path written."""
   paths = glob.glob(os.path.join(runs, "*", CLAIM_JSON))
   if not paths:
     raise errors.DataError(f"No {CLAIM_JSON} under {runs}/*: run the claims first.")
@@ -1098,10 +1083,10 @@ def write_report(runs: str, out: str, figures: str = "docs/claims") -> str:
       found.append((json.load(f), os.path.dirname(path)))
   found.sort(key=lambda pair: pair[0]["claim"])
   root = os.path.dirname(os.path.abspath(out))
-  os.makedirs(os.path.join(root, figures), exist_ok=True)
+  os.makedirs(os.path.join(root, figure_dir), exist_ok=True)
   sections = []
   for record, folder in found:
-    target = os.path.join(figures, f"{record['claim'].lower()}.png")
+    target = os.path.join(figure_dir, f"{record['claim'].lower()}.png")
     shutil.copyfile(os.path.join(folder, record["figure"]), os.path.join(root, target))
     sections.append(section(record, target))
   overview = markdown_table(
@@ -1125,7 +1110,7 @@ def write_report(runs: str, out: str, figures: str = "docs/claims") -> str:
       *sections,
     ]
   )
-  _write_text(out, text)
+  figures.write_text(out, text)
   return out
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 
 from ssm_aimc import chip as chip_lib
-from ssm_aimc import data, errors, export, models, noise_eval, quant, train
+from ssm_aimc import data, errors, export, figures, models, noise_eval, quant, train
 from ssm_aimc.hardware import crossbar, devices, energy
 
 REPORT = "deploy_report.md"
@@ -245,7 +245,7 @@ def deploy(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("Mapping:\n%s", tables["mapping"])
   logging.info("Energy per inference:\n%s", tables["energy"])
   plot(results, os.path.join(out_dir, PLOT))
-  _write_text(os.path.join(out_dir, REPORT), report_markdown(results, tables, workdir))
+  figures.write_text(os.path.join(out_dir, REPORT), report_markdown(results, tables, workdir))
   train.write_results(out_dir, "results.json", results)
   print(f"\nMapping ({mapping.totals()['tile']} tiles):\n{tables['mapping']}")
   print(f"\nEnergy per inference:\n{tables['energy']}")
@@ -254,13 +254,6 @@ def deploy(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mean, std = r["analog_accuracy_mean"], r["analog_accuracy_std"]
     summary[f"chip_accuracy_{name}"] = f"{mean:.4f} +- {std:.4f} ({r['noise_seeds']} chips)"
   return summary
-
-
-def _write_text(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def report_markdown(results: dict, tables: dict, workdir: str) -> str:
@@ -383,8 +376,4 @@ def plot(results: dict, path: str) -> str:
   ax_e.set_title(f"FP32 / chip = {results['energy_vs_fp32']:.3g}x")
   ax_e.legend(fontsize=8, loc="upper left")
   ax_e.grid(alpha=0.3, axis="y")
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=120)
-  os.replace(tmp, path)
-  return path
+  return figures.save(fig, path)

@@ -13,7 +13,6 @@ accuracy against the scale (mean and std over seeds).
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 
 import jax
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from ssm_aimc import data, layers, quant
+from ssm_aimc import data, figures, layers, quant
 from ssm_aimc.hardware import analog as analog_lib
 
 
@@ -175,8 +174,4 @@ def plot_noise_sweep(curves: dict[str, list[dict]], path: str, title: str = "") 
   ax.legend()
   if title:
     ax.set_title(title)
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=120)
-  os.replace(tmp, path)
-  return path
+  return figures.save(fig, path)

@@ -82,7 +82,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ssm_aimc import data, deploy, errors, models, noise_eval, quant, train
+from ssm_aimc import data, deploy, errors, figures, models, noise_eval, quant, train
 
 STRATEGIES = ("vmap", "map", "separate")
 AUTO = "auto"
@@ -899,14 +899,6 @@ def _swept_bit_columns(cfg: SweepConfig) -> list[str]:
   return columns + [f"bits_{g}" for g, _ in cfg.group_bits]
 
 
-def _save(fig, path: str) -> str:
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=120)
-  os.replace(tmp, path)
-  return path
-
-
 def plot_sweep(rows: list[dict], cfg: SweepConfig, workdir: str, title: str = "") -> list[str]:
   """The PNG plots of a sweep; returns the paths written.
 
@@ -938,7 +930,7 @@ def plot_sweep(rows: list[dict], cfg: SweepConfig, workdir: str, title: str = ""
       ax.grid(alpha=0.3)
     if title:
       fig.suptitle(title)
-    paths.append(_save(fig, os.path.join(workdir, PLOT_BITS)))
+    paths.append(figures.save(fig, os.path.join(workdir, PLOT_BITS)))
   simulated = [r for r in rows if r.get("analog_accuracy_mean") is not None]
   if simulated and len({r["noise_scale"] for r in simulated}) > 1:
     fig = Figure(figsize=(5.5, 3.8))
@@ -966,7 +958,7 @@ def plot_sweep(rows: list[dict], cfg: SweepConfig, workdir: str, title: str = ""
       ax.legend(fontsize=7, loc="best")
     if title:
       ax.set_title(title)
-    paths.append(_save(fig, os.path.join(workdir, PLOT_NOISE)))
+    paths.append(figures.save(fig, os.path.join(workdir, PLOT_NOISE)))
   memory = np.array([r["memory_bits"] for r in rows], float)
   front = np.array([bool(r["pareto"]) for r in rows])
   fig = Figure(figsize=(5.5, 3.8))
@@ -981,7 +973,7 @@ def plot_sweep(rows: list[dict], cfg: SweepConfig, workdir: str, title: str = ""
   ax.legend()
   if title:
     ax.set_title(title)
-  paths.append(_save(fig, os.path.join(workdir, PLOT_PARETO)))
+  paths.append(figures.save(fig, os.path.join(workdir, PLOT_PARETO)))
   return paths
 
 
