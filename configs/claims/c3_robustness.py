@@ -11,10 +11,11 @@ programming-noise scales 0, 1, 2 and 4 (drift to 1 h with compensation, read noi
 every product, a_bar digital). Judged by `ssm_aimc.claims.robustness`.
 
 Measured (`make reproduce`, 2026-11-29, 2-core CPU): 3.6 min with the float and W4A8
-models reused from C1, about 6.9 min alone. **Not supported.** The accuracy drop of QAT
-W4A8 matches the float model's within the standard error over chips at 1, 2 and 4x PCM
-noise (4x: 4.06 against 3.33 points); noise-aware QAT loses least at 4x (2.94 points) but
-also within the spread of 10 chips. Table and figure: CLAIMS.md.
+models reused from C1; 6.4 min alone on a fresh models folder (same verdict).
+**Not supported.** The accuracy drop of QAT W4A8 matches the float model's within the
+standard error over chips at 1, 2 and 4x PCM noise (4x: 4.06 against 3.33 points);
+noise-aware QAT loses least at 4x (2.94 points) but also within the spread of 10 chips.
+Table and figure: CLAIMS.md.
 """
 
 from configs.claims import common
