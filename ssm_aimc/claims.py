@@ -255,6 +255,14 @@ def _new_figure(cols: int = 1, width: float = 6.0):
   return fig, fig.subplots(1, cols)
 
 
+def _finish_figure(fig, axes, title: str, workdir: str, grid: str = "both") -> None:
+  """Grid on `axes`, `title` over the figure, saved as the claim's figure in `workdir`."""
+  for ax in axes:
+    ax.grid(alpha=0.3, axis=grid)
+  fig.suptitle(title)
+  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
+
+
 def _log_times_axis(ax) -> None:
   """A log x axis of ratios labelled 1x, 10x, 100x."""
   from matplotlib import ticker  # noqa: PLC0415
@@ -377,10 +385,8 @@ def cost_reduction(config: ml_collections.ConfigDict, workdir: str, zoo: Models)
   _log_times_axis(ax)
   ax.set_xlabel("reduction against the FP32 float model (x)")
   ax.set_ylabel("test accuracy (%)")
-  ax.set_title(f"C1 cost reduction ({config.data.task})")
-  ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
-  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
+  _finish_figure(fig, [ax], f"C1 cost reduction ({config.data.task})", workdir)
   return Outcome(
     claim="C1",
     title="Cost reduction",
@@ -525,10 +531,8 @@ def size_vs_precision(config: ml_collections.ConfigDict, workdir: str, zoo: Mode
   ax.set_xscale("log")
   ax.set_xlabel("memory (bits)")
   ax.set_ylabel("test accuracy (%)")
-  ax.set_title(f"C2 size vs precision ({config.data.task})")
-  ax.grid(alpha=0.3)
   ax.legend(fontsize=7, ncol=2)
-  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
+  _finish_figure(fig, [ax], f"C2 size vs precision ({config.data.task})", workdir)
   return Outcome(
     claim="C2",
     title="Model size against precision",
@@ -681,10 +685,9 @@ def robustness(config: ml_collections.ConfigDict, workdir: str, zoo: Models) -> 
   ax_drop.set_ylabel("drop from digital (points)")
   for a in (ax, ax_drop):
     a.set_xlabel(f"programming-noise scale (x {c.device})")
-    a.grid(alpha=0.3)
   ax.legend(fontsize=8)
-  fig.suptitle(f"C3 robustness ({config.data.task}, {c.chips} chips per point)")
-  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
+  title = f"C3 robustness ({config.data.task}, {c.chips} chips per point)"
+  _finish_figure(fig, [ax, ax_drop], title, workdir)
   return Outcome(
     claim="C3",
     title="Robustness to analog noise",
@@ -806,10 +809,7 @@ def pruning(config: ml_collections.ConfigDict, workdir: str, zoo: Models) -> Out
   ax_mem.set_xlabel("memory bits: x fewer than the FP32 float model")
   ax_mem.set_ylabel("test accuracy, fine-tuned (%)")
   ax_mem.legend(fontsize=7)
-  for a in (ax, ax_mem):
-    a.grid(alpha=0.3)
-  fig.suptitle(f"C4 structured pruning ({config.data.task})")
-  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
+  _finish_figure(fig, [ax, ax_mem], f"C4 structured pruning ({config.data.task})", workdir)
   return Outcome(
     claim="C4",
     title="Structured pruning",
@@ -940,10 +940,8 @@ def deployment(config: ml_collections.ConfigDict, workdir: str, zoo: Models) -> 
   ax_e.bar(labels, [1e9 * v for v in values], color=["C2", "C7", "C8"])
   ax_e.set_yscale("log")
   ax_e.set_ylabel(f"energy per inference, {c.deployed} (nJ)")
-  for a in (ax, ax_e):
-    a.grid(alpha=0.3, axis="y")
-  fig.suptitle(f"C5 deployment ({config.data.task}, {judged['noise_seeds']} chips per device)")
-  figures.save(fig, os.path.join(workdir, FIGURE), dpi=110)
+  title = f"C5 deployment ({config.data.task}, {judged['noise_seeds']} chips per device)"
+  _finish_figure(fig, [ax, ax_e], title, workdir, grid="y")
   return Outcome(
     claim="C5",
     title="Deployment on a memristive crossbar",
