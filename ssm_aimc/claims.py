@@ -103,6 +103,26 @@ def _first_difference(a, b, path: str = "") -> str:
   return f"{path.lstrip('.')}: {a!r} there, {b!r} now"
 
 
+def finished_with(workdir: str, config: ml_collections.ConfigDict, done_file: str) -> bool:
+  """Whether `workdir` already holds `done_file` from a run of `config`.
+
+  A workdir whose config.json comes from another config is a ConfigError: it is left as it
+  is, never overwritten (sections a training run does not read are ignored).
+  """
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      stored = _normalised(json.load(f))
+    wanted = _normalised(config.to_dict())
+    if stored != wanted:
+      raise errors.ConfigError(
+        f"{workdir} holds a run of another config ({_first_difference(stored, wanted)}); "
+        "it is left as it is. Remove it or pass another --config.claim.models_dir (or "
+        "--workdir)."
+      )
+  return os.path.exists(done_file)
+
+
 class Models:
   """The models of one claim config: trained on first use, reused afterwards.
 
@@ -145,18 +165,7 @@ class Models:
       self.train(self.specs[name].init_from)
     workdir = self.workdir(name)
     results_path = os.path.join(workdir, "results.json")
-    config_path = os.path.join(workdir, "config.json")
-    if os.path.exists(config_path):
-      with open(config_path) as f:
-        stored = _normalised(json.load(f))
-      wanted = _normalised(spec.to_dict())
-      if stored != wanted:
-        raise errors.ConfigError(
-          f"{workdir} holds a model trained with another config "
-          f"({_first_difference(stored, wanted)}); it is left as it is. Remove it or pass "
-          "another --config.claim.models_dir."
-        )
-    if os.path.exists(results_path):
+    if finished_with(workdir, spec, results_path):
       if name not in self.reused and name not in self.seconds:
         self.reused.append(name)
       logging.info("Claim model %s: reusing %s.", name, workdir)
@@ -448,10 +457,7 @@ def size_vs_precision(config: ml_collections.ConfigDict, workdir: str, zoo: Mode
   sweep_dir = os.path.join(workdir, "sweep")
   summary_path = os.path.join(sweep_dir, sweep.JSON_NAME)
   base = base_config(config)
-  reused = False
-  if os.path.exists(summary_path):
-    with open(os.path.join(sweep_dir, "config.json")) as f:
-      reused = _normalised(json.load(f)) == _normalised(base.to_dict())
+  reused = finished_with(sweep_dir, base, summary_path)
   if reused:
     with open(summary_path) as f:
       result = json.load(f)

@@ -268,6 +268,10 @@ def test_size_vs_precision_reads_the_sweep(tmp_path, monkeypatch):
   assert outcome.numbers["iso_pairs"] == outcome.numbers["iso_wins"] == 1
   rows[1]["test_accuracy"], rows[1]["pareto"] = 0.85, False
   assert _judge("c2", {}, tmp_path).verdict == claims.NOT_SUPPORTED
+  # A sweep folder written by another config is refused, not trained over.
+  _write(str(tmp_path / "sweep" / "config.json"), {"seed": 7})
+  with pytest.raises(errors.ConfigError, match="another config"):
+    _judge("c2", {}, tmp_path)
 
 
 def test_robustness_compares_drops_with_the_float_model(tmp_path, monkeypatch):
