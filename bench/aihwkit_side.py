@@ -1,7 +1,7 @@
 r"""The IBM aihwkit half of bench/bench_aihwkit.py: 64 sequential forwards of one PCM analog layer.
 
 Runs with the python of a separate aihwkit venv (never the project venv; aihwkit is a
-benchmark-only dependency, see bench/AIHWKIT_RESULTS.md for how to make that venv):
+benchmark-only dependency, see BENCHMARKS.md "Chip simulation" for how to make that venv):
 
   /work/aihwkit-venv/bin/python bench/aihwkit_side.py --repeats=7
   /work/aihwkit-venv/bin/python bench/aihwkit_side.py --inputs=/tmp/x.npz   # what the driver does
@@ -22,9 +22,10 @@ Variants (each timed the same way):
                       rescaling) and ITERATIVE bound management (re-runs a clipped forward);
   torch_linear        a plain torch nn.Linear with the same weights (the float reference).
 
-Prints one JSON object: versions, settings and, per variant, the per-repeat seconds for one
-sequence (each repeat the mean over `--seqs_per_repeat` sequences, after a warm-up) and the
-relative error of the first step's output against the float product.
+`--device=cuda` runs the layers on the GPU (the timing then waits for the device after
+each repeat). Prints one JSON object: versions, settings and, per variant, the per-repeat
+seconds for one sequence (each repeat the mean over `--seqs_per_repeat` sequences, after a
+warm-up) and the relative error of the first step's output against the float product.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def _parse():
   p.add_argument("--out_bound", type=float, default=12.0)
   p.add_argument("--out_noise", type=float, default=0.06, help="Per-forward output noise.")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--device", default="cpu", help='torch device: "cpu" or "cuda".')
   return p.parse_args()
 
 
@@ -86,6 +88,7 @@ def _analog_layer(args, w: np.ndarray, default_io: bool) -> AnalogLinear:
     args.in_size, args.out_size, bias=False, rpu_config=_rpu_config(args, default_io)
   )
   layer.set_weights(torch.from_numpy(w.T.copy()))
+  layer = layer.to(args.device)
   layer.eval()
   layer.program_analog_weights()  # programming noise, frozen from here on
   layer.drift_analog_weights(args.t_inference)  # drift + 1/f noise + compensation, once
@@ -100,14 +103,22 @@ def _sequence(layer, x0: torch.Tensor, steps: int, in_size: int) -> torch.Tensor
   return y
 
 
+def _sync(device: str) -> None:
+  if device.startswith("cuda"):
+    torch.cuda.synchronize()
+
+
 def _time(layer, x0, args) -> list[float]:
   with torch.no_grad():
     _sequence(layer, x0, args.steps, args.in_size)  # warm-up
+    _sync(args.device)
     out = []
     for _ in range(args.repeats):
       start = time.perf_counter()
       for _ in range(args.seqs_per_repeat):
-        _sequence(layer, x0, args.steps, args.in_size)
+        y = _sequence(layer, x0, args.steps, args.in_size)
+      y.sum().item()  # waits for the device
+      _sync(args.device)
       out.append((time.perf_counter() - start) / args.seqs_per_repeat)
   return out
 
@@ -126,12 +137,13 @@ def main():
     bound = 1.0 / np.sqrt(args.in_size)
     w = rng.uniform(-bound, bound, (args.in_size, args.out_size)).astype(np.float32)
     x0 = rng.uniform(-1.0, 1.0, (args.batch, args.in_size)).astype(np.float32)
-  x0_t = torch.from_numpy(x0)
+  x0_t = torch.from_numpy(x0).to(args.device)
   y_ideal = x0 @ w
 
   linear = torch.nn.Linear(args.in_size, args.out_size, bias=False)
   with torch.no_grad():
     linear.weight.copy_(torch.from_numpy(w.T.copy()))
+  linear = linear.to(args.device)
   layers = {
     "aihwkit_matched": _analog_layer(args, w, default_io=False),
     "aihwkit_default_io": _analog_layer(args, w, default_io=True),
@@ -140,7 +152,7 @@ def main():
   results = {}
   for name, layer in layers.items():
     with torch.no_grad():
-      y1 = layer(x0_t).numpy()
+      y1 = layer(x0_t).cpu().numpy()
     rel_err = float(np.linalg.norm(y1 - y_ideal) / np.linalg.norm(y_ideal))
     seconds = _time(layer, x0_t, args)
     results[name] = {
@@ -156,6 +168,7 @@ def main():
           "torch": torch.__version__,
           "numpy": np.__version__,
           "python": platform.python_version(),
+          "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         },
         "settings": {
           k: getattr(args, k)
@@ -171,6 +184,7 @@ def main():
             "bits",
             "out_bound",
             "out_noise",
+            "device",
           )
         },
         "torch_threads": torch.get_num_threads(),

@@ -3,8 +3,9 @@ r"""Step-mode analog simulation speed: ours (JAX) against IBM aihwkit, side by s
   .venv/bin/python bench/bench_aihwkit.py
   .venv/bin/python bench/bench_aihwkit.py --threads=1 --rounds=3
   .venv/bin/python bench/bench_aihwkit.py --aihwkit_python=/path/to/venv/bin/python
+  python3 bench/bench_aihwkit.py --device=cuda --aihwkit_python=python3   # on a GPU machine
 
-aihwkit is a benchmark-only dependency: it lives in its own venv (bench/AIHWKIT_RESULTS.md
+aihwkit is a benchmark-only dependency: it lives in its own venv (BENCHMARKS.md "Chip simulation"
 has the commands) and its half, bench/aihwkit_side.py, runs there as a subprocess; this
 script exits non-zero with those commands when that venv is missing.
 
@@ -40,7 +41,7 @@ Timing: per variant, a warm-up (and the compile), then `--repeats` repeats of
 `--seqs_per_repeat` sequences each; the two sides alternate for `--rounds` rounds and the
 median (and minimum) over all repeats is reported, with ms per 64-step sequence, sequences
 per second, the first step's relative error against the float product, and the ratio
-aihwkit / ours. Results and caveats: bench/AIHWKIT_RESULTS.md.
+aihwkit / ours. Results and caveats: BENCHMARKS.md "Chip simulation".
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import functools
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,6 +84,12 @@ _BATCH = flags.DEFINE_integer("batch", 256, "Batch size.")
 _IN = flags.DEFINE_integer("in_size", 64, "Layer inputs (<= out_size: outputs are fed back).")
 _OUT = flags.DEFINE_integer("out_size", 128, "Layer outputs.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights, x_0 and the noise.")
+_DEVICE = flags.DEFINE_enum(
+  "device",
+  "cpu",
+  ["cpu", "cuda"],
+  "Where both sides run: the CPU, or the GPU (torch on cuda, JAX on its default GPU backend).",
+)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -106,7 +114,7 @@ then run this script again (or pass --aihwkit_python=PATH for a venv elsewhere).
 
 
 def _check_aihwkit(python: str) -> bool:
-  if not os.path.exists(python):
+  if shutil.which(python) is None:  # a path, or a name on PATH ("python3")
     return False
   probe = subprocess.run([python, "-c", "import aihwkit, torch"], capture_output=True)
   return probe.returncode == 0
@@ -126,6 +134,7 @@ def _aihwkit_round(inputs: str, out_noise: float) -> dict:
     f"--out_bound={_ADC_BOUND}",
     f"--out_noise={out_noise}",
     f"--seed={_SEED.value}",
+    f"--device={_DEVICE.value}",
   ]
   out = subprocess.run(cmd, capture_output=True, text=True)
   if out.returncode != 0:
@@ -147,6 +156,10 @@ def main(_):
     f"--xla_cpu_multi_thread_eigen={'true' if _THREADS.value > 1 else 'false'} "
     f"intra_op_parallelism_threads={_THREADS.value}",
   )
+  if _DEVICE.value == "cpu":
+    jax.config.update("jax_platforms", "cpu")  # before the first computation
+  elif jax.default_backend() != "gpu":
+    raise app.UsageError(f"--device=cuda needs JAX's GPU backend; found {jax.default_backend()}.")
   spec = analog.AnalogSpec.make(
     devices.PCM_LIKE,
     t_inference=_T_INFERENCE_AIHWKIT + _T0,
@@ -300,6 +313,9 @@ def main(_):
   for side, versions in (("ours", ours_versions), ("aihwkit", aihwkit_runs[0]["versions"])):
     print(f"{side} venv: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
   print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; aihwkit out_noise {out_noise:.4f}")
+  print(
+    f"device: ours {jax.devices()[0].device_kind}, aihwkit {aihwkit_runs[0]['versions']['device']}"
+  )
   print(
     f"{'variant':24s} {'ms/sequence':>11s} {'(min)':>7s} {'sequences/s':>11s} "
     f"{'step-1 rel. err':>15s}"

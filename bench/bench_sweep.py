@@ -127,8 +127,10 @@ def main(_):
   for r in range(_REPEATS.value):
     for strategy in STRATEGIES:
       times[strategy].append(time_strategy(strategy, os.path.join(out, f"r{r}", strategy)))
+      print(f"  {strategy}: {times[strategy][-1]['wall_s']:.1f} s wall", flush=True)
     if not _SKIP_LAUNCHES.value:
       times["launches"].append(time_launches(os.path.join(out, f"r{r}", "launches")))
+      print(f"  8 launches: {times['launches'][-1]['wall_s']:.1f} s wall", flush=True)
   load_after = _uptime()
   n = len(WEIGHT_BITS)
   lines = [

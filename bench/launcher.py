@@ -19,4 +19,6 @@ def launch(args: list[str]) -> float:
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   if out.returncode != 0:
     raise RuntimeError(f"Run failed ({out.returncode}):\n{out.stderr[-3000:]}")
-  return time.time() - start
+  wall = time.time() - start
+  print(f"  {wall:.1f} s", flush=True)
+  return wall
