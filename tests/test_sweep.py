@@ -253,6 +253,13 @@ def test_strategies_map_the_same_function():
   np.testing.assert_allclose(one["out"], expected["out"][:1])
 
 
+def test_auto_strategy_is_the_fastest_measured():
+  # "separate" won on 2 CPU cores and on an H200 (BENCHMARKS.md "Population sweeps").
+  assert sweep.resolve_strategy(sweep.AUTO) == "separate"
+  for strategy in sweep.STRATEGIES:
+    assert sweep.resolve_strategy(strategy) == strategy
+
+
 @pytest.mark.parametrize(
   "field, value, match",
   [
