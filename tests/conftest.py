@@ -6,13 +6,25 @@ again. One persistent compilation cache per test session (a fresh temporary dire
 inherited by subprocesses and notebook kernels through the environment) lets a program
 compiled once be loaded by the others. Results do not depend on it: a cache hit loads the
 executable the same compilation would have produced.
+
+The programs are also compiled with XLA's CPU backend at optimisation level 0: the LLVM
+passes are most of the compile time of the analog models (the tiny analog model's forward:
+5.4 s -> 1.7 s to compile; `pytest tests/test_noise_eval.py` alone: 104 s -> 50 s on 2
+cores), while these tiny shapes barely run. The HLO, and so what is computed, is the same;
+unoptimised machine code can round differently only where LLVM would have fused a multiply
+and an add, far inside every tolerance here. A user's own XLA_FLAGS setting of the level is
+kept, and the notebook tests, which train for real, ask for the default level back
+(`optimised_xla`).
 """
 
 import os
 import shutil
 import tempfile
 
+import pytest
+
 # Before JAX is imported anywhere in this process; children inherit the environment.
+_USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   # xdist workers inherit the controller's environment, so they share one directory.
@@ -20,6 +32,20 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+  ).strip()
+
+
+@pytest.fixture
+def optimised_xla(monkeypatch):
+  """Processes this test starts compile at XLA's default optimisation level: for the tests
+  whose run time, not compile time, dominates (the notebooks train and deploy models)."""
+  if _USER_XLA_FLAGS is None:
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+  else:
+    monkeypatch.setenv("XLA_FLAGS", _USER_XLA_FLAGS)
 
 
 def pytest_sessionfinish(session, exitstatus):
