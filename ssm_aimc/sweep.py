@@ -11,7 +11,7 @@ r"""Population training: a grid of configurations trained together by one compil
   -> stacks the members' params, optimizer states, quantization and analog specs and
     PRNG keys along a leading population axis and trains them with ONE jitted step:
     `train.train_step` mapped over the population (`strategy`):
-      "vmap"      `jax.vmap` (one batched program; the one that can win on accelerators),
+      "vmap"      `jax.vmap` (one batched program; the slowest in every measurement so far),
       "map"       `jax.lax.map` inside one program (members one after another, one compile),
       "separate"  the unbatched step called once per member (one compile, P dispatches),
       "auto"      the fastest measured: "separate" on every platform measured so far

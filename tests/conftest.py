@@ -8,9 +8,9 @@ compiled once be loaded by the others. Results do not depend on it: a cache hit 
 executable the same compilation would have produced.
 
 The programs are also compiled with XLA's CPU backend at optimisation level 0: the LLVM
-passes are most of the compile time of the analog models (the tiny analog model's forward:
-5.4 s -> 1.7 s to compile; `pytest tests/test_noise_eval.py` alone: 104 s -> 50 s on 2
-cores), while these tiny shapes barely run. The HLO, and so what is computed, is the same;
+passes are most of the compile time of the analog models (`pytest tests/test_noise_eval.py`
+alone: 104 s at the default level, 50 s at 0, on 2 cores), while these tiny shapes barely
+run. The HLO, and so what is computed, is the same;
 unoptimised machine code can round differently only where LLVM would have fused a multiply
 and an add, far inside every tolerance here. A user's own XLA_FLAGS setting of the level is
 kept, and the notebook tests, which train for real, ask for the default level back
