@@ -8,5 +8,5 @@ from tests.test_notebooks import DEPLOY_NOTEBOOKS, ROOT, execute_notebook
 
 
 @pytest.mark.parametrize("name", DEPLOY_NOTEBOOKS)
-def test_deploy_notebook_runs_and_plots(name, optimised_xla):
+def test_deploy_notebook_runs_and_plots(name):
   execute_notebook(os.path.join(ROOT, "notebooks", name))

@@ -47,5 +47,5 @@ def test_there_are_notebooks_and_each_has_a_test():
   [p for p in NOTEBOOKS if os.path.basename(p) not in DEPLOY_NOTEBOOKS],
   ids=os.path.basename,
 )
-def test_notebook_runs_and_plots(path, optimised_xla):
+def test_notebook_runs_and_plots(path):
   execute_notebook(path)
