@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import itertools
 import logging as py_logging
 import math
@@ -412,17 +411,11 @@ def knobs(member: Member, noise_scale: float | None) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=16)
-def _init_fn(model, seq_len: int, d_input: int) -> Callable:
-  dummy = jnp.zeros((1, seq_len, d_input), jnp.float32)
-  return jax.jit(lambda key: model.init(key, dummy)["params"])
-
-
 def init_params(exp: train.Experiment, seed: int):
-  """The initial params train.build makes for `seed` (same key, same init); the jitted init
-  is cached per model, so every member and every sweep in the process shares one compile."""
-  fn = _init_fn(exp.model, exp.dataset.seq_len, exp.dataset.d_input)
-  return fn(jax.random.fold_in(jax.random.PRNGKey(seed), 0))
+  """The initial params train.build makes for `seed` (same key, same init, and the same
+  compiled init: `train.init_fn` is cached per model and input shape)."""
+  fn = train.init_fn(exp.model, exp.dataset.seq_len, exp.dataset.d_input)
+  return fn(train.init_key(seed))
 
 
 def _scale_by_learning_rate(learning_rate):

@@ -469,6 +469,19 @@ class Experiment:
   analog_eval_fn: Callable | None = None
 
 
+def init_key(seed: int) -> jax.Array:
+  """The key of a model's initial params for `seed`."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), 0)
+
+
+@functools.lru_cache(maxsize=16)
+def init_fn(model, seq_len: int, d_input: int):
+  """key -> initial params of `model` for inputs (B, seq_len, d_input), jitted once per
+  model and input shape in this process (`build` and the sweeps' members share it)."""
+  dummy = jnp.zeros((1, seq_len, d_input), jnp.float32)
+  return jax.jit(lambda key: model.init(key, dummy)["params"])
+
+
 def build(config: ml_collections.ConfigDict) -> Experiment:
   """Loads data, builds the model and an initial TrainState from `config.seed`."""
   validate(config)
@@ -485,9 +498,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   steps_per_epoch = data.num_batches(len(dataset.train), config.batch_size, drop_last=True)
   total_steps = steps_per_epoch * config.num_epochs
   tx, _ = make_optimizer(optim_config(config), steps_per_epoch, total_steps)
-  init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-  dummy = jnp.zeros((1, dataset.seq_len, dataset.d_input), jnp.float32)
-  params = jax.jit(lambda k: model.init(k, dummy)["params"])(init_key)
+  params = init_fn(model, dataset.seq_len, dataset.d_input)(init_key(config.seed))
   state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
   return Experiment(
     dataset=dataset,
