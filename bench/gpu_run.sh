@@ -4,7 +4,8 @@
 # ml_collections and aihwkit (benchmark-only) travel as wheels in .whl/ (see BENCHMARKS.md
 # "On a GPU" for how they were fetched); every step writes its output as it goes.
 #
-#   bash bench/gpu_run.sh OUTDIR
+#   bash bench/gpu_run.sh OUTDIR          # steps 1-3
+#   bash bench/gpu_run.sh OUTDIR 14       # only steps 1 and 4 (any digits of 1-4)
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_run.sh OUTDIR [STEPS]}
 steps=${2:-123}  # which of the numbered steps below to run
