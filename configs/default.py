@@ -8,12 +8,20 @@ file and override a few fields.
 
 Measured (README "Results"): test accuracy 98.33 +- 0.56 % over seeds 0, 1, 2 (97.78 % at
 worst), 165-253 s per run on the 2-core CPU while a second training job shared it.
+
+The config is read once into the typed `ssm_aimc.experiment.Experiment` (every value
+checked, an unknown key an error). Two vocabularies hold for every field below:
+- bit widths: 0 means "not set" (no converter; a tensor group that inherits its section's
+  width), 1 binary, 2 ternary, >= 16 float (exactly the unquantized path);
+- noise scales: a `noise_scale` multiplies the device's programming AND read noise,
+  `prog_noise_scale(s)` the programming noise alone, `read_noise_scale` the read noise alone.
 """
 
 import dataclasses
 
 import ml_collections
 
+from ssm_aimc import quant
 from ssm_aimc.hardware import energy
 
 
@@ -70,24 +78,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.quant.mode = "tensor"  # tensor | channel (absmax steps) | lsq (learned steps).
   config.quant.a_bar_param = "polar"  # polar | cartesian: stable a_bar parameterisation.
   # Per-group bit widths overriding the three above; 0 = inherit. 1 binary, 2 ternary,
-  # >= 16 off. Groups: see ssm_aimc.quant.GROUPS.
-  config.quant.group_bits = ml_collections.ConfigDict(
-    {
-      g: 0
-      for g in (
-        "encoder",
-        "a_bar",
-        "b_bar",
-        "c",
-        "d",
-        "glu",
-        "decoder",
-        "bias",
-        "activations",
-        "state",
-      )
-    }
-  )
+  # >= 16 off (float). Groups: ssm_aimc.quant.GROUPS.
+  config.quant.group_bits = ml_collections.ConfigDict({g: 0 for g in quant.GROUPS})
 
   # Analog in-memory computing (ssm_aimc.hardware). Disabled: the digital model, exactly.
   # Enabled: every weight group runs on the simulated device, evaluated over noise seeds
@@ -110,8 +102,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.hardware.stuck_min = 0.0  # Fraction of devices stuck at g_min.
   config.hardware.stuck_max = 0.0  # Fraction of devices stuck at g_max.
   config.hardware.levels = 0  # Conductance levels per device; 0 = the device's own.
-  config.hardware.dac_bits = 0  # Input DAC width; 0 = ideal DAC.
-  config.hardware.adc_bits = 0  # Output ADC width; 0 = ideal ADC.
+  config.hardware.dac_bits = 0  # Input DAC width; 0 = no DAC (ideal inputs).
+  config.hardware.adc_bits = 0  # Output ADC width; 0 = no ADC (ideal outputs).
   config.hardware.adc_bound = 12.0  # ADC range, in units of the full-scale output.
   config.hardware.output_noise = 0.0  # Additive output noise, same units.
   config.hardware.train = False  # Noise-aware training (needs enabled).
@@ -119,8 +111,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.hardware.eval_seeds = 20  # Simulated chips (noise seeds) per evaluation.
   config.hardware.eval_seed = 0  # Seed of the chips' keys (same chips for every model).
   config.hardware.seeds_per_call = 20  # Chips evaluated together by one vmapped call.
-  # Evaluate also at these programming-noise scales (accuracy-vs-noise table and plot).
-  config.hardware.noise_scales = ()
+  # Evaluate also at these programming-noise scales, read noise as set above
+  # (accuracy-vs-noise table and plot).
+  config.hardware.prog_noise_scales = ()
 
   # Structured pruning of state modes (ssm_aimc.prune) during a fine-tune of a trained
   # model (init_checkpoint); the pruned, physically smaller model goes to workdir/pruned.

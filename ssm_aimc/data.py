@@ -73,6 +73,18 @@ class DataConfig:
   normalize: bool = True
   mnist1d_samples: int = 5000
 
+  def __post_init__(self):
+    if self.task not in TASKS:
+      raise errors.ConfigError(
+        f"unknown task {self.task!r}; valid tasks: {', '.join(sorted(TASKS))}"
+      )
+    for field in ("val_fraction", "test_fraction"):
+      value = getattr(self, field)
+      if not 0.0 < value < 1.0:
+        raise errors.ConfigError(f"data.{field} must be in (0, 1), got {value}")
+    if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+      raise errors.ConfigError(f"data.seed must be an integer >= 0, got {self.seed!r}")
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
@@ -473,21 +485,11 @@ TASKS: dict[str, Callable[[DataConfig], Dataset]] = {
 
 
 def load_dataset(config: DataConfig) -> Dataset:
-  """Loads `config.task` after checking the config.
+  """Loads `config.task` (a DataConfig checks its values when it is made).
 
   Raises:
-    errors.ConfigError: unknown task (the message lists the valid ones) or a fraction
-      outside (0, 1).
     errors.DataError: a local data file is missing or malformed.
   """
-  if config.task not in TASKS:
-    raise errors.ConfigError(
-      f"unknown task {config.task!r}; valid tasks: {', '.join(sorted(TASKS))}"
-    )
-  for field in ("val_fraction", "test_fraction"):
-    value = getattr(config, field)
-    if not 0.0 < value < 1.0:
-      raise errors.ConfigError(f"{field} must be in (0, 1), got {value}")
   return TASKS[config.task](config)
 
 

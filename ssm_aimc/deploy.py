@@ -29,80 +29,33 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
 from ssm_aimc import chip as chip_lib
-from ssm_aimc import data, errors, export, figures, models, noise_eval, quant, train
+from ssm_aimc import data, experiment, export, figures, models, noise_eval, runner, train
 from ssm_aimc.hardware import crossbar, devices, energy
 
 REPORT = "deploy_report.md"
 PLOT = "deploy.png"
 
 
-def chip_config(config: ml_collections.ConfigDict) -> chip_lib.ChipConfig:
-  """The chip of `config.deploy` (ConfigError on bad values)."""
-  d = config.deploy
-  tile = crossbar.TileConfig(d.tile_rows, d.tile_cols, d.differential)
-  return chip_lib.ChipConfig(
-    tile=tile, periphery_bits=d.periphery_bits, headroom=d.headroom, read_rng=d.read_rng
-  )
-
-
-def energy_constants(config: ml_collections.ConfigDict) -> energy.EnergyConstants:
-  return energy.EnergyConstants(**config.deploy.energy.to_dict())
-
-
-def energy_report(config: ml_collections.ConfigDict, records: dict, seq_len: int, pooling: str):
-  """The model's mapping onto `config.deploy`'s tiles and the energy of one inference on
-  that chip and on FP32 / INT8 digital processors (weights fetched from SRAM every step).
+def energy_report(exp: experiment.Experiment, records: dict, seq_len: int):
+  """The model's mapping onto `exp.deploy`'s tiles and the energy of one inference on that
+  chip and on FP32 / INT8 digital processors (weights fetched from SRAM every step).
 
   Returns:
     (crossbar.MappingReport, {"aimc", "digital_fp32", "digital_int8"}: energy dicts).
   """
-  d = config.deploy
-  constants = energy_constants(config)
-  tile = chip_config(config).tile
-  mapping = crossbar.map_model(records, tile, pooling, config.hardware.recurrence)
-  out = {"aimc": energy.aimc_energy(mapping, seq_len, d.adc_bits, d.dac_bits, constants)}
-  periphery = energy.count_periphery_ops(mapping, seq_len, constants, array_ops=False)
+  d = exp.deploy
+  mapping = crossbar.map_model(records, d.chip.tile, exp.model.pooling, exp.hardware.recurrence)
+  out = {"aimc": energy.aimc_energy(mapping, seq_len, d.adc_bits, d.dac_bits, d.energy)}
+  periphery = energy.count_periphery_ops(mapping, seq_len, d.energy, array_ops=False)
   for p in energy.PRECISIONS:
     out[f"digital_{p}"] = energy.digital_energy(
-      records, seq_len, p, "sram", constants, periphery_ops=periphery
+      records, seq_len, p, "sram", d.energy, periphery_ops=periphery
     )
   return mapping, out
-
-
-def device_specs(config: ml_collections.ConfigDict) -> dict:
-  """{preset name: AnalogSpec} for every device of `deploy.devices`, with the noise and
-  drift settings of `config.hardware` and the converters of `config.deploy`."""
-  d, hw = config.deploy, config.hardware
-  for name in ("seeds", "seeds_per_call"):
-    if d[name] < 1:
-      raise errors.ConfigError(f"deploy.{name} must be >= 1, got {d[name]}.")
-  for name in ("dac_bits", "adc_bits"):
-    quant.validate_bits(d[name])
-    if hw[name] and hw[name] != d[name]:
-      raise errors.ConfigError(
-        f"hardware.{name}={hw[name]} but deploy.{name}={d[name]}: the chip uses deploy.*; "
-        f"set them equal or leave hardware.{name} at 0."
-      )
-  if not d.folder or os.sep in d.folder or d.folder in (".", ".."):
-    raise errors.ConfigError(f"deploy.folder must be a plain folder name, got {d.folder!r}.")
-  for t in d.drift_times:
-    if not t >= 0:
-      raise errors.ConfigError(f"deploy.drift_times must be >= 0 seconds, got {t}.")
-  names = [n for n in d.devices if n] or [hw.device]
-  specs = {}
-  for name in names:
-    sub = ml_collections.ConfigDict(config.to_dict())
-    sub.hardware.enabled = True
-    sub.hardware.device = name
-    sub.hardware.dac_bits, sub.hardware.adc_bits = d.dac_bits, d.adc_bits
-    spec = train.analog_spec(sub)
-    specs[spec.device.name] = spec
-  return specs
 
 
 def _accuracy(logits_fn, split: data.Split, batch_size: int) -> float:
@@ -114,133 +67,79 @@ def _accuracy(logits_fn, split: data.Split, batch_size: int) -> float:
   return correct / max(count, 1.0)
 
 
-def deploy(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Deploys the best checkpoint of `workdir` on simulated chips; returns results.json."""
-  start_time = time.time()
-  specs = device_specs(config)
-  chip_cfg = chip_config(config)
-  constants = energy_constants(config)
-  recurrence = config.hardware.recurrence
-  exp = train.build(config)
-  params, step, _ = train.load_for_inference(config, exp, workdir)
-  out_dir = os.path.join(workdir, config.deploy.folder)
-  os.makedirs(out_dir, exist_ok=True)
-  export_dir = os.path.join(out_dir, train.EXPORT_DIR)
-  train.export_params(config, exp, params, export_dir)
-  manifest, tensors = export.load_export(export_dir)
-  chip_lib.check_streamable(tensors)
+def _chips(exp: experiment.Experiment, specs: dict, eval_fn, params, test: data.Split) -> dict:
+  """Accuracies on the chips: converters only (an ideal device, one chip), every device of
+  `specs` (deploy.seeds chips each) and the first device at every deploy.drift_times."""
+  d, bs = exp.deploy, exp.eval_batch_size
 
-  x_cal, _ = next(data.batches(exp.dataset.train, config.batch_size, seed=config.seed, epoch=0))
-  ranges = chip_lib.calibrate(manifest, tensors, jnp.asarray(x_cal), recurrence, chip_cfg)
-  bs = config.eval_batch_size
-  software = _accuracy(
-    jax.jit(lambda x: export.forward(manifest, tensors, x)), exp.dataset.test, bs
-  )
-  logging.info("Software (exported model): test accuracy %.4f.", software)
+  def run(spec, label, n_seeds=d.seeds, seed=exp.hardware.eval_seed, per_call=d.seeds_per_call):
+    progress = label if exp.progress_bar and label else None
+    return noise_eval.evaluate(eval_fn, params, test, bs, spec, n_seeds, seed, per_call, progress)
 
-  eval_fn = chip_lib.make_eval_fn(manifest, chip_cfg, recurrence)
-  d = config.deploy
-
-  def run(spec, label):
-    return noise_eval.evaluate(
-      eval_fn,
-      (tensors, ranges),
-      exp.dataset.test,
-      bs,
-      spec,
-      d.seeds,
-      config.hardware.eval_seed,
-      d.seeds_per_call,
-      progress=label if config.progress_bar else None,
-    )
-
+  first_name, first_spec = next(iter(specs.items()))
   # The converters and periphery alone: an ideal device, one chip.
   ideal = dataclasses.replace(
-    next(iter(specs.values())),
-    device=devices.IDEAL,
-    drift=False,
-    stuck=False,
-    quantize_levels=False,
+    first_spec, device=devices.IDEAL, drift=False, stuck=False, quantize_levels=False
   )
-  converters_only = noise_eval.evaluate(
-    eval_fn, (tensors, ranges), exp.dataset.test, bs, ideal, 1, 0, 1
-  )["analog_accuracy_mean"]
-  logging.info("Chip with an ideal device (converters only): %.4f.", converters_only)
-  chips = {}
+  converters_only = run(ideal, None, n_seeds=1, seed=0, per_call=1)["analog_accuracy_mean"]
+  out = {"converters_only": converters_only, "chips": {}}
+  logging.info("Chip with an ideal device (converters only): %.4f.", out["converters_only"])
   for name, spec in specs.items():
     tick = time.time()
-    chips[name] = run(spec, f"{name} chips")
-    chips[name]["wall_time_s"] = time.time() - tick
+    chip = out["chips"][name] = run(spec, f"{name} chips")
+    chip["wall_time_s"] = time.time() - tick
     logging.info(
       "Chip %s: test accuracy %.4f +- %.4f over %d chips (%.0f s).",
       name,
-      chips[name]["analog_accuracy_mean"],
-      chips[name]["analog_accuracy_std"],
+      chip["analog_accuracy_mean"],
+      chip["analog_accuracy_std"],
       d.seeds,
-      chips[name]["wall_time_s"],
+      chip["wall_time_s"],
     )
-  drift = []
-  first_name, first_spec = next(iter(specs.items()))
-  if not d.folder or os.sep in d.folder or d.folder in (".", ".."):
-    raise errors.ConfigError(f"deploy.folder must be a plain folder name, got {d.folder!r}.")
-  for t in d.drift_times:
-    spec = dataclasses.replace(first_spec, t_inference=jnp.asarray(t, jnp.float32))
-    drift.append({"t_inference": float(t), **run(spec, f"{first_name} at t={t:g} s")})
+  out["drift"] = [
+    {
+      "t_inference": float(t),
+      **run(
+        dataclasses.replace(first_spec, t_inference=jnp.asarray(t, jnp.float32)),
+        f"{first_name} at t={t:g} s",
+      ),
+    }
+    for t in d.drift_times
+  ]
+  return out
 
-  x1 = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input), jnp.float32)
-  records = models.deployed_tensors(exp.model, params, exp.spec, x1)
-  mapping, energies = energy_report(config, records, exp.dataset.seq_len, exp.model_cfg.pooling)
-  aimc = energies["aimc"]
-  digital = {p: energies[f"digital_{p}"] for p in energy.PRECISIONS}
-  report = train.cost_report(exp, params)
-  first = chips[first_name]
-  results = {
-    "task": exp.dataset.name,
-    "model": config.model_name,
-    "mode": "deploy",
-    "checkpoint_step": step,
-    "quant": train.spec_summary(exp.spec),
-    "test_accuracy": software,
-    "converters_only_accuracy": converters_only,
-    "device": first_name,
-    "analog_accuracy_mean": first["analog_accuracy_mean"],
-    "analog_accuracy_std": first["analog_accuracy_std"],
-    "noise_seeds": first["noise_seeds"],
-    "chips": chips,
-    "drift": drift,
-    "tiles": mapping.tiles,
-    "utilisation": mapping.utilisation,
-    "energy_per_inference_j": {
-      "aimc": aimc["total_j"],
-      "digital_fp32": digital["fp32"]["total_j"],
-      "digital_int8": digital["int8"]["total_j"],
-    },
-    "energy_vs_fp32": digital["fp32"]["total_j"] / aimc["total_j"],
-    "latency_per_inference_s": {
-      "aimc": aimc["latency_s"],
-      "digital_fp32": digital["fp32"]["latency_s"],
-      "digital_int8": digital["int8"]["latency_s"],
-    },
-    **report.as_dict(),
-    "energy": {"aimc": aimc, **{f"digital_{p}": v for p, v in digital.items()}},
-    "mapping": {"totals": mapping.totals(), "arrays": mapping.rows()},
-    "chip": {
-      "recurrence": recurrence,
-      "dac_bits": d.dac_bits,
-      "adc_bits": d.adc_bits,
-      "periphery_bits": d.periphery_bits,
-      "headroom": d.headroom,
-      "read_rng": d.read_rng,
-      "tile": mapping.totals()["tile"],
-      "hardware": {n: s.summary() for n, s in specs.items()},
-    },
-    "energy_constants": dataclasses.asdict(constants),
-    "platform": jax.default_backend(),
-    "wall_time_s": time.time() - start_time,
-  }
+
+def deploy(config, workdir: str) -> dict:
+  """Deploys the best checkpoint of `workdir` on simulated chips; returns results.json."""
+  start_time = time.time()
+  exp = train.as_experiment(config)
+  specs = exp.chip_specs()
+  recurrence = exp.hardware.recurrence
+  run = train.load_for_inference(exp, workdir)
+  setup, d = run.setup, exp.deploy
+  out_dir = os.path.join(workdir, d.folder)
+  os.makedirs(out_dir, exist_ok=True)
+  export_dir = os.path.join(out_dir, train.EXPORT_DIR)
+  train.export_params(setup, exp, run.params, export_dir)
+  manifest, tensors = export.load_export(export_dir)
+  chip_lib.check_streamable(tensors)
+  x_cal, _ = next(data.batches(setup.dataset.train, exp.batch_size, seed=exp.seed, epoch=0))
+  ranges = chip_lib.calibrate(manifest, tensors, jnp.asarray(x_cal), recurrence, d.chip)
+  test = setup.dataset.test
+  forward = jax.jit(lambda x: export.forward(manifest, tensors, x))
+  software = _accuracy(forward, test, exp.eval_batch_size)
+  logging.info("Software (exported model): test accuracy %.4f.", software)
+  eval_fn = chip_lib.make_eval_fn(manifest, d.chip, recurrence)
+  chips = _chips(exp, specs, eval_fn, (tensors, ranges), test)
+  records = models.deployed_tensors(setup.model, run.params, exp.quant.spec, setup.example)
+  mapping, energies = energy_report(exp, records, setup.dataset.seq_len)
+  results = _results(exp, run, software, chips, specs, mapping, energies)
+  results["wall_time_s"] = time.time() - start_time
   tables = {
     "mapping": crossbar.format_mapping_table(mapping),
-    "energy": energy.format_energy_table(aimc, digital["fp32"], digital["int8"]),
+    "energy": energy.format_energy_table(
+      energies["aimc"], energies["digital_fp32"], energies["digital_int8"]
+    ),
   }
   logging.info("Mapping:\n%s", tables["mapping"])
   logging.info("Energy per inference:\n%s", tables["energy"])
@@ -250,10 +149,60 @@ def deploy(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(f"\nMapping ({mapping.totals()['tile']} tiles):\n{tables['mapping']}")
   print(f"\nEnergy per inference:\n{tables['energy']}")
   summary = {k: v for k, v in results.items() if not isinstance(v, dict) or k == "quant"}
-  for name, r in chips.items():
+  for name, r in chips["chips"].items():
     mean, std = r["analog_accuracy_mean"], r["analog_accuracy_std"]
     summary[f"chip_accuracy_{name}"] = f"{mean:.4f} +- {std:.4f} ({r['noise_seeds']} chips)"
   return summary
+
+
+def _results(exp, run, software: float, chips: dict, specs: dict, mapping, energies) -> dict:
+  """deploy/results.json: the DESIGN.md §3 keys of the first device, every device, the
+  mapping, the energy breakdown and the configuration."""
+  d, aimc = exp.deploy, energies["aimc"]
+  digital = {p: energies[f"digital_{p}"] for p in energy.PRECISIONS}
+  first_name = next(iter(specs))
+  first = chips["chips"][first_name]
+  return {
+    "task": run.setup.dataset.name,
+    "model": exp.model_name,
+    "mode": "deploy",
+    "checkpoint_step": run.step,
+    "quant": train.quant_summary(exp.quant.spec),
+    "test_accuracy": software,
+    "converters_only_accuracy": chips["converters_only"],
+    "device": first_name,
+    "analog_accuracy_mean": first["analog_accuracy_mean"],
+    "analog_accuracy_std": first["analog_accuracy_std"],
+    "noise_seeds": first["noise_seeds"],
+    "chips": chips["chips"],
+    "drift": chips["drift"],
+    "tiles": mapping.tiles,
+    "utilisation": mapping.utilisation,
+    "energy_per_inference_j": {
+      "aimc": aimc["total_j"],
+      **{f"digital_{p}": v["total_j"] for p, v in digital.items()},
+    },
+    "energy_vs_fp32": digital["fp32"]["total_j"] / aimc["total_j"],
+    "latency_per_inference_s": {
+      "aimc": aimc["latency_s"],
+      **{f"digital_{p}": v["latency_s"] for p, v in digital.items()},
+    },
+    **runner.cost_report(run.setup, run.params, exp.quant.spec).as_dict(),
+    "energy": {"aimc": aimc, **{f"digital_{p}": v for p, v in digital.items()}},
+    "mapping": {"totals": mapping.totals(), "arrays": mapping.rows()},
+    "chip": {
+      "recurrence": exp.hardware.recurrence,
+      "dac_bits": d.dac_bits,
+      "adc_bits": d.adc_bits,
+      "periphery_bits": d.periphery_bits,
+      "headroom": d.headroom,
+      "read_rng": d.read_rng,
+      "tile": mapping.totals()["tile"],
+      "hardware": {n: s.summary() for n, s in specs.items()},
+    },
+    "energy_constants": dataclasses.asdict(d.energy),
+    "platform": jax.default_backend(),
+  }
 
 
 def report_markdown(results: dict, tables: dict, workdir: str) -> str:

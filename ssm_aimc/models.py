@@ -17,7 +17,7 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
-from ssm_aimc import errors, layers, quant
+from ssm_aimc import errors, layers, quant, ssm
 from ssm_aimc.hardware import analog as analog_lib
 
 POOLINGS = ("mean", "last")
@@ -43,7 +43,7 @@ class ModelConfig:
 
   d_model: int = 64
   n_layers: int = 4
-  d_state: int = 64
+  d_state: int = 32
   dropout: float = 0.1
   pooling: str = "mean"
   prenorm: bool = True
@@ -53,6 +53,29 @@ class ModelConfig:
   step_min: float = 1e-3
   step_max: float = 1e-1
   train_b: bool = True
+
+  def __post_init__(self):
+    for name in ("d_model", "n_layers", "d_state"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise errors.ConfigError(f"model.{name} must be a positive integer, got {value!r}.")
+    if self.d_state % 2:
+      raise errors.ConfigError(f"model.d_state must be even, got {self.d_state}.")
+    if not 0.0 <= self.dropout < 1.0:
+      raise errors.ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}.")
+    if not 0 < self.step_min <= self.step_max:
+      raise errors.ConfigError(
+        f"model.step_min/step_max must satisfy 0 < step_min <= step_max, got "
+        f"{self.step_min}, {self.step_max}."
+      )
+    for name, valid in (
+      ("pooling", POOLINGS),
+      ("a_init", ssm.A_INITS),
+      ("discretization", ssm.DISCRETIZATIONS),
+      ("method", ssm.METHODS + ("auto",)),
+    ):
+      if getattr(self, name) not in valid:
+        raise errors.ConfigError(f"Unknown model.{name} {getattr(self, name)!r}; valid: {valid}.")
 
 
 class S4DClassifier(nn.Module):

@@ -6,14 +6,14 @@ seeds of a call are evaluated together with `jax.vmap` over the keys, in chunks 
 `seeds_per_call` so that memory stays bounded; the analog spec is a traced argument, so a
 sweep over noise scales reuses one compiled program.
 
-`noise_sweep` evaluates a list of programming-noise scales and `plot_noise_sweep` draws
-accuracy against the scale (mean and std over seeds).
+`at_prog_noise_scales` evaluates a list of programming-noise scales and `plot_noise_sweep`
+draws accuracy against the scale (mean and std over seeds).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -77,7 +77,7 @@ def chip_keys(seed: int, n_seeds: int) -> tuple[jax.Array, jax.Array]:
   return program(seeds), read(seeds)
 
 
-def evaluate(
+def chip_accuracies(
   eval_fn: Callable,
   params,
   split: data.Split,
@@ -87,20 +87,19 @@ def evaluate(
   seed: int = 0,
   seeds_per_call: int = 20,
   progress: str | None = None,
-) -> dict:
-  """Test accuracy on `n_seeds` simulated chips.
+  fetch: Callable = np.asarray,
+) -> np.ndarray:
+  """Test accuracy on each of `n_seeds` simulated chips: (..., n_seeds) float64.
 
-  `progress`: a label shows a progress bar (stderr) over the vmapped calls.
-
-  Returns:
-    {"analog_accuracy_mean", "analog_accuracy_std" (over chips, ddof 0), "noise_seeds",
-     "analog_accuracies" (one per chip)}.
+  `eval_fn(params, x, y, mask, analog, keys_program, keys_read, batch_index)` returns the
+  correct counts (..., S) of S chips (a population's evaluation adds a leading member
+  axis); `fetch` brings them to the host. `progress`: a label shows a progress bar
+  (stderr) over the vmapped calls.
   """
   if n_seeds < 1:
     raise ValueError(f"n_seeds must be >= 1, got {n_seeds}.")
   keys_program, keys_read = chip_keys(seed, n_seeds)
-  correct = np.zeros(n_seeds)
-  count = 0.0
+  correct, count = None, 0.0
   n_batches = -(-len(split) // min(batch_size, len(split)))
   bar = tqdm.tqdm(
     total=n_batches * -(-n_seeds // seeds_per_call),
@@ -113,40 +112,55 @@ def evaluate(
     count += float(mask.sum())
     for start in range(0, n_seeds, seeds_per_call):
       chips = slice(start, min(start + seeds_per_call, n_seeds))
-      out = eval_fn(
-        params, x, y, mask, analog, keys_program[chips], keys_read[chips], jnp.int32(index)
+      out = fetch(
+        eval_fn(params, x, y, mask, analog, keys_program[chips], keys_read[chips], jnp.int32(index))
       )
-      correct[chips] += np.asarray(out)
+      if correct is None:
+        correct = np.zeros(out.shape[:-1] + (n_seeds,))
+      correct[..., chips] += out
       bar.update()
   bar.close()
-  accuracies = correct / max(count, 1.0)
+  return correct / max(count, 1.0)
+
+
+def summary(accuracies: np.ndarray) -> dict:
+  """The results keys of one model's chip accuracies (n_seeds,): mean, std (ddof 0)."""
   return {
     "analog_accuracy_mean": float(np.mean(accuracies)),
     "analog_accuracy_std": float(np.std(accuracies)),
-    "noise_seeds": int(n_seeds),
+    "noise_seeds": int(len(accuracies)),
     "analog_accuracies": [float(a) for a in accuracies],
   }
 
 
-def noise_sweep(
+def evaluate(
   eval_fn: Callable,
   params,
   split: data.Split,
   batch_size: int,
   analog: analog_lib.AnalogSpec,
-  scales: Sequence[float],
   n_seeds: int,
   seed: int = 0,
   seeds_per_call: int = 20,
+  progress: str | None = None,
+) -> dict:
+  """`summary` of the accuracies of one model on `n_seeds` chips (`chip_accuracies`)."""
+  return summary(
+    chip_accuracies(
+      eval_fn, params, split, batch_size, analog, n_seeds, seed, seeds_per_call, progress
+    )
+  )
+
+
+def at_prog_noise_scales(
+  evaluate_at: Callable, analog: analog_lib.AnalogSpec, scales
 ) -> list[dict]:
-  """`evaluate` at each programming-noise scale (other terms as in `analog`)."""
+  """One row per programming-noise scale: `evaluate_at(spec)` (a results dict) with the
+  spec's programming noise at that scale (other terms as in `analog`)."""
   rows = []
   for scale in scales:
-    if scale < 0:
-      raise ValueError(f"noise scales must be >= 0, got {scale}.")
     spec = dataclasses.replace(analog, prog_noise_scale=jnp.asarray(scale, jnp.float32))
-    out = evaluate(eval_fn, params, split, batch_size, spec, n_seeds, seed, seeds_per_call)
-    rows.append({"prog_noise_scale": float(scale), **out})
+    rows.append({"prog_noise_scale": float(scale), **evaluate_at(spec)})
   return rows
 
 

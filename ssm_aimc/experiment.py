@@ -1,0 +1,567 @@
+"""An experiment as one typed, frozen value: every section of a config, validated once.
+
+The ml_collections ConfigDict stops here. `from_config(config)` reads a ConfigDict, or a
+nested dict such as a run's config.json, into an `Experiment` of frozen dataclasses:
+
+  Experiment      seed, model name, batch sizes, epochs, logging and checkpoint settings
+    .data         data.DataConfig
+    .model        models.ModelConfig
+    .optimizer    optim.OptimConfig
+    .quant        QuantConfig      .spec: the quant.QuantSpec (None when disabled)
+    .hardware     HardwareConfig   .spec: the analog.AnalogSpec (None when disabled)
+    .prune        pruning.PruneConfig
+    .deploy       DeployConfig     .chip: the chip.ChipConfig; .energy
+    .sweep        SweepConfig      (sweep configs only; ssm_aimc.sweep)
+    .claim        the claim section as a nested dict (claim configs only; ssm_aimc.claims)
+
+Each dataclass checks its values when it is made, so an Experiment that exists is valid. A
+key that no section has is a ConfigError naming the closest valid key, for a config from
+the command line and one built in Python alike. Variants: `override(exp, {"quant.weight_bits":
+4})` with dotted paths as on the command line, or `dataclasses.replace` on a section. The
+specs are computed from the fields, so a variant never keeps a stale flag (e.g. after the
+hardware device changes). `to_dict(exp)` is a run's config.json: from_config(to_dict(exp))
+equals exp.
+
+Bit widths, one vocabulary: a width of 0 means "not set" (a converter that is not there, a
+tensor group that inherits its section's width) and a width >= 16 means float, exactly
+(`quant.OFF_THRESHOLD`). Noise scales, one vocabulary: a `noise_scale` multiplies the
+device's programming AND read noise (`analog.AnalogSpec.scaled`), a `prog_noise_scale` the
+programming noise alone, a `read_noise_scale` the read noise alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import os
+from collections.abc import Mapping
+
+import jax
+
+from ssm_aimc import chip, data, errors, models, optim, pruning, quant
+from ssm_aimc.hardware import analog, crossbar, devices, energy
+
+
+def _fail(name: str, expect: str, value) -> None:
+  raise errors.ConfigError(f"{name} must be {expect}, got {value!r}.")
+
+
+def _require(ok: bool, name: str, expect: str, value) -> None:
+  if not ok:
+    _fail(name, expect, value)
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _one_of(name: str, value, allowed) -> None:
+  _require(value in tuple(allowed), name, f"one of {tuple(allowed)}", value)
+
+
+def _widths(name: str, values, unset_allowed: bool = False) -> None:
+  for v in values:
+    if not (unset_allowed and v == 0):
+      try:
+        quant.validate_bits(v)
+      except errors.ConfigError as e:
+        raise errors.ConfigError(f"{name}: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------
+# Sections of the config that the core does not own.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantConfig:
+  """`config.quant`: quantization-aware training (and PTQ in --mode=evaluate).
+
+  Attributes:
+    enabled: fake-quantize in the forward pass; otherwise the float model exactly.
+    weight_bits: every weight group (encoder, b_bar, c, d, GLU dense, decoder).
+    act_bits: inputs of every matrix product, biases and norms, the state.
+    a_bar_bits: the recurrent coefficient.
+    mode: "tensor" | "channel" (absmax steps) | "lsq" (learned steps).
+    a_bar_param: "polar" | "cartesian", the stable a_bar grid.
+    group_bits: (group, bits) for every group of `quant.GROUPS`; 0 inherits the width above.
+  """
+
+  enabled: bool = False
+  weight_bits: int = 8
+  act_bits: int = 8
+  a_bar_bits: int = 8
+  mode: str = "tensor"
+  a_bar_param: str = "polar"
+  group_bits: tuple[tuple[str, int], ...] = tuple((g, 0) for g in quant.GROUPS)
+
+  def __post_init__(self):
+    _widths(
+      "quant.weight_bits/act_bits/a_bar_bits", (self.weight_bits, self.act_bits, self.a_bar_bits)
+    )
+    _one_of("quant.mode", self.mode, (m.value for m in quant.ScaleMode))
+    _one_of("quant.a_bar_param", self.a_bar_param, ("polar", "cartesian"))
+    groups = dict(self.group_bits)
+    for group in groups:
+      _one_of("a key of quant.group_bits", group, quant.GROUPS)
+      _widths(f"quant.group_bits.{group}", (groups[group],), unset_allowed=True)
+    object.__setattr__(self, "group_bits", tuple((g, groups.get(g, 0)) for g in quant.GROUPS))
+
+  @functools.cached_property
+  def spec(self) -> quant.QuantSpec | None:
+    """The QuantSpec: uniform widths, then every set group width; None when disabled."""
+    if not self.enabled:
+      return None
+    spec = quant.QuantSpec.uniform(
+      self.weight_bits,
+      self.act_bits,
+      self.a_bar_bits,
+      quant.ScaleMode(self.mode),
+      a_bar_param=self.a_bar_param,
+    )
+    overrides = {
+      g: quant.TensorQuant.make(bits, getattr(spec, g).mode) for g, bits in self.group_bits if bits
+    }
+    return dataclasses.replace(spec, **overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class HardwareConfig:
+  """`config.hardware`: the simulated analog substrate (fields: configs/default.py).
+
+  The device model of training-time noise (`train`), of `--mode=evaluate` on simulated
+  chips and, with the converters of `DeployConfig`, of the step-mode chip.
+  """
+
+  enabled: bool = False
+  device: str = "pcm_like"
+  device_csv: str = ""
+  mapping: str = "column"
+  recurrence: str = "digital"
+  prog_noise_scale: float = 1.0
+  read_noise_scale: float = 1.0
+  read_noise_draw: str = "product"
+  drift: bool = True
+  drift_compensation: bool = True
+  t_inference: float = 3600.0
+  stuck_min: float = 0.0
+  stuck_max: float = 0.0
+  levels: int = 0
+  dac_bits: int = 0
+  adc_bits: int = 0
+  adc_bound: float = 12.0
+  output_noise: float = 0.0
+  train: bool = False
+  ramp_epochs: float = 0.0
+  eval_seeds: int = 20
+  eval_seed: int = 0
+  seeds_per_call: int = 20
+  prog_noise_scales: tuple[float, ...] = ()
+
+  def __post_init__(self):
+    if not self.device_csv:
+      _one_of("hardware.device", self.device, devices.DEVICES)
+    _require(
+      self.enabled or not self.train,
+      "hardware.train",
+      "False unless hardware.enabled (noise-aware training simulates the device)",
+      self.train,
+    )
+    for name in ("eval_seeds", "seeds_per_call"):
+      _require(
+        _is_int(getattr(self, name)) and getattr(self, name) >= 1,
+        f"hardware.{name}",
+        "an integer >= 1",
+        getattr(self, name),
+      )
+    _require(
+      _is_int(self.eval_seed) and self.eval_seed >= 0,
+      "hardware.eval_seed",
+      "an integer >= 0",
+      self.eval_seed,
+    )
+    _require(
+      _is_number(self.ramp_epochs) and self.ramp_epochs >= 0,
+      "hardware.ramp_epochs",
+      ">= 0",
+      self.ramp_epochs,
+    )
+    for s in self.prog_noise_scales:
+      _require(
+        _is_number(s) and s >= 0,
+        "hardware.prog_noise_scales",
+        "finite numbers >= 0",
+        self.prog_noise_scales,
+      )
+    _widths("hardware.dac_bits/adc_bits", (self.dac_bits, self.adc_bits), unset_allowed=True)
+    try:
+      self.spec_on(devices.IDEAL)  # Every number checked once, whatever the device.
+    except errors.ConfigError as e:
+      raise errors.ConfigError(f"hardware: {e}") from e
+
+  def spec_on(self, device: devices.Device, dac_bits=None, adc_bits=None) -> analog.AnalogSpec:
+    """The AnalogSpec of these settings on `device` (converters overridable: the chip's)."""
+    dac = self.dac_bits if dac_bits is None else dac_bits
+    adc = self.adc_bits if adc_bits is None else adc_bits
+    return analog.AnalogSpec.make(
+      device,
+      prog_noise_scale=self.prog_noise_scale,
+      read_noise_scale=self.read_noise_scale,
+      t_inference=self.t_inference,
+      drift=self.drift,
+      drift_compensation=self.drift_compensation,
+      stuck_min=self.stuck_min,
+      stuck_max=self.stuck_max,
+      levels=self.levels or None,
+      dac_bits=dac or None,
+      adc_bits=adc or None,
+      adc_bound=self.adc_bound,
+      output_noise=self.output_noise,
+      mapping=self.mapping,
+      recurrence=self.recurrence,
+      read_noise_draw=self.read_noise_draw,
+    )
+
+  @functools.cached_property
+  def spec(self) -> analog.AnalogSpec | None:
+    """The AnalogSpec on `device` (or the measured table); None when disabled."""
+    if not self.enabled:
+      return None
+    return self.spec_on(devices.get_device(self.device, self.device_csv))
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployConfig:
+  """`config.deploy`: the step-mode chip of --mode=deploy (fields: configs/default.py)."""
+
+  devices: tuple[str, ...] = ("pcm_like", "rram_taox")
+  dac_bits: int = 8
+  adc_bits: int = 8
+  periphery_bits: int = 16
+  headroom: float = 1.0
+  read_rng: str = "hash"
+  tile_rows: int = 64
+  tile_cols: int = 64
+  differential: bool = True
+  seeds: int = 20
+  seeds_per_call: int = 5
+  folder: str = "deploy"
+  drift_times: tuple[float, ...] = ()
+  energy: energy.EnergyConstants = energy.EnergyConstants()
+
+  def __post_init__(self):
+    for name in ("seeds", "seeds_per_call"):
+      _require(
+        _is_int(getattr(self, name)) and getattr(self, name) >= 1,
+        f"deploy.{name}",
+        "an integer >= 1",
+        getattr(self, name),
+      )
+    _widths("deploy.dac_bits/adc_bits", (self.dac_bits, self.adc_bits))
+    for name in self.devices:
+      if name:
+        _one_of("an entry of deploy.devices", name, devices.DEVICES)
+    plain = self.folder and os.sep not in self.folder and self.folder not in (".", "..")
+    _require(bool(plain), "deploy.folder", "a plain folder name", self.folder)
+    for t in self.drift_times:
+      _require(_is_number(t) and t >= 0, "deploy.drift_times", "seconds >= 0", self.drift_times)
+    try:
+      self.chip  # noqa: B018  (checks tile, periphery, headroom and read_rng)
+    except errors.ConfigError as e:
+      raise errors.ConfigError(f"deploy: {e}") from e
+
+  @functools.cached_property
+  def chip(self) -> chip.ChipConfig:
+    tile = crossbar.TileConfig(self.tile_rows, self.tile_cols, self.differential)
+    return chip.ChipConfig(
+      tile=tile, periphery_bits=self.periphery_bits, headroom=self.headroom, read_rng=self.read_rng
+    )
+
+
+STRATEGIES = ("vmap", "map", "separate")
+AUTO = "auto"
+# Sweep axes that set bit widths: sweep field -> config.quant field.
+BIT_AXES = ("weight_bits", "act_bits", "a_bar_bits")
+# Axes that change array shapes: one compiled program each.
+STRUCTURE_AXES = ("d_model", "d_state", "n_layers")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  """`config.sweep`: the grid of a population sweep (ssm_aimc.sweep). An empty axis is not
+  swept.
+
+  Attributes:
+    weight_bits, act_bits, a_bar_bits: widths of config.quant's three fields.
+    group_bits: (group, widths) pairs: an axis per tensor group of `quant.GROUPS`.
+    noise_scales: factors on the programming and read noise of config.hardware: a training
+      axis with hardware.train (noise-aware training), else an evaluation axis.
+    learning_rates: peak learning rates.
+    seeds: config.seed values (init, dropout and batch order of each member).
+    d_model, d_state, n_layers: structural axes, one compiled program each.
+    strategy: "vmap", "map", "separate" or "auto" (= the fastest measured, "separate").
+    chunk_size: members trained together; 0 = the whole population.
+    shard: shard the population over all devices when there are several.
+    plots: write the PNG plots.
+  """
+
+  weight_bits: tuple[int, ...] = ()
+  act_bits: tuple[int, ...] = ()
+  a_bar_bits: tuple[int, ...] = ()
+  group_bits: tuple[tuple[str, tuple[int, ...]], ...] = ()
+  noise_scales: tuple[float, ...] = ()
+  learning_rates: tuple[float, ...] = ()
+  seeds: tuple[int, ...] = ()
+  d_model: tuple[int, ...] = ()
+  d_state: tuple[int, ...] = ()
+  n_layers: tuple[int, ...] = ()
+  strategy: str = AUTO
+  chunk_size: int = 0
+  shard: bool = True
+  plots: bool = True
+
+  def __post_init__(self):
+    axes = {
+      name: getattr(self, name)
+      for name in (*BIT_AXES, "noise_scales", "learning_rates", "seeds", *STRUCTURE_AXES)
+    }
+    groups = {g: v for g, v in self.group_bits if v}
+    for group in groups:
+      _one_of("a key of sweep.group_bits", group, quant.GROUPS)
+    axes.update({f"group_bits.{g}": v for g, v in groups.items()})
+    for name, values in axes.items():
+      whole = name not in ("noise_scales", "learning_rates")
+      for v in values:
+        _require(
+          _is_int(v) if whole else _is_number(v),
+          f"sweep.{name}",
+          "a tuple of " + ("whole numbers" if whole else "finite numbers"),
+          values,
+        )
+      _require(len(set(values)) == len(values), f"sweep.{name}", "a tuple without repeats", values)
+      if name in BIT_AXES or name.startswith("group_bits"):
+        _widths(f"sweep.{name}", values)
+      low = 1 if name in (*STRUCTURE_AXES, "learning_rates") else 0
+      _require(
+        all(v >= low for v in values) and (name != "learning_rates" or all(v > 0 for v in values)),
+        f"sweep.{name}",
+        f"values >= {low}" if name != "learning_rates" else "values > 0",
+        values,
+      )
+    object.__setattr__(self, "group_bits", tuple((g, tuple(v)) for g, v in groups.items()))
+    _one_of("sweep.strategy", self.strategy, STRATEGIES + (AUTO,))
+    _require(
+      _is_int(self.chunk_size) and self.chunk_size >= 0,
+      "sweep.chunk_size",
+      "an integer >= 0 (0: whole population)",
+      self.chunk_size,
+    )
+
+  @property
+  def swept_bits(self) -> bool:
+    return any(getattr(self, name) for name in BIT_AXES) or bool(self.group_bits)
+
+
+# ---------------------------------------------------------------------------------------
+# The experiment.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """A whole experiment (the fields of configs/default.py, each documented there)."""
+
+  seed: int = 0
+  model_name: str = "s4d"
+  batch_size: int = 64
+  eval_batch_size: int = 256
+  num_epochs: int = 60
+  log_every_steps: int = 20
+  checkpoint_every_epochs: int = 1
+  keep_checkpoints: int = 2
+  init_checkpoint: str = ""
+  progress_bar: bool = True
+  data: data.DataConfig = data.DataConfig()
+  model: models.ModelConfig = models.ModelConfig()
+  optimizer: optim.OptimConfig = optim.OptimConfig()
+  quant: QuantConfig = QuantConfig()
+  hardware: HardwareConfig = HardwareConfig()
+  prune: pruning.PruneConfig = pruning.PruneConfig()
+  deploy: DeployConfig = DeployConfig()
+  sweep: SweepConfig | None = None
+  claim: dict | None = None
+
+  def __post_init__(self):
+    _require(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+    _one_of("model_name", self.model_name, sorted(models.MODELS))
+    for name in (
+      "batch_size",
+      "eval_batch_size",
+      "num_epochs",
+      "log_every_steps",
+      "checkpoint_every_epochs",
+      "keep_checkpoints",
+    ):
+      _require(
+        _is_int(getattr(self, name)) and getattr(self, name) > 0,
+        name,
+        "a positive integer",
+        getattr(self, name),
+      )
+    if self.sweep is not None:
+      _require(
+        not self.sweep.swept_bits or self.quant.enabled,
+        "quant.enabled",
+        "True to sweep bit widths",
+        self.quant.enabled,
+      )
+      _require(
+        not self.sweep.noise_scales or self.hardware.enabled,
+        "hardware.enabled",
+        "True to sweep sweep.noise_scales",
+        self.hardware.enabled,
+      )
+      _require(
+        not self.prune.enabled,
+        "prune.enabled",
+        "False in a sweep (a sweep cannot prune)",
+        self.prune.enabled,
+      )
+
+  @property
+  def quant_spec(self) -> quant.QuantSpec | None:
+    return self.quant.spec
+
+  @property
+  def analog_spec(self) -> analog.AnalogSpec | None:
+    return self.hardware.spec
+
+  def chip_specs(self) -> dict[str, analog.AnalogSpec]:
+    """{device name: AnalogSpec} of every device of `deploy.devices` ("" = hardware.device):
+    the device model of `hardware` with the chip's converters of `deploy`."""
+    d, hw = self.deploy, self.hardware
+    for name in ("dac_bits", "adc_bits"):
+      mine, chips = getattr(hw, name), getattr(d, name)
+      if mine and mine != chips:
+        raise errors.ConfigError(
+          f"hardware.{name}={mine} but deploy.{name}={chips}: the chip uses deploy.*; "
+          f"set them equal or leave hardware.{name} at 0."
+        )
+    names = [n for n in d.devices if n] or [hw.device]
+    specs = {}
+    for name in names:
+      device = devices.get_device(name, hw.device_csv)
+      specs[device.name] = hw.spec_on(device, d.dac_bits, d.adc_bits)
+    return specs
+
+
+# Nested sections: (class, field) -> the dataclass that field holds.
+_SECTIONS = {
+  "data": data.DataConfig,
+  "model": models.ModelConfig,
+  "optimizer": optim.OptimConfig,
+  "quant": QuantConfig,
+  "hardware": HardwareConfig,
+  "prune": pruning.PruneConfig,
+  "deploy": DeployConfig,
+  "sweep": SweepConfig,
+  "energy": energy.EnergyConstants,
+}
+_PAIRS = ("group_bits",)  # Dicts held as (key, value) pairs, in a fixed order.
+
+
+def _plain(value):
+  """Lists (from JSON) and tuples as tuples, ConfigDicts and dicts as dicts, recursively."""
+  if isinstance(value, Mapping) or hasattr(value, "to_dict"):
+    items = value.to_dict().items() if hasattr(value, "to_dict") else value.items()
+    return {k: _plain(v) for k, v in items}
+  if isinstance(value, list | tuple):
+    return tuple(_plain(v) for v in value)
+  return value
+
+
+def _unknown(key: str, where: str, valid) -> errors.ConfigError:
+  close = difflib.get_close_matches(key, list(valid), n=1)
+  hint = f"; did you mean '{where}{close[0]}'?" if close else f"; valid: {sorted(valid)}"
+  return errors.ConfigError(f"Unknown config key '{where}{key}'{hint}")
+
+
+def _build(cls, values, where: str = ""):
+  if not isinstance(values, Mapping):
+    raise errors.ConfigError(
+      f"config section {where.rstrip('.') or 'config'} must be a section, got {values!r}."
+    )
+  names = {f.name for f in dataclasses.fields(cls)}
+  kwargs = {}
+  for key, value in values.items():
+    if key not in names:
+      raise _unknown(key, where, names)
+    if key in _SECTIONS:
+      value = _build(_SECTIONS[key], value, f"{where}{key}.")
+    elif key in _PAIRS:
+      if not isinstance(value, Mapping):
+        raise errors.ConfigError(f"{where}{key} must be a section of group -> bits, got {value!r}.")
+      value = tuple((str(g), _plain(v)) for g, v in value.items())
+    else:
+      value = _plain(value)
+    kwargs[key] = value
+  try:
+    return cls(**kwargs)
+  except TypeError as e:  # A value of the wrong kind, e.g. a section where a number goes.
+    raise errors.ConfigError(f"config section {where.rstrip('.') or '(top)'}: {e}") from e
+
+
+def from_config(config) -> Experiment:
+  """The Experiment of a ConfigDict or nested dict (ConfigError on an unknown key or a bad
+  value, naming it)."""
+  return _build(Experiment, _plain(config))
+
+
+def to_dict(exp: Experiment) -> dict:
+  """The nested dict of `exp` (a run's config.json); sections it lacks are left out."""
+  out = {}
+  for f in dataclasses.fields(exp):
+    value = getattr(exp, f.name)
+    if value is None and f.name in ("sweep", "claim"):
+      continue
+    out[f.name] = _section_dict(value) if dataclasses.is_dataclass(value) else value
+  return out
+
+
+def _section_dict(section) -> dict:
+  out = {}
+  for f in dataclasses.fields(section):
+    value = getattr(section, f.name)
+    if dataclasses.is_dataclass(value):
+      value = _section_dict(value)
+    elif f.name in _PAIRS:
+      value = dict(value)
+    out[f.name] = value
+  return out
+
+
+def override(exp: Experiment, overrides: Mapping) -> Experiment:
+  """A copy of `exp` with {dotted path: value} set (ConfigError for an unknown path)."""
+  tree = to_dict(exp)
+  for path, value in overrides.items():
+    *parents, leaf = path.split(".")
+    target, where = tree, ""
+    for p in parents:
+      if not isinstance(target.get(p), dict):
+        raise _unknown(p, where, [k for k, v in target.items() if isinstance(v, dict)])
+      target, where = target[p], f"{where}{p}."
+    if leaf not in target:
+      raise _unknown(leaf, where, target)
+    target[leaf] = value
+  return from_config(tree)
+
+
+def platform() -> str:
+  """The JAX backend the experiment runs on ("cpu", "gpu", "tpu")."""
+  return jax.default_backend()

@@ -1,0 +1,494 @@
+"""One runner: an experiment built into a population of runs and trained by one loop.
+
+  setup = runner.build(exp)                    # data, model, steps: one structure
+  pop = runner.Population(setup, members, layout, states)   # P >= 1 runs of it
+  fit = runner.fit(pop, ...)                   # THE training loop
+
+A single run (--mode=train) is a population of one in the single layout; a sweep trains
+populations of its grid's members in the layout of its strategy (ssm_aimc.population).
+The loop is the same: a deterministic batch order per (seed, epoch), dropout keys
+fold_in(key, step), metrics.jsonl, the non-finite guard, validation every epoch and the
+best state by validation accuracy. What a single run adds (checkpoints and resume,
+pruning masks) comes in through the optional `checkpoints` and `pruning` hooks.
+
+Evaluation is the same for every layout too: counts fetched per batch and summed on the
+host in float64 (`Population.evaluate`, `Population.chip_accuracies`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+
+from ssm_aimc import cost, data, errors, experiment, models, noise_eval, optim, quant, steps
+from ssm_aimc import population as population_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What an experiment builds before training, shared by every run of its structure.
+
+  Attributes:
+    exp: the experiment it was built from (its data, model and schedule are every
+      member's).
+    dataset: the task's splits.
+    model: the Flax classifier.
+    steps_per_epoch, total_steps: of the training schedule.
+  """
+
+  exp: experiment.Experiment
+  dataset: data.Dataset
+  model: object
+  steps_per_epoch: int
+  total_steps: int
+
+  @property
+  def example(self) -> jax.Array:
+    """A (1, L, d_input) input that fixes every shape."""
+    return jnp.zeros((1, self.dataset.seq_len, self.dataset.d_input), jnp.float32)
+
+  def optimizer(self, exp: experiment.Experiment):
+    """The optimizer of `exp` on this schedule (one shared object per optimizer config)."""
+    return optim.make_optimizer(exp.optimizer, self.steps_per_epoch, self.total_steps)[0]
+
+
+def build(exp: experiment.Experiment) -> Setup:
+  """Loads the data and builds the model of `exp`."""
+  dataset = data.load_dataset(exp.data)
+  if exp.batch_size > len(dataset.train):
+    raise errors.ConfigError(
+      f"batch_size {exp.batch_size} exceeds the {len(dataset.train)} training examples."
+    )
+  model = models.get_model(exp.model_name, exp.model, dataset.n_classes)
+  steps_per_epoch = data.num_batches(len(dataset.train), exp.batch_size, drop_last=True)
+  return Setup(exp, dataset, model, steps_per_epoch, steps_per_epoch * exp.num_epochs)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(model, seq_len: int, d_input: int):
+  dummy = jnp.zeros((1, seq_len, d_input), jnp.float32)
+  return jax.jit(lambda key: model.init(key, dummy)["params"])
+
+
+def init_params(setup: Setup, seed: int):
+  """The initial params of `seed`: key fold_in(PRNGKey(seed), 0), one compiled init per
+  model and input shape in this process."""
+  fn = _init_fn(setup.model, setup.dataset.seq_len, setup.dataset.d_input)
+  return fn(jax.random.fold_in(jax.random.PRNGKey(seed), 0))
+
+
+def calibrate(setup: Setup, exp: experiment.Experiment, params):
+  """Quantizer ranges and LSQ steps from the first training batch of `exp`'s order.
+
+  Runs when the model is quantized or simulated on analog hardware (whose DAC and ADC use
+  the activation ranges); a no-op for a digital float model.
+  """
+  if exp.quant.spec is None and exp.hardware.spec is None:
+    return params
+  spec = exp.quant.spec if exp.quant.spec is not None else quant.QuantSpec.off()
+  x, _ = next(data.batches(setup.dataset.train, exp.batch_size, seed=exp.seed, epoch=0))
+  return models.calibrate(setup.model, params, spec, jnp.asarray(x))
+
+
+def new_state(setup: Setup, exp: experiment.Experiment, params, tx=None) -> steps.TrainState:
+  """A fresh TrainState of `params` with `exp`'s optimizer (or `tx`)."""
+  tx = setup.optimizer(exp) if tx is None else tx
+  return steps.TrainState.create(apply_fn=setup.model.apply, params=params, tx=tx)
+
+
+def cost_report(setup: Setup, params, spec: quant.QuantSpec | None) -> cost.CostReport:
+  """Cost of `params` under `spec`, from the deployed tensors."""
+  records = models.deployed_tensors(setup.model, params, spec, setup.example)
+  ds = setup.dataset
+  reference = dict(cost.REFERENCE, d_input=ds.d_input, n_classes=ds.n_classes)
+  return cost.deployed_report(
+    records,
+    params=cost.count_params(params, exclude=models.is_quantizer_param),
+    seq_len=ds.seq_len,
+    reference=reference,
+  )
+
+
+# ---------------------------------------------------------------------------------------
+# A population and its programs.
+# ---------------------------------------------------------------------------------------
+
+
+_SINGLE_STEP = jax.jit(steps.train_step, donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=8)
+def _stacked_step(layout: population_lib.Layout):
+  def member_step(state, x, y, key, spec, analog):
+    return steps.train_step(state, x, y, key, spec, analog)
+
+  return jax.jit(layout.map(member_step, (True,) * 6), donate_argnums=0)
+
+
+def _stack_or_none(layout, trees: list):
+  return None if trees[0] is None else layout.stack(trees)
+
+
+class Population:
+  """P >= 1 runs of one structure (`members`, Experiments that differ only in traced
+  numbers: bit widths, noise scales, learning rate, seed) held as `layout` says.
+
+  Attributes:
+    setup, members, layout: as given.
+    state: the TrainState (stacked for a stacked layout).
+    masks: pruning masks passed to every step (single layout only), or None.
+  """
+
+  @classmethod
+  def start(cls, setup: Setup, members: list, layout: population_lib.Layout, params: list):
+    """A population starting from `params` (one tree per member) at step 0."""
+    tx, rates = cls.optimizer(setup, members, layout.stacked)
+    states = [new_state(setup, m, p, tx) for m, p in zip(members, params, strict=True)]
+    if rates is not None:
+      states = [
+        s.replace(opt_state=optax.tree_utils.tree_set(s.opt_state, learning_rate=jnp.float32(r)))
+        for s, r in zip(states, rates, strict=True)
+      ]
+    return cls(setup, members, layout, states)
+
+  def __init__(self, setup: Setup, members: list, layout: population_lib.Layout, states: list):
+    if not layout.stacked and len(members) != 1:
+      raise ValueError("The single layout holds exactly one member.")
+    self.setup, self.members, self.layout = setup, members, layout
+    self.size = len(members)
+    self.state = layout.stack(states)
+    self.specs = _stack_or_none(layout, [m.quant.spec for m in members])
+    self.analogs = _stack_or_none(layout, [m.hardware.spec for m in members])
+    keys = [jax.random.fold_in(jax.random.PRNGKey(m.seed), 1) for m in members]
+    self.keys = layout.stack(keys) if layout.stacked else keys[0]
+    self.masks = None
+    apply_fn = setup.model.apply
+    if layout.stacked:
+      step = _stacked_step(layout)
+      self._step = lambda state, x, y, key, spec, analog, masks: step(
+        state, x, y, key, spec, analog
+      )
+
+      def member_eval(params, spec, x, y, mask):
+        return steps.eval_step(apply_fn, spec, params, x, y, mask)
+
+      def member_counts(params, spec, analog, x, y, mask, kp, kr, index):
+        return noise_eval.correct_counts(apply_fn, spec, params, x, y, mask, analog, kp, kr, index)
+
+      self._eval = jax.jit(layout.map(member_eval, (True, True, False, False, False)))
+      self._counts = jax.jit(layout.map(member_counts, (True,) * 3 + (False,) * 6))
+    else:
+      # The quantization spec is baked into the single run's evaluation programs (as
+      # --mode=train always compiled them); the train step takes it as an argument.
+      self._step = _SINGLE_STEP
+      spec = members[0].quant.spec
+      self._eval = jax.jit(functools.partial(steps.eval_step, apply_fn, spec))
+      self._counts = noise_eval.make_eval_fn(apply_fn, spec)
+
+  @staticmethod
+  def optimizer(setup: Setup, members: list, stacked: bool):
+    """The members' shared optimizer and each member's learning rate to set (None: baked).
+
+    Members with one optimizer config share its transformation (the learning rate
+    baked in, as a single run has it); a stacked population whose members differ only in
+    learning rate gets `optim.injected_optimizer` and each member's rate in its state."""
+    configs = {m.optimizer for m in members}
+    if len(configs) == 1:
+      return setup.optimizer(members[0]), None
+    rates = {dataclasses.replace(c, learning_rate=1.0) for c in configs}
+    if not stacked or len(rates) != 1:
+      raise errors.ConfigError("Members trained together must share their optimizer settings.")
+    tx = optim.injected_optimizer(rates.pop(), setup.steps_per_epoch, setup.total_steps)
+    return tx, [m.optimizer.learning_rate for m in members]
+
+  def batches(self, epoch: int, start_batch: int = 0):
+    """The epoch's batches (x, y), each member in its own seed's order."""
+    train, bs = self.setup.dataset.train, self.members[0].batch_size
+    if not self.layout.stacked:
+      return data.batches(
+        train, bs, seed=self.members[0].seed, epoch=epoch, start_batch=start_batch
+      )
+    seeds = [m.seed for m in self.members]
+    orders = {
+      s: data.batches(train, bs, seed=s, epoch=epoch, start_batch=start_batch)
+      for s in dict.fromkeys(seeds)
+    }
+
+    def stacked():
+      for _ in range(self.setup.steps_per_epoch - start_batch):
+        batch = {s: next(it) for s, it in orders.items()}
+        yield tuple(self.layout.stack([batch[s][k] for s in seeds]) for k in (0, 1))
+
+    return stacked()
+
+  def analog_at(self, step: int):
+    """The analog spec of training step `step`: None unless noise-aware, ramped in linearly."""
+    hw = self.members[0].hardware
+    if not hw.train:
+      return None
+    ramp_steps = hw.ramp_epochs * self.setup.steps_per_epoch
+    factor = 1.0 if ramp_steps <= 0 else min(1.0, (step + 1) / ramp_steps)
+    return self.analogs.scaled(jnp.asarray(factor, jnp.float32))
+
+  def step(self, x, y, step: int):
+    """One training step of every member; returns the metrics (on the device)."""
+    self.state, metrics = self._step(
+      self.state, x, y, self.keys, self.specs, self.analog_at(step), self.masks
+    )
+    return metrics
+
+  def evaluate(self, params, split: data.Split) -> dict:
+    """{"loss", "accuracy"}: (P,) float64 over a whole split (one padded batch shape)."""
+    bs = self.members[0].eval_batch_size
+    totals = None
+    for x, y, mask in data.padded_batches(split, bs):
+      args = (
+        (params, x, y, mask)
+        if not self.layout.stacked
+        else (params, self.specs, *self.layout.shared((x, y, mask)))
+      )
+      out = {k: np.asarray(v, np.float64) for k, v in self.layout.fetch(self._eval(*args)).items()}
+      totals = out if totals is None else {k: totals[k] + out[k] for k in out}
+    count = np.maximum(totals["count"], 1.0)
+    return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
+
+  def chip_accuracies(self, params, split: data.Split, analogs, progress: str | None = None):
+    """(P, chips) accuracies on the simulated chips of `hardware` (eval_seeds, eval_seed,
+    seeds_per_call): chip s is the same for every member; `analogs` the members' specs."""
+    hw, stacked = self.members[0].hardware, self.layout.stacked
+    eval_fn, fetch = self._counts, np.asarray
+    if stacked:
+      shared, fetch = self.layout.shared, self.layout.fetch
+
+      def eval_fn(p, x, y, mask, analog, kp, kr, index):
+        return self._counts(p, self.specs, analog, *shared((x, y, mask, kp, kr, index)))
+
+    accuracies = noise_eval.chip_accuracies(
+      eval_fn,
+      params,
+      split,
+      self.members[0].eval_batch_size,
+      analogs,
+      hw.eval_seeds,
+      hw.eval_seed,
+      hw.seeds_per_call,
+      progress=progress,
+      fetch=fetch,
+    )
+    return accuracies if stacked else accuracies[None]
+
+
+# ---------------------------------------------------------------------------------------
+# The loop.
+# ---------------------------------------------------------------------------------------
+
+
+class Checkpoints(Protocol):
+  """What a single run saves as it goes (train.py): the last states and the best one."""
+
+  def after_epoch(self, epoch: int, state) -> None: ...
+
+  def new_best(self, state, val_accuracy: float) -> None: ...
+
+  def where(self) -> str: ...
+
+
+class Pruning(Protocol):
+  """Pruning masks during a fine-tune (train.py)."""
+
+  def start_epoch(self, state, epoch: int) -> tuple: ...
+
+  def fully_pruned(self, step: int) -> bool: ...
+
+
+@dataclasses.dataclass
+class Fit:
+  """What the loop leaves. Per-member arrays have a leading population axis P.
+
+  Attributes:
+    best: the params with the best validation accuracy (stacked as the layout holds them).
+    best_val: (P,) that accuracy; best_step: (P,) its step.
+    epoch_losses: (epochs, P) mean training loss of every epoch run.
+    losses: (steps, P) training loss of every step run.
+    diverged: (P,) a non-finite loss occurred (stacked layouts; a single run raises).
+  """
+
+  best: object
+  best_val: np.ndarray
+  best_step: np.ndarray
+  epoch_losses: np.ndarray
+  losses: np.ndarray
+  diverged: np.ndarray
+
+
+@dataclasses.dataclass
+class _Guard:
+  """The non-finite guard: a single run stops with NonFiniteLossError, a member of a
+  population is marked diverged and the others go on."""
+
+  size: int
+  raises: bool
+  checkpoints: Checkpoints | None
+
+  def __post_init__(self):
+    self.diverged = np.zeros(self.size, bool)
+
+  def __call__(self, values: np.ndarray, step: int, what: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any() and self.raises:
+      where = self.checkpoints.where() if self.checkpoints else "nothing was saved"
+      raise errors.NonFiniteLossError(
+        f"Non-finite {what} ({values[bad][0]}) at step {step}; training stopped and {where}. "
+        "Lower optimizer.learning_rate or tighten optimizer.grad_clip."
+      )
+    self.diverged |= bad
+
+
+def _scalar_or_list(values: np.ndarray):
+  return float(values[0]) if len(values) == 1 else [float(v) for v in values]
+
+
+def _log_epoch(label: str, epoch: int, epochs: int, step: int, record: dict) -> None:
+  loss, acc = np.atleast_1d(record["train_loss"]), np.atleast_1d(record["val_accuracy"])
+  if len(loss) == 1:
+    logging.info(
+      "%sepoch %d/%d step %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f",
+      label,
+      epoch,
+      epochs,
+      step,
+      loss[0],
+      record["train_accuracy"],
+      record["val_loss"],
+      acc[0],
+    )
+  else:
+    logging.info(
+      "%sepoch %d/%d: train loss %.4f (min %.4f, max %.4f) | val acc mean %.4f, best %.4f",
+      label,
+      epoch,
+      epochs,
+      np.nanmean(loss),
+      np.nanmin(loss),
+      np.nanmax(loss),
+      np.mean(acc),
+      np.max(acc),
+    )
+
+
+def fit(
+  pop: Population,
+  *,
+  writer=None,
+  checkpoints: Checkpoints | None = None,
+  pruning: Pruning | None = None,
+  best: tuple | None = None,
+  label: str = "",
+  start_time: float | None = None,
+) -> Fit:
+  """Trains `pop` from its state's step to the members' num_epochs (see the module doc).
+
+  Args:
+    writer: a `workdir.MetricsWriter` for metrics.jsonl (None: none written).
+    checkpoints: saves the last and best states (a single run's workdir).
+    pruning: masks at every epoch start and which steps may become the best.
+    best: (params, val accuracy (P,), step (P,)) already reached (a resumed run), or None.
+    label: prefix of log lines and records ("" for a single run).
+    start_time: for the records' wall_time_s (default: now).
+  """
+  exp, layout, spe = pop.members[0], pop.layout, pop.setup.steps_per_epoch
+  start_time = time.time() if start_time is None else start_time
+  step = int(np.asarray(pop.layout.fetch(pop.state.step))[0])
+  guard = _Guard(pop.size, raises=not layout.stacked, checkpoints=checkpoints)
+  params, best_val, best_step = best or (None, np.full(pop.size, -np.inf), np.full(pop.size, -1))
+  first_epoch, all_losses, epoch_losses = step // spe, [], []
+  for epoch in range(first_epoch, exp.num_epochs):
+    if pruning is not None:
+      pop.state, pop.masks = pruning.start_epoch(pop.state, epoch)
+    start_batch = step - epoch * spe
+    bar = tqdm.tqdm(
+      pop.batches(epoch, start_batch),
+      total=spe,
+      initial=start_batch,
+      desc=f"{label}epoch {epoch + 1}/{exp.num_epochs}",
+      leave=False,
+      disable=None if exp.progress_bar else True,
+      dynamic_ncols=True,
+    )
+    loss_sum, acc_sum, losses = jnp.zeros(()), jnp.zeros(()), []
+    for x, y in bar:
+      metrics = pop.step(x, y, step)
+      step += 1
+      losses.append(metrics["loss"])
+      loss_sum, acc_sum = loss_sum + metrics["loss"], acc_sum + metrics["accuracy"]
+      if step % exp.log_every_steps == 0:
+        loss, acc = layout.fetch((metrics["loss"], metrics["accuracy"]))
+        guard(loss, step, "training loss")
+        if writer is not None:
+          writer.write(
+            step,
+            **_run(label),
+            train_loss=_scalar_or_list(loss),
+            train_accuracy=_scalar_or_list(acc),
+          )
+        bar.set_postfix(loss=f"{np.nanmean(loss):.3f}", acc=f"{np.mean(acc):.3f}")
+    bar.close()
+    n = max(len(losses), 1)
+    loss_sum, acc_sum = layout.fetch((loss_sum, acc_sum))
+    train_loss = np.asarray(loss_sum, np.float64) / n
+    guard(train_loss, step, "mean training loss of the epoch")
+    val = pop.evaluate(pop.state.params, pop.setup.dataset.val)
+    guard(val["loss"], step, "validation loss")
+    record = {
+      "epoch": epoch + 1,
+      "train_loss": _scalar_or_list(train_loss),
+      "train_accuracy": _scalar_or_list(np.asarray(acc_sum, np.float64) / n),
+      "val_loss": _scalar_or_list(val["loss"]),
+      "val_accuracy": _scalar_or_list(val["accuracy"]),
+      "wall_time_s": time.time() - start_time,
+    }
+    if writer is not None:
+      writer.write(step, **_run(label), **record)
+    _log_epoch(label, epoch + 1, exp.num_epochs, step, record)
+    if checkpoints is not None:
+      checkpoints.after_epoch(epoch, pop.state)
+    all_losses.append(np.stack(layout.fetch(losses), axis=0) if losses else np.zeros((0, pop.size)))
+    epoch_losses.append(train_loss)
+    # While a gradual schedule is still pruning, a less-pruned state must not become "best".
+    if pruning is not None and not pruning.fully_pruned(step):
+      continue
+    improved = val["accuracy"] > best_val
+    if improved.any():
+      params = layout.select(improved, params, pop.state.params)
+      best_val, best_step = (
+        np.where(improved, val["accuracy"], best_val),
+        np.where(improved, step, best_step),
+      )
+      if checkpoints is not None:
+        checkpoints.new_best(pop.state, float(val["accuracy"][0]))
+  return Fit(
+    best=params,
+    best_val=best_val,
+    best_step=best_step,
+    epoch_losses=np.stack(epoch_losses) if epoch_losses else np.zeros((0, pop.size)),
+    losses=np.concatenate(all_losses) if all_losses else np.zeros((0, pop.size)),
+    diverged=guard.diverged,
+  )
+
+
+def _run(label: str) -> dict:
+  return {"run": label.strip(": ")} if label else {}
+
+
+def best_or_raise(result: Fit) -> None:
+  if result.best is None:
+    raise errors.CheckpointError("Training ended with no best state (no epoch was evaluated).")
