@@ -13,6 +13,7 @@ checkpoint, a diverging run) print one line and exit with status 1; anything els
 and keeps its traceback.
 """
 
+import importlib
 import logging as py_logging
 import sys
 
@@ -20,14 +21,16 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ssm_aimc import claims, cost, deploy, errors, sweep, train
+from ssm_aimc import cost, errors
 
+# mode -> (module of ssm_aimc, function(config, workdir)); a mode's module is imported only
+# when it runs.
 MODES = {
-  "train": train.train_and_evaluate,
-  "evaluate": train.evaluate,
-  "deploy": deploy.deploy,
-  "sweep": sweep.run_sweep,
-  "claim": claims.run_claim,
+  "train": ("train", "train_and_evaluate"),
+  "evaluate": ("train", "evaluate"),
+  "deploy": ("deploy", "deploy"),
+  "sweep": ("sweep", "run_sweep"),
+  "claim": ("claims", "run_claim"),
 }
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -50,7 +53,9 @@ def main(argv):
   logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
   logging.info("Config:\n%s", _CONFIG.value)
   try:
-    results = MODES[_MODE.value](_CONFIG.value, _WORKDIR.value)
+    module, function = MODES[_MODE.value]
+    run = getattr(importlib.import_module(f"ssm_aimc.{module}"), function)
+    results = run(_CONFIG.value, _WORKDIR.value)
   except errors.UserError as e:
     logging.error("%s: %s", type(e).__name__, e)
     print(f"error: {e}", file=sys.stderr)

@@ -13,50 +13,48 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from absl import app, flags
 
-from ssm_aimc import quant, train
+from ssm_aimc import data, experiment, quant, steps, train, workdir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a trained float run.")
 _BITS = flags.DEFINE_list("bits", ["3", "4", "5", "6", "8"], "a_bar bit widths.")
 flags.mark_flag_as_required("workdir")
 
 
+def _accuracy(run, step, spec) -> float:
+  """Test accuracy of the checkpoint under `spec` (a traced argument: one compile)."""
+  correct = count = 0.0
+  for x, y, mask in data.padded_batches(run.setup.dataset.test, run.exp.eval_batch_size):
+    out = step(spec, run.params, x, y, mask)
+    correct, count = correct + float(out["correct"]), count + float(out["count"])
+  return correct / max(count, 1.0)
+
+
 def main(_):
-  with open(os.path.join(_WORKDIR.value, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  config.quant.enabled = True
+  config = workdir.read_json(os.path.join(_WORKDIR.value, workdir.CONFIG))
   rows = []
   for param in ("polar", "cartesian"):
     for mode in ("tensor", "channel"):
-      config.quant.a_bar_param = param
-      config.quant.mode = mode
-      exp = train.build(config)
-      state, _ = train.load_params(_WORKDIR.value, exp.state)
-      step = jax.jit(functools.partial(train.eval_step, exp.model.apply))
+      exp = experiment.override(
+        experiment.from_config(config),
+        {"quant.enabled": True, "quant.a_bar_param": param, "quant.mode": mode},
+      )
+      run = train.load_for_inference(exp, _WORKDIR.value)
+      step = jax.jit(functools.partial(steps.eval_step, run.setup.model.apply))
       off = quant.TensorQuant.off()
       base = quant.QuantSpec.off(a_bar_param=param)
       for bits in _BITS.value:
         a_bar = quant.TensorQuant(jnp.float32(int(bits)), quant.ScaleMode(mode))
         spec = dataclasses.replace(base, a_bar=a_bar, activations=off)
-        eval_fn = functools.partial(step, spec)
-        acc = train.evaluate_split(eval_fn, state.params, exp.dataset.test, config.eval_batch_size)[
-          "accuracy"
-        ]
+        acc = _accuracy(run, step, spec)
         rows.append((param, mode, int(bits), acc))
         print(f"{param:9s} {mode:7s} a_bar {bits} bits: test accuracy {100 * acc:.2f}", flush=True)
-  float_acc = train.evaluate_split(
-    jax.jit(functools.partial(train.eval_step, exp.model.apply, None)),
-    state.params,
-    exp.dataset.test,
-    config.eval_batch_size,
-  )["accuracy"]
+  float_acc = _accuracy(run, step, None)
   print(f"\nfloat: {100 * float_acc:.2f}\n")
   header = "| a_bar grid | " + " | ".join(f"{b} bits" for b in _BITS.value) + " |"
   print(header)

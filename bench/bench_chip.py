@@ -26,7 +26,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # noqa: E402
-from ssm_aimc import chip, export, train  # noqa: E402
+from ssm_aimc import chip, experiment, export, runner, train  # noqa: E402
 from ssm_aimc.hardware import analog, devices  # noqa: E402
 
 _BATCH = flags.DEFINE_integer("batch", 256, "Sequences per call.")
@@ -47,12 +47,11 @@ def _median_time(fn, *args) -> float:
 
 
 def main(_):
-  config = default.get_config()
-  exp = train.build(config)
+  pop = runner.single(experiment.from_config(default.get_config()))
   directory = tempfile.mkdtemp()
-  train.export_params(config, exp, exp.state.params, directory)
+  train.export_params(pop.setup, pop.members[0], pop.state.params, directory)
   manifest, tensors = export.load_export(directory)
-  x = jnp.asarray(exp.dataset.train.x[: _BATCH.value])
+  x = jnp.asarray(pop.setup.dataset.train.x[: _BATCH.value])
   recurrence = _RECURRENCE.value
   ranges = chip.calibrate(manifest, tensors, x, recurrence)
   spec = analog.AnalogSpec.make(devices.PCM_LIKE, dac_bits=8, adc_bits=8)

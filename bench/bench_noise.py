@@ -26,7 +26,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # noqa: E402
-from ssm_aimc import data, noise_eval, train  # noqa: E402
+from ssm_aimc import data, experiment, noise_eval, runner, steps  # noqa: E402
 
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed repeats (median reported).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Train steps per timed repeat.")
@@ -45,16 +45,17 @@ def _time_steps(step_fn, state, x, y, key, analog, n):
 def main(_):
   config = default.get_config()
   config.hardware.enabled = True
-  exp = train.build(config)
-  x, y = next(data.batches(exp.dataset.train, config.batch_size, seed=0, epoch=0))
+  exp = experiment.from_config(config)
+  pop = runner.single(exp)
+  x, y = next(data.batches(pop.setup.dataset.train, exp.batch_size, seed=0, epoch=0))
   key = jax.random.PRNGKey(0)
-  step = jax.jit(train.train_step)  # no donation: both variants reuse the state
-  state = exp.state
+  step = jax.jit(steps.train_step)  # no donation: both variants reuse the state
+  state = pop.state
   variants = {
     "float": None,
-    "noise-aware, read noise per product": exp.analog,
+    "noise-aware, read noise per product": exp.hardware.spec,
     "noise-aware, read noise per forward": dataclasses.replace(
-      exp.analog, read_noise_draw="forward"
+      exp.hardware.spec, read_noise_draw="forward"
     ),
   }
   for analog in variants.values():  # compile all
@@ -72,14 +73,14 @@ def main(_):
       f"  / float {statistics.median(ratios[name]):.3f}"
     )
 
-  params = train.calibrate(config, exp, state.params)
-  test = exp.dataset.test
+  params = runner.calibrate(pop.setup, exp, state.params)
+  test = pop.setup.dataset.test
   run = lambda: noise_eval.evaluate(
-    exp.analog_eval_fn,
+    pop.chip_eval_fn,
     params,
     test,
-    config.eval_batch_size,
-    exp.analog,
+    exp.eval_batch_size,
+    exp.hardware.spec,
     _CHIPS.value,
     seeds_per_call=_PER_CALL.value,
   )
@@ -87,7 +88,7 @@ def main(_):
   digital, chips = [], []
   for _ in range(3):
     start = time.perf_counter()
-    train.evaluate_split(exp.eval_fn, params, test, config.eval_batch_size)
+    pop.evaluate(params, test)
     digital.append(time.perf_counter() - start)
     start = time.perf_counter()
     run()

@@ -3,7 +3,7 @@ r"""QAT training-step time against the float step, measured side by side (BENCHM
   .venv/bin/python bench/bench_qat.py                 # default config (digits, H=64, N=32)
   .venv/bin/python bench/bench_qat.py --rounds=50 --config.batch_size=32
 
-Both steps are the real jitted `train.train_step` of configs/default.py on the same batch:
+Both steps are the real jitted `steps.train_step` of configs/default.py on the same batch:
 the float one with spec=None, the quantized one with the W4A8 spec (a_bar 8 bits, per
 channel steps, activations quantized). They are timed in alternation (float, QAT, float,
 QAT, ...) so that machine load hits both alike; the ratio of medians is the result.
@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from ssm_aimc import data, train
+from ssm_aimc import data, experiment, runner, steps
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "default.py")
 _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Base config.")
@@ -41,21 +41,22 @@ def main(_):
   config.quant.enabled = True
   config.quant.weight_bits = _WEIGHT_BITS.value
   config.quant.mode = _MODE.value
-  exp = train.build(config)
-  x, y = next(data.batches(exp.dataset.train, config.batch_size, seed=0, epoch=0))
+  exp = experiment.from_config(config)
+  pop = runner.single(exp)
+  x, y = next(data.batches(pop.setup.dataset.train, config.batch_size, seed=0, epoch=0))
   key = jax.random.PRNGKey(0)
   # Two independent states, so donation of one never touches the other.
-  float_state = exp.state
-  qat_state = train.build(config).state
-  step = jax.jit(train.train_step, donate_argnums=0)
+  float_state = pop.state
+  qat_state = runner.single(exp).state
+  step = jax.jit(steps.train_step, donate_argnums=0)
   for _ in range(3):  # compile + warm-up
     float_state, _ = _timed(step, float_state, x, y, key, None)
-    qat_state, _ = _timed(step, qat_state, x, y, key, exp.spec)
+    qat_state, _ = _timed(step, qat_state, x, y, key, exp.quant.spec)
   float_times, qat_times = [], []
   for _ in range(_ROUNDS.value):
     float_state, t = _timed(step, float_state, x, y, key, None)
     float_times.append(t)
-    qat_state, t = _timed(step, qat_state, x, y, key, exp.spec)
+    qat_state, t = _timed(step, qat_state, x, y, key, exp.quant.spec)
     qat_times.append(t)
   f_med, q_med = statistics.median(float_times), statistics.median(qat_times)
   load = os.getloadavg()

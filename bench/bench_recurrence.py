@@ -4,7 +4,7 @@ r"""Time per training step of the S4D classifier for each recurrence method (BEN
   .venv/bin/python bench/bench_recurrence.py --quick        # tiny sizes, seconds (smoke test)
   .venv/bin/python bench/bench_recurrence.py --json_out=/tmp/bench.json
 
-One "training step" is the real `train.train_step` of the float model (spec=None: forward,
+One "training step" is the real `steps.train_step` of the float model (spec=None: forward,
 backward, clipped AdamW update with the config's per-parameter rules), jitted once with the
 state donated, on random inputs of the task's shape (B, L, 1) with 10 classes; no dataset
 is loaded because only shapes matter for time. Per (model size, L, batch, method): the first
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from ssm_aimc import models, ssm, train
+from ssm_aimc import experiment, models, optim, ssm, steps
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "default.py")
 
@@ -109,9 +109,10 @@ def load_avg() -> str:
 
 
 def time_case(config, case: Case, method: str) -> dict:
-  """Compiles and times `train.train_step` for one case and method; returns a result dict."""
+  """Compiles and times `steps.train_step` for one case and method; returns a result dict."""
+  exp = experiment.from_config(config)
   model_cfg = dataclasses.replace(
-    train.model_config(config),
+    exp.model,
     d_model=case.d_model,
     d_state=case.d_state,
     n_layers=N_LAYERS,
@@ -119,14 +120,14 @@ def time_case(config, case: Case, method: str) -> dict:
   )
   model = models.get_model(config.model_name, model_cfg, N_CLASSES)
   # The schedule's length only changes the learning-rate value, never the work per step.
-  tx, _ = train.make_optimizer(train.optim_config(config), steps_per_epoch=100, total_steps=10_000)
+  tx, _ = optim.make_optimizer(exp.optimizer, steps_per_epoch=100, total_steps=10_000)
   key_params, key_x, key_y, key_step = jax.random.split(jax.random.PRNGKey(0), 4)
   x = jax.random.normal(key_x, (case.batch, case.seq_len, D_INPUT), jnp.float32)
   y = jax.random.randint(key_y, (case.batch,), 0, N_CLASSES)
   params = jax.jit(lambda k: model.init(k, x[:1])["params"])(key_params)
-  state = train.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  state = steps.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
   # spec=None: the float model (no quantization ops), the path whose recurrence is timed.
-  step_fn = jax.jit(functools.partial(train.train_step, spec=None), donate_argnums=0)
+  step_fn = jax.jit(functools.partial(steps.train_step, spec=None), donate_argnums=0)
 
   load_before = load_avg()
   start = time.perf_counter()

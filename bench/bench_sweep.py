@@ -47,9 +47,14 @@ STRATEGIES = ("vmap", "map", "separate")
 
 def _config(strategy: str):
   from configs import sweep_bits  # noqa: PLC0415
-  from ssm_aimc import sweep  # noqa: PLC0415
 
-  config = sweep.apply_overrides(sweep_bits.get_config(), OVERRIDES)
+  config = sweep_bits.get_config()
+  for path, value in OVERRIDES.items():
+    *parents, leaf = path.split(".")
+    section = config
+    for p in parents:
+      section = section[p]
+    section[leaf] = value
   config.sweep.weight_bits = WEIGHT_BITS
   config.sweep.seeds = ()
   config.sweep.strategy = strategy

@@ -18,17 +18,17 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # noqa: E402
-from ssm_aimc import data, train  # noqa: E402
+from ssm_aimc import data, experiment, runner, steps  # noqa: E402
 from ssm_aimc.hardware import analog, devices  # noqa: E402
 
 
 def main():
   config = default.get_config()
   config.hardware.enabled = True
-  exp = train.build(config)
-  x, y = next(data.batches(exp.dataset.train, config.batch_size, seed=0, epoch=0))
+  exp = runner.single(experiment.from_config(config))
+  x, y = next(data.batches(exp.setup.dataset.train, config.batch_size, seed=0, epoch=0))
   key = jax.random.PRNGKey(0)
-  step = jax.jit(train.train_step)
+  step = jax.jit(steps.train_step)
   prog_only = devices.ConstantNoiseDevice("prog_only", 0.0, 25.0, prog_noise_of_gmax=0.02)
   variants = {
     "float": None,

@@ -10,7 +10,6 @@ with `energy.aimc_energy` (8-bit converters, DESIGN.md §2 constants); no simula
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -25,17 +24,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(_):
   config = _CONFIG.value
-  exp = train.build(config)
-  params, _, _ = train.load_for_inference(config, exp, _WORKDIR.value)
-  x = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input))
-  records = models.deployed_tensors(exp.model, params, exp.spec, x)
+  run = train.load_for_inference(config, _WORKDIR.value)
+  records = models.deployed_tensors(
+    run.setup.model, run.params, run.exp.quant.spec, run.setup.example
+  )
   print("| tile | recurrence | tiles | utilisation | cell reads | DAC | ADC | periphery | total |")
   print("|---|---|---|---|---|---|---|---|---|")
   for size in map(int, _SIZES.value):
     for recurrence in ("digital", "direct"):
       tile = crossbar.TileConfig(size, size)
-      m = crossbar.map_model(records, tile, exp.model_cfg.pooling, recurrence)
-      e = energy.aimc_energy(m, exp.dataset.seq_len, 8, 8)
+      m = crossbar.map_model(records, tile, run.exp.model.pooling, recurrence)
+      e = energy.aimc_energy(m, run.setup.dataset.seq_len, 8, 8)
       nj = {k: f"{1e9 * v:.0f} nJ" for k, v in e.items() if k.endswith("_j")}
       print(
         f"| {size}x{size} | {recurrence} | {m.tiles} | {m.utilisation:.1%} | "

@@ -62,7 +62,9 @@ def _is_number(value) -> bool:
 
 
 def _one_of(name: str, value, allowed) -> None:
-  _require(value in tuple(allowed), name, f"one of {tuple(allowed)}", value)
+  allowed = tuple(allowed)
+  if value not in allowed:
+    raise errors.ConfigError(f"Unknown {name} {value!r}; valid: {allowed}.")
 
 
 def _widths(name: str, values, unset_allowed: bool = False) -> None:
@@ -166,13 +168,9 @@ class HardwareConfig:
 
   def __post_init__(self):
     if not self.device_csv:
-      _one_of("hardware.device", self.device, devices.DEVICES)
-    _require(
-      self.enabled or not self.train,
-      "hardware.train",
-      "False unless hardware.enabled (noise-aware training simulates the device)",
-      self.train,
-    )
+      devices.get_device(self.device)  # ConfigError naming the valid presets.
+    if self.train and not self.enabled:
+      raise errors.ConfigError("hardware.train (noise-aware training) needs hardware.enabled.")
     for name in ("eval_seeds", "seeds_per_call"):
       _require(
         _is_int(getattr(self, name)) and getattr(self, name) >= 1,
@@ -292,6 +290,18 @@ BIT_AXES = ("weight_bits", "act_bits", "a_bar_bits")
 STRUCTURE_AXES = ("d_model", "d_state", "n_layers")
 
 
+def _axis(name: str, values, whole: bool) -> None:
+  """A sweep axis: a tuple of distinct whole (or finite) numbers."""
+  _require(isinstance(values, tuple), name, "a tuple of values", values)
+  for v in values:
+    ok = _is_int(v) if whole else _is_number(v)
+    if not ok:
+      raise errors.ConfigError(
+        f"{name}: {v!r} is not a {'whole number' if whole else 'number (finite)'}."
+      )
+  _require(len(set(values)) == len(values), name, "a tuple without repeats", values)
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
   """`config.sweep`: the grid of a population sweep (ssm_aimc.sweep). An empty axis is not
@@ -336,25 +346,18 @@ class SweepConfig:
       _one_of("a key of sweep.group_bits", group, quant.GROUPS)
     axes.update({f"group_bits.{g}": v for g, v in groups.items()})
     for name, values in axes.items():
-      whole = name not in ("noise_scales", "learning_rates")
-      for v in values:
-        _require(
-          _is_int(v) if whole else _is_number(v),
-          f"sweep.{name}",
-          "a tuple of " + ("whole numbers" if whole else "finite numbers"),
-          values,
-        )
-      _require(len(set(values)) == len(values), f"sweep.{name}", "a tuple without repeats", values)
+      _axis(f"sweep.{name}", values, whole=name not in ("noise_scales", "learning_rates"))
       if name in BIT_AXES or name.startswith("group_bits"):
         _widths(f"sweep.{name}", values)
-      low = 1 if name in (*STRUCTURE_AXES, "learning_rates") else 0
-      _require(
-        all(v >= low for v in values) and (name != "learning_rates" or all(v > 0 for v in values)),
-        f"sweep.{name}",
-        f"values >= {low}" if name != "learning_rates" else "values > 0",
-        values,
-      )
-    object.__setattr__(self, "group_bits", tuple((g, tuple(v)) for g, v in groups.items()))
+      if name in (*STRUCTURE_AXES, "learning_rates"):
+        _require(all(v > 0 for v in values), f"sweep.{name}", "positive values", values)
+      else:
+        _require(all(v >= 0 for v in values), f"sweep.{name}", "values >= 0", values)
+    # Every group, in quant.GROUPS order (an empty tuple: not swept), as default.py has it.
+    all_groups = dict(self.group_bits)
+    object.__setattr__(
+      self, "group_bits", tuple((g, tuple(all_groups.get(g, ()))) for g in quant.GROUPS)
+    )
     _one_of("sweep.strategy", self.strategy, STRATEGIES + (AUTO,))
     _require(
       _is_int(self.chunk_size) and self.chunk_size >= 0,
@@ -365,7 +368,12 @@ class SweepConfig:
 
   @property
   def swept_bits(self) -> bool:
-    return any(getattr(self, name) for name in BIT_AXES) or bool(self.group_bits)
+    return any(getattr(self, name) for name in BIT_AXES) or bool(self.swept_groups)
+
+  @property
+  def swept_groups(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(group, widths) of the tensor groups that have an axis."""
+    return tuple((g, v) for g, v in self.group_bits if v)
 
 
 # ---------------------------------------------------------------------------------------

@@ -185,14 +185,14 @@ class Population:
         return noise_eval.correct_counts(apply_fn, spec, params, x, y, mask, analog, kp, kr, index)
 
       self._eval = jax.jit(layout.map(member_eval, (True, True, False, False, False)))
-      self._counts = jax.jit(layout.map(member_counts, (True,) * 3 + (False,) * 6))
+      self.chip_eval_fn = jax.jit(layout.map(member_counts, (True,) * 3 + (False,) * 6))
     else:
       # The quantization spec is baked into the single run's evaluation programs (as
       # --mode=train always compiled them); the train step takes it as an argument.
       self._step = _SINGLE_STEP
       spec = members[0].quant.spec
       self._eval = jax.jit(functools.partial(steps.eval_step, apply_fn, spec))
-      self._counts = noise_eval.make_eval_fn(apply_fn, spec)
+      self.chip_eval_fn = noise_eval.make_eval_fn(apply_fn, spec)
 
   @staticmethod
   def optimizer(setup: Setup, members: list, stacked: bool):
@@ -265,12 +265,12 @@ class Population:
     """(P, chips) accuracies on the simulated chips of `hardware` (eval_seeds, eval_seed,
     seeds_per_call): chip s is the same for every member; `analogs` the members' specs."""
     hw, stacked = self.members[0].hardware, self.layout.stacked
-    eval_fn, fetch = self._counts, np.asarray
+    eval_fn, fetch = self.chip_eval_fn, np.asarray
     if stacked:
       shared, fetch = self.layout.shared, self.layout.fetch
 
       def eval_fn(p, x, y, mask, analog, kp, kr, index):
-        return self._counts(p, self.specs, analog, *shared((x, y, mask, kp, kr, index)))
+        return self.chip_eval_fn(p, self.specs, analog, *shared((x, y, mask, kp, kr, index)))
 
     accuracies = noise_eval.chip_accuracies(
       eval_fn,
@@ -285,6 +285,13 @@ class Population:
       fetch=fetch,
     )
     return accuracies if stacked else accuracies[None]
+
+
+def single(exp: experiment.Experiment, params=None) -> Population:
+  """A single run of `exp` at step 0, from its seed's initial params unless `params`."""
+  setup = build(exp)
+  params = init_params(setup, exp.seed) if params is None else params
+  return Population(setup, [exp], population_lib.Layout(), [new_state(setup, exp, params)])
 
 
 # ---------------------------------------------------------------------------------------
@@ -385,6 +392,40 @@ def _log_epoch(label: str, epoch: int, epochs: int, step: int, record: dict) -> 
     )
 
 
+def _train_epoch(pop: Population, epoch: int, step: int, guard: _Guard, writer, label: str):
+  """One epoch of training steps from `step`; returns (step, mean loss (P,), mean accuracy
+  (P,), every step's loss (steps, P)). Logs and guards every `log_every_steps`."""
+  exp, layout, spe = pop.members[0], pop.layout, pop.setup.steps_per_epoch
+  start_batch = step - epoch * spe
+  bar = tqdm.tqdm(
+    pop.batches(epoch, start_batch),
+    total=spe,
+    initial=start_batch,
+    desc=f"{label}epoch {epoch + 1}/{exp.num_epochs}",
+    leave=False,
+    disable=None if exp.progress_bar else True,
+    dynamic_ncols=True,
+  )
+  loss_sum, acc_sum, losses = jnp.zeros(()), jnp.zeros(()), []
+  for x, y in bar:
+    metrics = pop.step(x, y, step)
+    step += 1
+    losses.append(metrics["loss"])
+    loss_sum, acc_sum = loss_sum + metrics["loss"], acc_sum + metrics["accuracy"]
+    if step % exp.log_every_steps == 0:
+      loss, acc = layout.fetch((metrics["loss"], metrics["accuracy"]))
+      guard(loss, step, "training loss")
+      if writer is not None:
+        record = {"train_loss": _scalar_or_list(loss), "train_accuracy": _scalar_or_list(acc)}
+        writer.write(step, **_run(label), **record)
+      bar.set_postfix(loss=f"{np.nanmean(loss):.3f}", acc=f"{np.mean(acc):.3f}")
+  bar.close()
+  n = max(len(losses), 1)
+  loss_sum, acc_sum = layout.fetch((loss_sum, acc_sum))
+  history = np.stack(layout.fetch(losses), axis=0) if losses else np.zeros((0, pop.size))
+  return step, np.asarray(loss_sum, np.float64) / n, np.asarray(acc_sum, np.float64) / n, history
+
+
 def fit(
   pop: Population,
   *,
@@ -405,53 +446,23 @@ def fit(
     label: prefix of log lines and records ("" for a single run).
     start_time: for the records' wall_time_s (default: now).
   """
-  exp, layout, spe = pop.members[0], pop.layout, pop.setup.steps_per_epoch
+  exp, spe = pop.members[0], pop.setup.steps_per_epoch
   start_time = time.time() if start_time is None else start_time
   step = int(np.asarray(pop.layout.fetch(pop.state.step))[0])
-  guard = _Guard(pop.size, raises=not layout.stacked, checkpoints=checkpoints)
+  guard = _Guard(pop.size, raises=not pop.layout.stacked, checkpoints=checkpoints)
   params, best_val, best_step = best or (None, np.full(pop.size, -np.inf), np.full(pop.size, -1))
-  first_epoch, all_losses, epoch_losses = step // spe, [], []
-  for epoch in range(first_epoch, exp.num_epochs):
+  histories, epoch_losses = [np.zeros((0, pop.size))], [np.zeros((0, pop.size))]
+  for epoch in range(step // spe, exp.num_epochs):
     if pruning is not None:
       pop.state, pop.masks = pruning.start_epoch(pop.state, epoch)
-    start_batch = step - epoch * spe
-    bar = tqdm.tqdm(
-      pop.batches(epoch, start_batch),
-      total=spe,
-      initial=start_batch,
-      desc=f"{label}epoch {epoch + 1}/{exp.num_epochs}",
-      leave=False,
-      disable=None if exp.progress_bar else True,
-      dynamic_ncols=True,
-    )
-    loss_sum, acc_sum, losses = jnp.zeros(()), jnp.zeros(()), []
-    for x, y in bar:
-      metrics = pop.step(x, y, step)
-      step += 1
-      losses.append(metrics["loss"])
-      loss_sum, acc_sum = loss_sum + metrics["loss"], acc_sum + metrics["accuracy"]
-      if step % exp.log_every_steps == 0:
-        loss, acc = layout.fetch((metrics["loss"], metrics["accuracy"]))
-        guard(loss, step, "training loss")
-        if writer is not None:
-          writer.write(
-            step,
-            **_run(label),
-            train_loss=_scalar_or_list(loss),
-            train_accuracy=_scalar_or_list(acc),
-          )
-        bar.set_postfix(loss=f"{np.nanmean(loss):.3f}", acc=f"{np.mean(acc):.3f}")
-    bar.close()
-    n = max(len(losses), 1)
-    loss_sum, acc_sum = layout.fetch((loss_sum, acc_sum))
-    train_loss = np.asarray(loss_sum, np.float64) / n
+    step, train_loss, train_acc, history = _train_epoch(pop, epoch, step, guard, writer, label)
     guard(train_loss, step, "mean training loss of the epoch")
     val = pop.evaluate(pop.state.params, pop.setup.dataset.val)
     guard(val["loss"], step, "validation loss")
     record = {
       "epoch": epoch + 1,
       "train_loss": _scalar_or_list(train_loss),
-      "train_accuracy": _scalar_or_list(np.asarray(acc_sum, np.float64) / n),
+      "train_accuracy": _scalar_or_list(train_acc),
       "val_loss": _scalar_or_list(val["loss"]),
       "val_accuracy": _scalar_or_list(val["accuracy"]),
       "wall_time_s": time.time() - start_time,
@@ -461,27 +472,23 @@ def fit(
     _log_epoch(label, epoch + 1, exp.num_epochs, step, record)
     if checkpoints is not None:
       checkpoints.after_epoch(epoch, pop.state)
-    all_losses.append(np.stack(layout.fetch(losses), axis=0) if losses else np.zeros((0, pop.size)))
-    epoch_losses.append(train_loss)
+    histories.append(history)
+    epoch_losses.append(train_loss[None])
     # While a gradual schedule is still pruning, a less-pruned state must not become "best".
-    if pruning is not None and not pruning.fully_pruned(step):
-      continue
     improved = val["accuracy"] > best_val
-    if improved.any():
-      params = layout.select(improved, params, pop.state.params)
-      best_val, best_step = (
-        np.where(improved, val["accuracy"], best_val),
-        np.where(improved, step, best_step),
-      )
+    if (pruning is None or pruning.fully_pruned(step)) and improved.any():
+      params = pop.layout.select(improved, params, pop.state.params)
+      best_val = np.where(improved, val["accuracy"], best_val)
+      best_step = np.where(improved, step, best_step)
       if checkpoints is not None:
         checkpoints.new_best(pop.state, float(val["accuracy"][0]))
   return Fit(
-    best=params,
-    best_val=best_val,
-    best_step=best_step,
-    epoch_losses=np.stack(epoch_losses) if epoch_losses else np.zeros((0, pop.size)),
-    losses=np.concatenate(all_losses) if all_losses else np.zeros((0, pop.size)),
-    diverged=guard.diverged,
+    params,
+    best_val,
+    best_step,
+    np.concatenate(epoch_losses),
+    np.concatenate(histories),
+    guard.diverged,
   )
 
 

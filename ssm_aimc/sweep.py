@@ -121,7 +121,7 @@ def _axes(exp: experiment.Experiment) -> tuple[list, list, tuple[float, ...]]:
   training = [
     [{f"quant.{a}": v} for v in getattr(s, a)] for a in experiment.BIT_AXES if getattr(s, a)
   ]
-  training += [[{f"quant.group_bits.{g}": v} for v in values] for g, values in s.group_bits]
+  training += [[{f"quant.group_bits.{g}": v} for v in values] for g, values in s.swept_groups]
   if s.learning_rates:
     training.append([{"optimizer.learning_rate": v} for v in s.learning_rates])
   if s.seeds:
@@ -337,7 +337,9 @@ def write_csv(path: str, rows: list[dict], columns: Sequence[str] = COLUMNS) -> 
 
 
 def _swept_bit_columns(s: experiment.SweepConfig) -> list[str]:
-  return [a for a in experiment.BIT_AXES if getattr(s, a)] + [f"bits_{g}" for g, _ in s.group_bits]
+  return [a for a in experiment.BIT_AXES if getattr(s, a)] + [
+    f"bits_{g}" for g, _ in s.swept_groups
+  ]
 
 
 def _plot_bits(rows: list[dict], columns: list[str], title: str):

@@ -350,6 +350,7 @@ class Inference:
   """A trained workdir's best params, ready for an experiment's quantization and device.
 
   Attributes:
+    exp: the experiment it is used under.
     setup, pop: the experiment built, and its single-run population (evaluation programs).
     params: the best params (activation ranges calibrated when the checkpoint never fitted
       them and the experiment quantizes or simulates hardware: post-training quantization).
@@ -357,6 +358,7 @@ class Inference:
     trained_quantized: the checkpoint was trained with quantization.
   """
 
+  exp: experiment.Experiment
   setup: runner.Setup
   pop: runner.Population
   params: object
@@ -377,7 +379,7 @@ def load_for_inference(config, workdir: str) -> Inference:
     params = runner.calibrate(setup, exp, params)
     logging.info("Activation ranges calibrated on one training batch.")
   pop = runner.Population(setup, [exp], population_lib.Layout(), [state])
-  return Inference(setup, pop, params, step, trained_quantized)
+  return Inference(exp, setup, pop, params, step, trained_quantized)
 
 
 def evaluate(config, workdir: str) -> dict:

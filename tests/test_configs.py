@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 from configs import default
-from ssm_aimc import train
+from ssm_aimc import experiment
 
 CONFIGS = [
   "default",
@@ -32,8 +32,7 @@ def _flat_keys(config, prefix=""):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_loads_validates_and_has_exactly_the_default_fields(name):
   config = importlib.import_module(f"configs.{name}").get_config()
-  train.validate(config)
-  train.quant_spec(config)
+  experiment.from_config(config)
   assert _flat_keys(config) == _flat_keys(default.get_config())
 
 
@@ -47,5 +46,7 @@ def test_variants():
 
 def test_qat_configs_quantize_what_their_names_say():
   for name, bits in (("qat_w8a8", 8), ("qat_w4a8", 4), ("qat_ternary", 2)):
-    spec = train.quant_spec(importlib.import_module(f"configs.{name}").get_config())
+    spec = experiment.from_config(
+      importlib.import_module(f"configs.{name}").get_config()
+    ).quant.spec
     assert float(spec.glu.bits) == bits and float(spec.activations.bits) == 8

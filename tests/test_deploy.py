@@ -72,13 +72,13 @@ def test_deploy_numbers_match_the_library(deployed):
   with open(os.path.join(workdir, "results.json")) as f:
     trained = json.load(f)
   assert results["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-9)
-  exp = train.build(config)
-  params, _, _ = train.load_for_inference(config, exp, workdir)
-  x = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input))
-  records = models.deployed_tensors(exp.model, params, exp.spec, x)
+  run = train.load_for_inference(config, workdir)
+  setup = run.setup
+  x = jnp.zeros((1, setup.dataset.seq_len, setup.dataset.d_input))
+  records = models.deployed_tensors(setup.model, run.params, run.pop.specs, x)
   mapping = crossbar.map_model(records, crossbar.TileConfig(), "mean", "digital")
   assert results["tiles"] == mapping.tiles
-  aimc = energy.aimc_energy(mapping, exp.dataset.seq_len, 8, 8)
+  aimc = energy.aimc_energy(mapping, setup.dataset.seq_len, 8, 8)
   assert results["energy_per_inference_j"]["aimc"] == pytest.approx(aimc["total_j"])
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import errors, layers, noise_eval, train
+from ssm_aimc import data, errors, experiment, layers, noise_eval, runner, steps, train
 from ssm_aimc.hardware import analog, devices
 from tests.test_train import SMOKE, _launch, tiny_config
 
@@ -20,31 +20,32 @@ def _hardware_config(**overrides):
 
 
 @pytest.fixture(scope="module")
-def experiment():
-  exp = train.build(_hardware_config())
-  return exp, exp.state.params
+def built():
+  pop = runner.single(experiment.from_config(_hardware_config()))
+  return pop, pop.state.params
 
 
-def _small_test_split(exp, n=64):
-  return train.data.Split(x=exp.dataset.test.x[:n], y=exp.dataset.test.y[:n])
+def _small_test_split(pop, n=64):
+  test = pop.setup.dataset.test
+  return data.Split(x=test.x[:n], y=test.y[:n])
 
 
-def test_vmapped_chips_equal_chips_one_at_a_time(experiment):
-  exp, params = experiment
+def test_vmapped_chips_equal_chips_one_at_a_time(built):
+  exp, params = built
   spec = analog.AnalogSpec.make(devices.PCM_LIKE, prog_noise_scale=4.0)
   test = _small_test_split(exp)
-  together = noise_eval.evaluate(exp.analog_eval_fn, params, test, 32, spec, 3, seeds_per_call=3)
-  alone = noise_eval.evaluate(exp.analog_eval_fn, params, test, 32, spec, 3, seeds_per_call=1)
+  together = noise_eval.evaluate(exp.chip_eval_fn, params, test, 32, spec, 3, seeds_per_call=3)
+  alone = noise_eval.evaluate(exp.chip_eval_fn, params, test, 32, spec, 3, seeds_per_call=1)
   np.testing.assert_allclose(together["analog_accuracies"], alone["analog_accuracies"])
   # Independent path: chip 1 by hand, with the documented keys.
   keys_program, keys_read = noise_eval.chip_keys(0, 3)
   apply = jax.jit(
-    lambda x, kp, kr: exp.model.apply(
+    lambda x, kp, kr: exp.setup.model.apply(
       {"params": params}, x, analog=spec, rngs={layers.PROGRAM_RNG: kp, layers.READ_RNG: kr}
     )
   )
   correct = 0
-  for index, (x, y, mask) in enumerate(train.data.padded_batches(test, 32)):
+  for index, (x, y, mask) in enumerate(data.padded_batches(test, 32)):
     logits = apply(x, keys_program[1], jax.random.fold_in(keys_read[1], index))
     correct += float(jnp.sum((jnp.argmax(logits, -1) == y) * mask))
   assert together["analog_accuracies"][1] == pytest.approx(correct / len(test), abs=1e-9)
@@ -52,19 +53,19 @@ def test_vmapped_chips_equal_chips_one_at_a_time(experiment):
   assert together["analog_accuracy_std"] == pytest.approx(np.std(alone["analog_accuracies"]))
 
 
-def test_a_chip_is_frozen_across_batches(experiment):
+def test_a_chip_is_frozen_across_batches(built):
   """Without read noise a chip's predictions do not depend on how the split is batched:
   the programming error is drawn once per chip, not per batch."""
-  exp, params = experiment
+  exp, params = built
   spec = analog.AnalogSpec.make(devices.PCM_LIKE, prog_noise_scale=4.0, read_noise_scale=0.0)
   test = _small_test_split(exp)
-  big = noise_eval.evaluate(exp.analog_eval_fn, params, test, 64, spec, 3)
-  small = noise_eval.evaluate(exp.analog_eval_fn, params, test, 16, spec, 3)
+  big = noise_eval.evaluate(exp.chip_eval_fn, params, test, 64, spec, 3)
+  small = noise_eval.evaluate(exp.chip_eval_fn, params, test, 16, spec, 3)
   np.testing.assert_allclose(big["analog_accuracies"], small["analog_accuracies"], atol=1e-9)
   # ... and different chips differ somewhere (the noise is real).
   keys_program, _ = noise_eval.chip_keys(0, 2)
   apply = jax.jit(
-    lambda k: exp.model.apply(
+    lambda k: exp.setup.model.apply(
       {"params": params}, test.x, analog=spec, rngs={"program": k, "read": jax.random.PRNGKey(0)}
     )
   )
@@ -72,19 +73,19 @@ def test_a_chip_is_frozen_across_batches(experiment):
   assert not np.allclose(out[0], out[1])
 
 
-def test_train_step_compiles_once_for_every_noise_scale(experiment):
-  exp, _ = experiment
+def test_train_step_compiles_once_for_every_noise_scale(built):
+  exp, _ = built
   traces = []
 
   def counted(*args):
     traces.append(1)
-    return train.train_step(*args)
+    return steps.train_step(*args)
 
   step = jax.jit(counted)
-  x, y = next(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))
+  x, y = next(data.batches(exp.setup.dataset.train, 32, seed=0, epoch=0))
   state = exp.state
   for factor in (0.0, 0.5, 1.0):
-    state, metrics = step(state, x, y, jax.random.PRNGKey(0), None, exp.analog.scaled(factor))
+    state, metrics = step(state, x, y, jax.random.PRNGKey(0), None, exp.analogs.scaled(factor))
     assert np.isfinite(float(metrics["loss"]))
   assert len(traces) == 1
 
@@ -103,7 +104,7 @@ def test_noise_aware_training_then_evaluation_on_another_device(tmp_path):
     on_disk = json.load(f)
   # Evaluate the same checkpoint on the RRAM preset with a noise sweep.
   config.hardware.device = "rram_taox"
-  config.hardware.noise_scales = (0.0, 2.0)
+  config.hardware.prog_noise_scales = (0.0, 2.0)
   out = train.evaluate(config, str(tmp_path))
   assert [r["prog_noise_scale"] for r in out["noise_sweep"]] == [0.0, 2.0]
   assert all(r["noise_seeds"] == 2 for r in out["noise_sweep"])
@@ -124,13 +125,13 @@ def test_noise_aware_training_then_evaluation_on_another_device(tmp_path):
     ({"hardware.device": "flash"}, "Unknown device"),
     ({"hardware.mapping": "row"}, "Unknown mapping"),
     ({"hardware.eval_seeds": 0}, "eval_seeds must be"),
-    ({"hardware.noise_scales": (1.0, -2.0)}, "noise_scales must be"),
+    ({"hardware.prog_noise_scales": (1.0, -2.0)}, "prog_noise_scales must be"),
     ({"hardware.enabled": False, "hardware.train": True}, "needs hardware.enabled"),
   ],
 )
 def test_bad_hardware_settings_are_config_errors(overrides, message):
   with pytest.raises(errors.ConfigError, match=message):
-    train.analog_spec(_hardware_config(**overrides))
+    experiment.from_config(_hardware_config(**overrides))
 
 
 def test_launch_bad_hardware_fails_cleanly(tmp_path):
@@ -153,13 +154,13 @@ def test_launch_bad_hardware_fails_cleanly(tmp_path):
   assert out.returncode == 1 and str(missing) in out.stderr
 
 
-def test_vmap_over_noise_scales_equals_separate_calls(experiment):
-  exp, params = experiment
+def test_vmap_over_noise_scales_equals_separate_calls(built):
+  exp, params = built
   spec = analog.AnalogSpec.make(devices.PCM_LIKE)
-  x = exp.dataset.test.x[:8]
+  x = exp.setup.dataset.test.x[:8]
   rngs = {"program": jax.random.PRNGKey(1), "read": jax.random.PRNGKey(2)}
   apply = jax.jit(
-    lambda s: exp.model.apply({"params": params}, x, analog=spec.scaled(s), rngs=rngs)
+    lambda s: exp.setup.model.apply({"params": params}, x, analog=spec.scaled(s), rngs=rngs)
   )
   scales = jnp.asarray([0.0, 1.0, 3.0])
   together = jax.jit(jax.vmap(apply))(scales)

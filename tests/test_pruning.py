@@ -4,33 +4,32 @@ no-op, and a prune run exports a smaller model with the masked model's outputs."
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import errors, prune, pruning, train
+from ssm_aimc import data, errors, experiment, prune, pruning, runner, steps, train
+from ssm_aimc import workdir as workdir_lib
 from tests.test_train import tiny_config
 
 
-def _masks(exp, params, ratio, scope="channel"):
+def _masks(pop, params, ratio, scope="channel"):
   cfg = pruning.PruneConfig(enabled=True, ratio=ratio, scope=scope)
-  x = jnp.zeros((1, exp.dataset.seq_len, exp.dataset.d_input))
-  return pruning.masks_at(cfg, exp.model, params, exp.spec, x, ratio)
+  return pruning.masks_at(cfg, pop.setup.model, params, pop.specs, pop.setup.example, ratio)
 
 
 @pytest.fixture(scope="module")
-def experiment():
+def built():
   config = tiny_config(**{"model.d_state": 8, "optimizer.weight_decay": 0.1})
-  return train.build(config)
+  return runner.single(experiment.from_config(config))
 
 
-def test_pruned_entries_stay_zero_through_optimizer_steps(experiment):
-  exp = experiment
+def test_pruned_entries_stay_zero_through_optimizer_steps(built):
+  exp = built
   modes, masks = _masks(exp, exp.state.params, 0.5)
   state = exp.state.replace(params=prune.apply_masks(exp.state.params, masks))
   before = state.params["block_0"]["s4d"]
-  step = jax.jit(train.train_step)
-  batches = train.data.batches(exp.dataset.train, 32, seed=0, epoch=0)
+  step = jax.jit(steps.train_step)
+  batches = data.batches(exp.setup.dataset.train, 32, seed=0, epoch=0)
   for _ in range(3):
     x, y = next(batches)
     state, _ = step(state, x, y, jax.random.PRNGKey(0), None, None, masks)
@@ -52,14 +51,14 @@ def test_pruned_entries_stay_zero_through_optimizer_steps(experiment):
   assert not np.allclose(np.asarray(after["c"])[~pruned], np.asarray(before["c"])[~pruned])
 
 
-def test_ratio_zero_changes_nothing(experiment):
-  exp = experiment
+def test_ratio_zero_changes_nothing(built):
+  exp = built
   modes, masks = _masks(exp, exp.state.params, 0.0)
   assert all(bool(np.all(m)) for m in modes.values())
   masked = prune.apply_masks(exp.state.params, masks)
   jax.tree_util.tree_map(np.testing.assert_array_equal, masked, exp.state.params)
-  x, y = next(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))
-  step = jax.jit(train.train_step)
+  x, y = next(data.batches(exp.setup.dataset.train, 32, seed=0, epoch=0))
+  step = jax.jit(steps.train_step)
   with_masks, _ = step(exp.state, x, y, jax.random.PRNGKey(0), None, None, masks)
   without, _ = step(exp.state, x, y, jax.random.PRNGKey(0), None, None, None)
   jax.tree_util.tree_map(
@@ -99,15 +98,15 @@ def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
   assert "test_accuracy_before_finetune" in results
   # The exported model is a workdir of its own, run through the same code: its logits
   # equal the masked model's.
-  masked_exp = train.build(config)
-  masked, _ = train.load_params(str(tmp_path / "pruned_run"), masked_exp.state)
+  masked_pop = runner.single(experiment.from_config(config))
+  masked, _ = workdir_lib.load_state(str(tmp_path / "pruned_run"), masked_pop.state)
   small_config = tiny_config(**{"model.d_state": 4, **QUANT})
-  small_exp = train.build(small_config)
-  small, _ = train.load_params(results["pruned_dir"], small_exp.state)
-  x = masked_exp.dataset.test.x[:16]
+  small_pop = runner.single(experiment.from_config(small_config))
+  small, _ = workdir_lib.load_state(results["pruned_dir"], small_pop.state)
+  x = masked_pop.setup.dataset.test.x[:16]
   np.testing.assert_allclose(
-    small_exp.model.apply({"params": small.params}, x, spec=small_exp.spec),
-    masked_exp.model.apply({"params": masked.params}, x, spec=masked_exp.spec),
+    small_pop.setup.model.apply({"params": small.params}, x, spec=small_pop.specs),
+    masked_pop.setup.model.apply({"params": masked.params}, x, spec=masked_pop.specs),
     rtol=1e-5,
     atol=1e-5,
   )
@@ -127,7 +126,7 @@ def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
 )
 def test_bad_prune_settings_are_config_errors(overrides, message):
   with pytest.raises(errors.ConfigError, match=message):
-    train.prune_config(tiny_config(**overrides))
+    experiment.from_config(tiny_config(**overrides))
 
 
 def test_gradual_schedule_reaches_the_ratio_and_exports(tmp_path):

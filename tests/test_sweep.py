@@ -27,22 +27,22 @@ import optax
 import pytest
 
 from configs import default, sweep_bits
-from ssm_aimc import data, errors, sweep, train
+from ssm_aimc import data, errors, experiment, optim, population, runner, steps, sweep, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHARDED_SCRIPT = """
 import json, sys
 from tests.test_sweep import tiny_sweep_config
-from ssm_aimc import sweep
+from ssm_aimc import experiment, population, sweep
 import jax
 config = tiny_sweep_config()
 config.hardware.enabled = False  # Evaluation only: training is the same.
 config.sweep.noise_scales = ()
-members = sweep.expand(config)[0]
-mesh = sweep.population_mesh()
+members = sweep.expand(experiment.from_config(config))[0]
+layout = sweep.layout_of("vmap", population.mesh_over())
 # 4 members in chunks of 2, each padded to the 8 devices: two calls of one compiled step.
-results = sweep.train_members(config, members, chunk_size=2, mesh=mesh)
+results = sweep.train_members(members, layout, chunk_size=2)
 print(json.dumps({
   "devices": jax.device_count(),
   "losses": [r.losses.tolist() for r in results],
@@ -94,28 +94,28 @@ def swept(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("sweep")
   traces, captured, builds = [], [], []
   original_step, original_members, original_build = (
-    train.train_step,
+    steps.train_step,
     sweep.train_members,
-    train.build,
+    runner.build,
   )
 
   def counted_step(*args, **kwargs):
     traces.append(1)
     return original_step(*args, **kwargs)
 
-  def spy_members(config, members, **kwargs):
-    results = original_members(config, members, **kwargs)
+  def spy_members(members, *args, **kwargs):
+    results = original_members(members, *args, **kwargs)
     captured.append((members, results))
     return results
 
-  def spy_build(config):
-    exp = original_build(config)
-    builds.append(exp)
-    return exp
+  def spy_build(exp):
+    setup = original_build(exp)
+    builds.append(setup)
+    return setup
 
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train, "train_step", counted_step)
-    mp.setattr(train, "build", spy_build)
+    mp.setattr(steps, "train_step", counted_step)
+    mp.setattr(runner, "build", spy_build)
     mp.setattr(sweep, "train_members", spy_members)
     summary = sweep.run_sweep(tiny_sweep_config(), str(workdir))
   out, err = sharded.communicate(timeout=300)
@@ -130,21 +130,17 @@ def swept(tmp_path_factory):
   )
 
 
-def _separate_start(exp, member):
+def _separate_start(setup, member):
   """What train_and_evaluate starts one member's run from: its own optimizer (learning rate
   baked in), quantization spec and calibrated initial params."""
-  config = member.config
-  spec = train.quant_spec(config)
-  params = sweep.init_params(exp, config.seed)
-  params = train.calibrate(config, train.dataclasses.replace(exp, spec=spec), params)
-  tx, _ = train.make_optimizer(train.optim_config(config), exp.steps_per_epoch, exp.total_steps)
-  return tx, spec, params
+  params = runner.calibrate(setup, member.exp, runner.init_params(setup, member.exp.seed))
+  return setup.optimizer(member.exp), member.exp.quant.spec, params
 
 
 def _assert_same_losses(members, got, expected):
   """Float members: float tolerance at every step; quantized ones: see the module docstring."""
   for member, g, e in zip(members, got, expected, strict=True):
-    if member.config.quant.weight_bits == 32:
+    if member.exp.quant.weight_bits == 32:
       np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
     else:
       np.testing.assert_allclose(g[:3], e[:3], rtol=1e-5, atol=1e-6)
@@ -153,24 +149,25 @@ def _assert_same_losses(members, got, expected):
 
 def test_population_matches_separate_runs_and_compiles_once(swept):
   assert swept.traces == 1  # One trace of the member step for the whole population.
-  exp, losses = swept.exp, []
-  step = jax.jit(train.train_step)
+  setup, losses = swept.exp, []
+  step = jax.jit(steps.train_step)
   tx = None
   for member in swept.members:
-    config = member.config
-    assert config.optimizer.learning_rate == swept.members[0].config.optimizer.learning_rate
-    member_tx, spec, params = _separate_start(exp, member)
+    config = member.exp
+    assert config.optimizer.learning_rate == swept.members[0].exp.optimizer.learning_rate
+    member_tx, spec, params = _separate_start(setup, member)
     tx = tx or member_tx  # Same learning rate for all: one optimizer, one compile.
-    state = train.TrainState.create(apply_fn=exp.model.apply, params=params, tx=tx)
+    state = steps.TrainState.create(apply_fn=setup.model.apply, params=params, tx=tx)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     run = []
     for epoch in range(config.num_epochs):
-      for x, y in data.batches(exp.dataset.train, config.batch_size, seed=config.seed, epoch=epoch):
+      train_split = setup.dataset.train
+      for x, y in data.batches(train_split, config.batch_size, seed=config.seed, epoch=epoch):
         state, metrics = step(state, x, y, key, spec)
         run.append(float(metrics["loss"]))
     losses.append(run)
   population = np.stack([r.losses for r in swept.results])
-  assert population.shape == (4, 2 * exp.steps_per_epoch)
+  assert population.shape == (4, 2 * setup.steps_per_epoch)
   _assert_same_losses(swept.members, population, np.array(losses))
   # The members really differ (bits and seeds), and training moved the loss.
   assert np.ptp(population[:, -1]) > 1e-3
@@ -217,18 +214,16 @@ def test_sharded_run_on_8_host_devices_equals_single_device(swept):
   for member, a, b in zip(
     swept.members, sharded["test_accuracy"], [r.test_accuracy for r in swept.results], strict=True
   ):
-    assert abs(a - b) <= (1e-6 if member.config.quant.weight_bits == 32 else 0.03)
+    assert abs(a - b) <= (1e-6 if member.exp.quant.weight_bits == 32 else 0.03)
 
 
 def test_injected_learning_rate_equals_the_baked_one():
-  config = default.get_config()
-  exp = types.SimpleNamespace(steps_per_epoch=4, total_steps=12)
+  cfg = experiment.from_config(default.get_config()).optimizer
   params = {"encoder": {"kernel": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}}
   grads = jax.tree.map(lambda p: jnp.cos(3 * p), params)
-  tx = sweep.population_optimizer(config, exp)
+  tx = optim.injected_optimizer(cfg, 4, 12)
   for lr in (3e-2, 1e-3):
-    config.optimizer.learning_rate = lr
-    baked, _ = train.make_optimizer(train.optim_config(config), 4, 12)
+    baked, _ = optim.make_optimizer(train.dataclasses.replace(cfg, learning_rate=lr), 4, 12)
     s_baked = baked.init(params)
     s_pop = optax.tree_utils.tree_set(tx.init(params), learning_rate=jnp.float32(lr))
     for _ in range(6):
@@ -247,16 +242,16 @@ def test_strategies_map_the_same_function():
   b = {"w": jnp.array([1.0, -2.0, 0.5])[:, None]}
   expected = jax.vmap(fn, in_axes=(0, 0, None))(a, b, 1.0)
   for strategy in ("vmap", "map"):
-    got = jax.jit(sweep.over_population(fn, strategy, (True, True, False)))(a, b, 1.0)
-    jax.tree.map(np.testing.assert_allclose, got, expected)
-  one = sweep.over_population(fn, "separate", (True, True, False))(a[:1], {"w": b["w"][:1]}, 1.0)
-  np.testing.assert_allclose(one["out"], expected["out"][:1])
+    mapped = population.Layout(strategy).map(fn, (True, True, False))
+    jax.tree.map(np.testing.assert_allclose, jax.jit(mapped)(a, b, 1.0), expected)
+  one = population.Layout().map(fn, (True, True, False))(a[0], {"w": b["w"][0]}, 1.0)
+  np.testing.assert_allclose(one["out"], expected["out"][0])
 
 
 def test_auto_strategy_is_the_fastest_measured():
   # "separate" won on 2 CPU cores and on an H200 (BENCHMARKS.md "Population sweeps").
-  assert sweep.resolve_strategy(sweep.AUTO) == "separate"
-  for strategy in sweep.STRATEGIES:
+  assert sweep.resolve_strategy(experiment.AUTO) == "separate"
+  for strategy in experiment.STRATEGIES:
     assert sweep.resolve_strategy(strategy) == strategy
 
 
@@ -279,20 +274,24 @@ def test_auto_strategy_is_the_fastest_measured():
 )
 def test_bad_sweep_values_are_config_errors(field, value, match):
   config = sweep_bits.get_config("smoke")
+  *parents, leaf = field.split(".")
   with config.unlocked():
-    sweep._set(config, field, value)
+    section = config
+    for p in parents:
+      section = section[p]
+    section[leaf] = value
   with pytest.raises(errors.ConfigError, match=match):
-    sweep.expand(config)
+    sweep.expand(experiment.from_config(config))
 
 
-def test_config_without_sweep_section_or_with_unknown_field_is_a_config_error():
+def test_config_without_sweep_section_or_with_unknown_field_is_a_config_error(tmp_path):
   with pytest.raises(errors.ConfigError, match="sweep_bits"):
-    sweep.sweep_config(default.get_config())
+    sweep.run_sweep(default.get_config(), str(tmp_path))
   config = sweep_bits.get_config("smoke")
   with config.unlocked():
     config.sweep.bogus = 1
   with pytest.raises(errors.ConfigError, match="bogus"):
-    sweep.sweep_config(config)
+    experiment.from_config(config)
   with pytest.raises(ValueError, match="variant"):
     sweep_bits.get_config("bogus")
 
@@ -301,7 +300,7 @@ def test_grid_expansion_and_pareto_front():
   config = sweep_bits.get_config("smoke")
   config.sweep.learning_rates = (1e-2, 3e-3)
   config.sweep.d_model = (8, 16)
-  structures = sweep.expand(config)
+  structures = sweep.expand(experiment.from_config(config))
   assert [len(s) for s in structures] == [4, 4]  # (2 bits x 2 lrs) per d_model.
   member = structures[1][3]
   assert member.overrides == {
@@ -309,7 +308,31 @@ def test_grid_expansion_and_pareto_front():
     "quant.weight_bits": 2,
     "optimizer.learning_rate": 3e-3,
   }
-  assert structures[0][0].config.model.d_model == 8
+  assert structures[0][0].exp.model.d_model == 8
   assert config.model.d_model == 16  # The base config is left as it was.
   front = sweep.pareto_front([1, 2, 3, 3], [0.5, 0.4, 0.9, 0.8])
   assert front.tolist() == [True, False, True, False]
+
+
+def _records(path):
+  with open(path) as f:
+    records = [json.loads(line) for line in f]
+  return [{k: v for k, v in r.items() if k not in ("run", "wall_time_s")} for r in records]
+
+
+def test_a_population_of_one_is_the_single_run_bit_for_bit(tmp_path):
+  config = tiny_sweep_config()
+  config.sweep.strategy = "separate"
+  config.sweep.weight_bits = (4,)
+  config.sweep.seeds = ()
+  config.sweep.noise_scales = ()
+  summary = sweep.run_sweep(config, str(tmp_path / "sweep"))
+  ((member,),) = sweep.expand(experiment.from_config(config))
+  single = train.train_and_evaluate(member.exp, str(tmp_path / "single"))
+  (row,) = summary["rows"]
+  for key in ("test_accuracy", "test_loss", "val_accuracy", "analog_accuracy_mean", "memory_bits"):
+    assert row[key] == single[key], key
+  # Every logged loss and every epoch's validation, to the last bit.
+  assert _records(tmp_path / "sweep" / "metrics.jsonl") == _records(
+    tmp_path / "single" / "metrics.jsonl"
+  )

@@ -13,7 +13,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import default
-from ssm_aimc import errors, train
+from ssm_aimc import data, errors, experiment, optim, runner, steps, train
+from ssm_aimc import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,8 +49,12 @@ def _launch(*args, timeout=240):
   )
 
 
+def _single(config):
+  return runner.single(experiment.from_config(config))
+
+
 def _latest_params(workdir):
-  manager = train.checkpoint_manager(os.path.join(workdir, train.CHECKPOINT_DIR), 100)
+  manager = workdir_lib.checkpoint_manager(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR), 100)
   step = manager.latest_step()
   item = manager.restore(step, args=ocp.args.StandardRestore())
   return step, item
@@ -57,8 +62,8 @@ def _latest_params(workdir):
 
 def test_one_epoch_lowers_the_loss(tmp_path):
   config = tiny_config()
-  exp = train.build(config)
-  before = train.evaluate_split(exp.eval_fn, exp.state.params, exp.dataset.val, 256)
+  pop = _single(config)
+  before = {k: v[0] for k, v in pop.evaluate(pop.state.params, pop.setup.dataset.val).items()}
   results = train.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / "metrics.jsonl") as f:
     records = [json.loads(line) for line in f]
@@ -84,16 +89,15 @@ def test_one_epoch_lowers_the_loss(tmp_path):
 
 
 def test_checkpoint_round_trip_is_bit_exact(tmp_path):
-  exp = train.build(tiny_config())
-  state = exp.state
+  pop = _single(tiny_config())
+  state = pop.state
   key = jax.random.PRNGKey(0)
-  for x, y in list(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))[:3]:
-    state, _ = exp.train_step(state, x, y, key, None)
-  manager = train.checkpoint_manager(str(tmp_path / "ckpt"), 2)
-  manager.save(int(state.step), args=ocp.args.StandardSave(train._checkpoint_item(state)))
-  manager.wait_until_finished()
-  fresh = train.build(tiny_config(seed=123)).state  # Different values, same structure.
-  restored = train.restore_state(manager, int(state.step), fresh)
+  for x, y in list(data.batches(pop.setup.dataset.train, 32, seed=0, epoch=0))[:3]:
+    state, _ = jax.jit(steps.train_step)(state, x, y, key, None)
+  manager = workdir_lib.checkpoint_manager(str(tmp_path / "ckpt"), 2)
+  workdir_lib.save(manager, state)
+  fresh = _single(tiny_config(seed=123)).state  # Different values, same structure.
+  restored = workdir_lib.restore_state(manager, int(state.step), fresh)
   assert int(restored.step) == int(state.step) == 3
   for a, b in zip(
     jax.tree_util.tree_leaves((state.params, state.opt_state)),
@@ -113,12 +117,12 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path):
   # Simulate a stop right after the first checkpoint: keep only epoch 1's checkpoint.
   stopped = str(tmp_path / "stopped")
   shutil.copytree(full, stopped)
-  ckpt_dir = os.path.join(stopped, train.CHECKPOINT_DIR)
+  ckpt_dir = os.path.join(stopped, workdir_lib.CHECKPOINT_DIR)
   steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
   assert len(steps) == 3
   for s in steps[1:]:
     shutil.rmtree(os.path.join(ckpt_dir, str(s)))
-  shutil.rmtree(os.path.join(stopped, train.BEST_DIR))
+  shutil.rmtree(os.path.join(stopped, workdir_lib.BEST_DIR))
   train.train_and_evaluate(config, stopped)
   resumed_step, resumed_item = _latest_params(stopped)
 
@@ -140,8 +144,10 @@ def test_evaluate_mode_reads_the_best_checkpoint(tmp_path):
 
 
 def test_per_parameter_rules_label_the_ssm_parameters():
-  exp = train.build(tiny_config())
-  labels = train.param_labels(exp.state.params, train.optim_config(tiny_config()).rules)
+  pop = _single(tiny_config())
+  labels = optim.param_labels(
+    pop.state.params, experiment.from_config(tiny_config()).optimizer.rules
+  )
   s4d = labels["block_0"]["s4d"]
   assert s4d["log_step"] == s4d["log_neg_re_a"] == s4d["im_a"] == "rule_0"
   assert s4d["c"] == "default" and labels["encoder"]["kernel"] == "default"
@@ -151,12 +157,12 @@ def test_per_parameter_rules_label_the_ssm_parameters():
 def test_frozen_rule_keeps_parameters_fixed(tmp_path):
   config = tiny_config()
   config.optimizer.rules = ((r"s4d/", 0.0, 0.0),)
-  exp = train.build(config)
-  state = exp.state
+  pop = _single(config)
+  state = pop.state
   before = jax.tree_util.tree_map(np.array, state.params["block_0"]["s4d"])
   encoder_before = np.array(state.params["encoder"]["kernel"])
-  for x, y in list(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))[:2]:
-    state, _ = exp.train_step(state, x, y, jax.random.PRNGKey(0), None)  # Step 0: lr 0.
+  for x, y in list(data.batches(pop.setup.dataset.train, 32, seed=0, epoch=0))[:2]:
+    state, _ = jax.jit(steps.train_step)(state, x, y, jax.random.PRNGKey(0), None)  # lr 0.
   after = state.params["block_0"]["s4d"]
   for k in before:
     np.testing.assert_array_equal(before[k], after[k])
@@ -165,11 +171,11 @@ def test_frozen_rule_keeps_parameters_fixed(tmp_path):
 
 def test_bad_values_raise_config_errors():
   with pytest.raises(errors.ConfigError, match="d_state"):
-    train.validate(tiny_config(**{"model.d_state": 5}))
+    experiment.from_config(tiny_config(**{"model.d_state": 5}))
   with pytest.raises(errors.ConfigError, match="valid"):
-    train.validate(tiny_config(**{"model.method": "magic"}))
+    experiment.from_config(tiny_config(**{"model.method": "magic"}))
   with pytest.raises(errors.ConfigError, match="batch_size"):
-    train.build(tiny_config(batch_size=100000))
+    _single(tiny_config(batch_size=100000))
 
 
 SMOKE = [
@@ -243,17 +249,19 @@ def test_qat_run_reports_quantized_cost_and_compiles_once_per_structure(tmp_path
   assert results["memory_bits"] < results["fp32_memory_bits"] / 5
   assert os.path.exists(os.path.join(results["export_dir"], "manifest.json"))
   # The same compiled step serves another bit width: trace once, run with two specs.
-  exp = train.build(config)
-  spec8 = train.quant_spec(tiny_config(**{"quant.enabled": True, "quant.weight_bits": 8}))
+  pop = _single(config)
+  spec8 = experiment.from_config(
+    tiny_config(**{"quant.enabled": True, "quant.weight_bits": 8})
+  ).quant.spec
   traces = []
 
   def counted(*args):
     traces.append(1)
-    return train.train_step(*args)
+    return steps.train_step(*args)
 
   step = jax.jit(counted)
-  x, y = next(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))
-  state, m2 = step(exp.state, x, y, jax.random.PRNGKey(0), exp.spec)
+  x, y = next(data.batches(pop.setup.dataset.train, 32, seed=0, epoch=0))
+  state, m2 = step(pop.state, x, y, jax.random.PRNGKey(0), pop.specs)
   state, m8 = step(state, x, y, jax.random.PRNGKey(0), spec8)
   assert len(traces) == 1
   assert np.isfinite(float(m2["loss"])) and np.isfinite(float(m8["loss"]))
@@ -273,9 +281,9 @@ def test_ptq_evaluate_of_a_float_checkpoint(tmp_path):
 def test_bad_bit_widths_are_config_errors():
   for bits in (0, -3):  # 2.5 is already refused by the ConfigDict (an int field).
     with pytest.raises(errors.ConfigError, match="bits"):
-      train.quant_spec(tiny_config(**{"quant.enabled": True, "quant.weight_bits": bits}))
+      experiment.from_config(tiny_config(**{"quant.enabled": True, "quant.weight_bits": bits}))
   with pytest.raises(errors.ConfigError, match="quant.mode"):
-    train.quant_spec(tiny_config(**{"quant.enabled": True, "quant.mode": "fancy"}))
+    experiment.from_config(tiny_config(**{"quant.enabled": True, "quant.mode": "fancy"}))
 
 
 def test_launch_impossible_bit_width_fails_cleanly(tmp_path):
