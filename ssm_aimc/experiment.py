@@ -38,19 +38,12 @@ import math
 import os
 from collections.abc import Mapping
 
-import jax
-
 from ssm_aimc import chip, data, errors, models, optim, pruning, quant
 from ssm_aimc.hardware import analog, crossbar, devices, energy
 
 
-def _fail(name: str, expect: str, value) -> None:
+def _fail(name: str, expect: str, value):
   raise errors.ConfigError(f"{name} must be {expect}, got {value!r}.")
-
-
-def _require(ok: bool, name: str, expect: str, value) -> None:
-  if not ok:
-    _fail(name, expect, value)
 
 
 def _is_int(value) -> bool:
@@ -61,6 +54,22 @@ def _is_number(value) -> bool:
   return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _ints(section, where: str, low: int, *names: str) -> None:
+  """Each field of `names` is an integer >= low."""
+  for name in names:
+    value = getattr(section, name)
+    if not (_is_int(value) and value >= low):
+      _fail(f"{where}{name}", f"an integer >= {low}", value)
+
+
+def _non_negative(section, where: str, *names: str) -> None:
+  """Each field of `names` (a number or a tuple of numbers) is finite and >= 0."""
+  for name in names:
+    value = getattr(section, name)
+    if not all(_is_number(v) and v >= 0 for v in (value if isinstance(value, tuple) else (value,))):
+      _fail(f"{where}{name}", "finite and >= 0", value)
+
+
 def _one_of(name: str, value, allowed) -> None:
   allowed = tuple(allowed)
   if value not in allowed:
@@ -68,6 +77,7 @@ def _one_of(name: str, value, allowed) -> None:
 
 
 def _widths(name: str, values, unset_allowed: bool = False) -> None:
+  """Bit widths (quant.validate_bits); 0, "not set", where `unset_allowed`."""
   for v in values:
     if not (unset_allowed and v == 0):
       try:
@@ -76,24 +86,23 @@ def _widths(name: str, values, unset_allowed: bool = False) -> None:
         raise errors.ConfigError(f"{name}: {e}") from e
 
 
+def _prefixed(where: str, check) -> None:
+  """Runs a check that raises the owner's ConfigError, naming the section in front."""
+  try:
+    check()
+  except errors.ConfigError as e:
+    raise errors.ConfigError(f"{where}: {e}") from e
+
+
 # ---------------------------------------------------------------------------------------
-# Sections of the config that the core does not own.
+# Sections of the config that the core does not own (fields: configs/default.py).
 # ---------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class QuantConfig:
   """`config.quant`: quantization-aware training (and PTQ in --mode=evaluate).
-
-  Attributes:
-    enabled: fake-quantize in the forward pass; otherwise the float model exactly.
-    weight_bits: every weight group (encoder, b_bar, c, d, GLU dense, decoder).
-    act_bits: inputs of every matrix product, biases and norms, the state.
-    a_bar_bits: the recurrent coefficient.
-    mode: "tensor" | "channel" (absmax steps) | "lsq" (learned steps).
-    a_bar_param: "polar" | "cartesian", the stable a_bar grid.
-    group_bits: (group, bits) for every group of `quant.GROUPS`; 0 inherits the width above.
-  """
+  `group_bits` holds (group, bits) for every group of `quant.GROUPS` (0: inherit)."""
 
   enabled: bool = False
   weight_bits: int = 8
@@ -104,15 +113,13 @@ class QuantConfig:
   group_bits: tuple[tuple[str, int], ...] = tuple((g, 0) for g in quant.GROUPS)
 
   def __post_init__(self):
-    _widths(
-      "quant.weight_bits/act_bits/a_bar_bits", (self.weight_bits, self.act_bits, self.a_bar_bits)
-    )
+    _widths("quant widths", (self.weight_bits, self.act_bits, self.a_bar_bits))
     _one_of("quant.mode", self.mode, (m.value for m in quant.ScaleMode))
     _one_of("quant.a_bar_param", self.a_bar_param, ("polar", "cartesian"))
     groups = dict(self.group_bits)
-    for group in groups:
-      _one_of("a key of quant.group_bits", group, quant.GROUPS)
-      _widths(f"quant.group_bits.{group}", (groups[group],), unset_allowed=True)
+    for group, bits in groups.items():
+      _one_of("group quant.group_bits", group, quant.GROUPS)
+      _widths(f"quant.group_bits.{group}", (bits,), unset_allowed=True)
     object.__setattr__(self, "group_bits", tuple((g, groups.get(g, 0)) for g in quant.GROUPS))
 
   @functools.cached_property
@@ -120,26 +127,19 @@ class QuantConfig:
     """The QuantSpec: uniform widths, then every set group width; None when disabled."""
     if not self.enabled:
       return None
+    mode = quant.ScaleMode(self.mode)
     spec = quant.QuantSpec.uniform(
-      self.weight_bits,
-      self.act_bits,
-      self.a_bar_bits,
-      quant.ScaleMode(self.mode),
-      a_bar_param=self.a_bar_param,
+      self.weight_bits, self.act_bits, self.a_bar_bits, mode, a_bar_param=self.a_bar_param
     )
-    overrides = {
-      g: quant.TensorQuant.make(bits, getattr(spec, g).mode) for g, bits in self.group_bits if bits
-    }
-    return dataclasses.replace(spec, **overrides)
+    groups = {g: quant.TensorQuant.make(b, getattr(spec, g).mode) for g, b in self.group_bits if b}
+    return dataclasses.replace(spec, **groups)
 
 
 @dataclasses.dataclass(frozen=True)
 class HardwareConfig:
-  """`config.hardware`: the simulated analog substrate (fields: configs/default.py).
-
-  The device model of training-time noise (`train`), of `--mode=evaluate` on simulated
-  chips and, with the converters of `DeployConfig`, of the step-mode chip.
-  """
+  """`config.hardware`: the simulated analog substrate of noise-aware training
+  (`train`), of --mode=evaluate on simulated chips and, with `DeployConfig`'s converters,
+  of the step-mode chip."""
 
   enabled: bool = False
   device: str = "pcm_like"
@@ -171,37 +171,12 @@ class HardwareConfig:
       devices.get_device(self.device)  # ConfigError naming the valid presets.
     if self.train and not self.enabled:
       raise errors.ConfigError("hardware.train (noise-aware training) needs hardware.enabled.")
-    for name in ("eval_seeds", "seeds_per_call"):
-      _require(
-        _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-        f"hardware.{name}",
-        "an integer >= 1",
-        getattr(self, name),
-      )
-    _require(
-      _is_int(self.eval_seed) and self.eval_seed >= 0,
-      "hardware.eval_seed",
-      "an integer >= 0",
-      self.eval_seed,
-    )
-    _require(
-      _is_number(self.ramp_epochs) and self.ramp_epochs >= 0,
-      "hardware.ramp_epochs",
-      ">= 0",
-      self.ramp_epochs,
-    )
-    for s in self.prog_noise_scales:
-      _require(
-        _is_number(s) and s >= 0,
-        "hardware.prog_noise_scales",
-        "finite numbers >= 0",
-        self.prog_noise_scales,
-      )
-    _widths("hardware.dac_bits/adc_bits", (self.dac_bits, self.adc_bits), unset_allowed=True)
-    try:
-      self.spec_on(devices.IDEAL)  # Every number checked once, whatever the device.
-    except errors.ConfigError as e:
-      raise errors.ConfigError(f"hardware: {e}") from e
+    _ints(self, "hardware.", 1, "eval_seeds", "seeds_per_call")
+    _ints(self, "hardware.", 0, "eval_seed")
+    _non_negative(self, "hardware.", "ramp_epochs", "prog_noise_scales")
+    _widths("hardware converter widths", (self.dac_bits, self.adc_bits), unset_allowed=True)
+    # Every other number is the analog spec's to check, once, whatever the device.
+    _prefixed("hardware", lambda: self.spec_on(devices.IDEAL))
 
   def spec_on(self, device: devices.Device, dac_bits=None, adc_bits=None) -> analog.AnalogSpec:
     """The AnalogSpec of these settings on `device` (converters overridable: the chip's)."""
@@ -236,7 +211,7 @@ class HardwareConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DeployConfig:
-  """`config.deploy`: the step-mode chip of --mode=deploy (fields: configs/default.py)."""
+  """`config.deploy`: the step-mode chip of --mode=deploy."""
 
   devices: tuple[str, ...] = ("pcm_like", "rram_taox")
   dac_bits: int = 8
@@ -254,72 +229,31 @@ class DeployConfig:
   energy: energy.EnergyConstants = energy.EnergyConstants()
 
   def __post_init__(self):
-    for name in ("seeds", "seeds_per_call"):
-      _require(
-        _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-        f"deploy.{name}",
-        "an integer >= 1",
-        getattr(self, name),
-      )
-    _widths("deploy.dac_bits/adc_bits", (self.dac_bits, self.adc_bits))
-    for name in self.devices:
-      if name:
-        _one_of("an entry of deploy.devices", name, devices.DEVICES)
-    plain = self.folder and os.sep not in self.folder and self.folder not in (".", "..")
-    _require(bool(plain), "deploy.folder", "a plain folder name", self.folder)
-    for t in self.drift_times:
-      _require(_is_number(t) and t >= 0, "deploy.drift_times", "seconds >= 0", self.drift_times)
-    try:
-      self.chip  # noqa: B018  (checks tile, periphery, headroom and read_rng)
-    except errors.ConfigError as e:
-      raise errors.ConfigError(f"deploy: {e}") from e
+    _ints(self, "deploy.", 1, "seeds", "seeds_per_call")
+    _widths("deploy converter widths", (self.dac_bits, self.adc_bits))
+    for name in filter(None, self.devices):
+      _one_of("device in deploy.devices", name, devices.DEVICES)
+    if not self.folder or os.sep in self.folder or self.folder in (".", ".."):
+      _fail("deploy.folder", "a plain folder name", self.folder)
+    _non_negative(self, "deploy.", "drift_times")
+    _prefixed("deploy", lambda: self.chip)  # Tile, periphery, headroom and read_rng.
 
   @functools.cached_property
   def chip(self) -> chip.ChipConfig:
     tile = crossbar.TileConfig(self.tile_rows, self.tile_cols, self.differential)
-    return chip.ChipConfig(
-      tile=tile, periphery_bits=self.periphery_bits, headroom=self.headroom, read_rng=self.read_rng
-    )
+    return chip.ChipConfig(tile, self.periphery_bits, self.headroom, self.read_rng)
 
 
 STRATEGIES = ("vmap", "map", "separate")
 AUTO = "auto"
-# Sweep axes that set bit widths: sweep field -> config.quant field.
-BIT_AXES = ("weight_bits", "act_bits", "a_bar_bits")
-# Axes that change array shapes: one compiled program each.
-STRUCTURE_AXES = ("d_model", "d_state", "n_layers")
-
-
-def _axis(name: str, values, whole: bool) -> None:
-  """A sweep axis: a tuple of distinct whole (or finite) numbers."""
-  _require(isinstance(values, tuple), name, "a tuple of values", values)
-  for v in values:
-    ok = _is_int(v) if whole else _is_number(v)
-    if not ok:
-      raise errors.ConfigError(
-        f"{name}: {v!r} is not a {'whole number' if whole else 'number (finite)'}."
-      )
-  _require(len(set(values)) == len(values), name, "a tuple without repeats", values)
+BIT_AXES = ("weight_bits", "act_bits", "a_bar_bits")  # Sweep axes named as config.quant's.
+STRUCTURE_AXES = ("d_model", "d_state", "n_layers")  # Axes that change shapes.
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
-  """`config.sweep`: the grid of a population sweep (ssm_aimc.sweep). An empty axis is not
-  swept.
-
-  Attributes:
-    weight_bits, act_bits, a_bar_bits: widths of config.quant's three fields.
-    group_bits: (group, widths) pairs: an axis per tensor group of `quant.GROUPS`.
-    noise_scales: factors on the programming and read noise of config.hardware: a training
-      axis with hardware.train (noise-aware training), else an evaluation axis.
-    learning_rates: peak learning rates.
-    seeds: config.seed values (init, dropout and batch order of each member).
-    d_model, d_state, n_layers: structural axes, one compiled program each.
-    strategy: "vmap", "map", "separate" or "auto" (= the fastest measured, "separate").
-    chunk_size: members trained together; 0 = the whole population.
-    shard: shard the population over all devices when there are several.
-    plots: write the PNG plots.
-  """
+  """`config.sweep` (documented in configs/sweep_bits.py): the grid of a population sweep.
+  An empty axis is not swept; `group_bits` holds (group, widths) for every group."""
 
   weight_bits: tuple[int, ...] = ()
   act_bits: tuple[int, ...] = ()
@@ -337,43 +271,44 @@ class SweepConfig:
   plots: bool = True
 
   def __post_init__(self):
-    axes = {
-      name: getattr(self, name)
-      for name in (*BIT_AXES, "noise_scales", "learning_rates", "seeds", *STRUCTURE_AXES)
-    }
-    groups = {g: v for g, v in self.group_bits if v}
+    groups = dict(self.group_bits)
     for group in groups:
-      _one_of("a key of sweep.group_bits", group, quant.GROUPS)
-    axes.update({f"group_bits.{g}": v for g, v in groups.items()})
-    for name, values in axes.items():
-      _axis(f"sweep.{name}", values, whole=name not in ("noise_scales", "learning_rates"))
+      _one_of("group sweep.group_bits", group, quant.GROUPS)
+    object.__setattr__(
+      self, "group_bits", tuple((g, tuple(groups.get(g, ()))) for g in quant.GROUPS)
+    )
+    axes = {a: getattr(self, a) for a in (*BIT_AXES, "seeds", *STRUCTURE_AXES)}
+    axes.update({f"group_bits.{g}": v for g, v in self.swept_groups})
+    for name, values in {
+      **axes,
+      "noise_scales": self.noise_scales,
+      "learning_rates": self.learning_rates,
+    }.items():
+      whole = name in axes
+      if not isinstance(values, tuple):
+        _fail(f"sweep.{name}", "a tuple of values", values)
+      for v in values:
+        if not (_is_int(v) if whole else _is_number(v)):
+          kind = "whole number" if whole else "number (finite)"
+          raise errors.ConfigError(f"sweep.{name}: {v!r} is not a {kind}.")
+      if len(set(values)) != len(values):
+        _fail(f"sweep.{name}", "a tuple without repeats", values)
       if name in BIT_AXES or name.startswith("group_bits"):
         _widths(f"sweep.{name}", values)
-      if name in (*STRUCTURE_AXES, "learning_rates"):
-        _require(all(v > 0 for v in values), f"sweep.{name}", "positive values", values)
-      else:
-        _require(all(v >= 0 for v in values), f"sweep.{name}", "values >= 0", values)
-    # Every group, in quant.GROUPS order (an empty tuple: not swept), as default.py has it.
-    all_groups = dict(self.group_bits)
-    object.__setattr__(
-      self, "group_bits", tuple((g, tuple(all_groups.get(g, ()))) for g in quant.GROUPS)
-    )
+      low = 0 if name in ("seeds", "noise_scales") else 1e-300
+      if not all(v >= low for v in values):
+        _fail(f"sweep.{name}", ">= 0" if low == 0 else "positive", values)
     _one_of("sweep.strategy", self.strategy, STRATEGIES + (AUTO,))
-    _require(
-      _is_int(self.chunk_size) and self.chunk_size >= 0,
-      "sweep.chunk_size",
-      "an integer >= 0 (0: whole population)",
-      self.chunk_size,
-    )
-
-  @property
-  def swept_bits(self) -> bool:
-    return any(getattr(self, name) for name in BIT_AXES) or bool(self.swept_groups)
+    _ints(self, "sweep.", 0, "chunk_size")
 
   @property
   def swept_groups(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """(group, widths) of the tensor groups that have an axis."""
     return tuple((g, v) for g, v in self.group_bits if v)
+
+  @property
+  def swept_bits(self) -> bool:
+    return any(getattr(self, name) for name in BIT_AXES) or bool(self.swept_groups)
 
 
 # ---------------------------------------------------------------------------------------
@@ -406,49 +341,17 @@ class Experiment:
   claim: dict | None = None
 
   def __post_init__(self):
-    _require(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+    _ints(self, "", 0, "seed")
+    _ints(self, "", 1, "batch_size", "eval_batch_size", "num_epochs", "log_every_steps")
+    _ints(self, "", 1, "checkpoint_every_epochs", "keep_checkpoints")
     _one_of("model_name", self.model_name, sorted(models.MODELS))
-    for name in (
-      "batch_size",
-      "eval_batch_size",
-      "num_epochs",
-      "log_every_steps",
-      "checkpoint_every_epochs",
-      "keep_checkpoints",
-    ):
-      _require(
-        _is_int(getattr(self, name)) and getattr(self, name) > 0,
-        name,
-        "a positive integer",
-        getattr(self, name),
-      )
     if self.sweep is not None:
-      _require(
-        not self.sweep.swept_bits or self.quant.enabled,
-        "quant.enabled",
-        "True to sweep bit widths",
-        self.quant.enabled,
-      )
-      _require(
-        not self.sweep.noise_scales or self.hardware.enabled,
-        "hardware.enabled",
-        "True to sweep sweep.noise_scales",
-        self.hardware.enabled,
-      )
-      _require(
-        not self.prune.enabled,
-        "prune.enabled",
-        "False in a sweep (a sweep cannot prune)",
-        self.prune.enabled,
-      )
-
-  @property
-  def quant_spec(self) -> quant.QuantSpec | None:
-    return self.quant.spec
-
-  @property
-  def analog_spec(self) -> analog.AnalogSpec | None:
-    return self.hardware.spec
+      if self.sweep.swept_bits and not self.quant.enabled:
+        raise errors.ConfigError("Sweeping bit widths needs quant.enabled=True.")
+      if self.sweep.noise_scales and not self.hardware.enabled:
+        raise errors.ConfigError("sweep.noise_scales needs hardware.enabled=True.")
+      if self.prune.enabled:
+        raise errors.ConfigError("A sweep cannot prune: set prune.enabled=False.")
 
   def chip_specs(self) -> dict[str, analog.AnalogSpec]:
     """{device name: AnalogSpec} of every device of `deploy.devices` ("" = hardware.device):
@@ -461,9 +364,8 @@ class Experiment:
           f"hardware.{name}={mine} but deploy.{name}={chips}: the chip uses deploy.*; "
           f"set them equal or leave hardware.{name} at 0."
         )
-    names = [n for n in d.devices if n] or [hw.device]
     specs = {}
-    for name in names:
+    for name in [n for n in d.devices if n] or [hw.device]:
       device = devices.get_device(name, hw.device_csv)
       specs[device.name] = hw.spec_on(device, d.dac_bits, d.adc_bits)
     return specs
@@ -568,8 +470,3 @@ def override(exp: Experiment, overrides: Mapping) -> Experiment:
       raise _unknown(leaf, where, target)
     target[leaf] = value
   return from_config(tree)
-
-
-def platform() -> str:
-  """The JAX backend the experiment runs on ("cpu", "gpu", "tpu")."""
-  return jax.default_backend()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -272,17 +271,10 @@ class Population:
       def eval_fn(p, x, y, mask, analog, kp, kr, index):
         return self.chip_eval_fn(p, self.specs, analog, *shared((x, y, mask, kp, kr, index)))
 
+    bs = self.members[0].eval_batch_size
+    chips = (hw.eval_seeds, hw.eval_seed, hw.seeds_per_call)
     accuracies = noise_eval.chip_accuracies(
-      eval_fn,
-      params,
-      split,
-      self.members[0].eval_batch_size,
-      analogs,
-      hw.eval_seeds,
-      hw.eval_seed,
-      hw.seeds_per_call,
-      progress=progress,
-      fetch=fetch,
+      eval_fn, params, split, bs, analogs, *chips, progress=progress, fetch=fetch
     )
     return accuracies if stacked else accuracies[None]
 
@@ -297,24 +289,6 @@ def single(exp: experiment.Experiment, params=None) -> Population:
 # ---------------------------------------------------------------------------------------
 # The loop.
 # ---------------------------------------------------------------------------------------
-
-
-class Checkpoints(Protocol):
-  """What a single run saves as it goes (train.py): the last states and the best one."""
-
-  def after_epoch(self, epoch: int, state) -> None: ...
-
-  def new_best(self, state, val_accuracy: float) -> None: ...
-
-  def where(self) -> str: ...
-
-
-class Pruning(Protocol):
-  """Pruning masks during a fine-tune (train.py)."""
-
-  def start_epoch(self, state, epoch: int) -> tuple: ...
-
-  def fully_pruned(self, step: int) -> bool: ...
 
 
 @dataclasses.dataclass
@@ -344,7 +318,7 @@ class _Guard:
 
   size: int
   raises: bool
-  checkpoints: Checkpoints | None
+  checkpoints: object  # Its where() says what is left on disk; None: nothing is saved.
 
   def __post_init__(self):
     self.diverged = np.zeros(self.size, bool)
@@ -430,8 +404,8 @@ def fit(
   pop: Population,
   *,
   writer=None,
-  checkpoints: Checkpoints | None = None,
-  pruning: Pruning | None = None,
+  checkpoints=None,
+  pruning=None,
   best: tuple | None = None,
   label: str = "",
   start_time: float | None = None,
@@ -440,8 +414,11 @@ def fit(
 
   Args:
     writer: a `workdir.MetricsWriter` for metrics.jsonl (None: none written).
-    checkpoints: saves the last and best states (a single run's workdir).
-    pruning: masks at every epoch start and which steps may become the best.
+    checkpoints: saves the last and best states (a single run's workdir: train.py's,
+      with after_epoch(epoch, state), new_best(state, val_accuracy) and where(), the text
+      of the non-finite error).
+    pruning: masks at every epoch start, start_epoch(state, epoch) -> (state, masks), and
+      fully_pruned(step): whether a step may become the best (train.py's).
     best: (params, val accuracy (P,), step (P,)) already reached (a resumed run), or None.
     label: prefix of log lines and records ("" for a single run).
     start_time: for the records' wall_time_s (default: now).

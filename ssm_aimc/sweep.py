@@ -66,27 +66,11 @@ KNOB_COLUMNS = (
   "noise_scale",
   *STRUCTURE_AXES,
 )
-METRIC_COLUMNS = (
-  "test_accuracy",
-  "test_loss",
-  "val_accuracy",
-  "train_loss",
-  "diverged",
-  "analog_accuracy_mean",
-  "analog_accuracy_std",
-  "noise_seeds",
-  "params",
-  "memory_bits",
-  "fp32_memory_bits",
-  "compression_vs_fp32",
-  "compression_vs_reference",
-  "macs_per_step",
-  "bitops_per_step",
-  "bitops_reduction_vs_fp32",
-  "tiles",
-  "energy_per_inference_j",
-  "energy_vs_fp32",
-  "pareto",
+METRIC_COLUMNS = tuple(
+  """test_accuracy test_loss val_accuracy train_loss diverged analog_accuracy_mean
+  analog_accuracy_std noise_seeds params memory_bits fp32_memory_bits compression_vs_fp32
+  compression_vs_reference macs_per_step bitops_per_step bitops_reduction_vs_fp32 tiles
+  energy_per_inference_j energy_vs_fp32 pareto""".split()
 )
 COLUMNS = ("index", *KNOB_COLUMNS, *METRIC_COLUMNS)
 
