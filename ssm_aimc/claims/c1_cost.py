@@ -5,8 +5,6 @@ Every ratio is against the float baseline in FP32 (memory, bit-operations) or ru
 FP32 digital processor (energy; the model itself on the simulated chip of exp.deploy).
 """
 
-from __future__ import annotations
-
 import dataclasses
 
 from ssm_aimc import deploy, errors, models, train

@@ -6,8 +6,6 @@ model sizes and bit widths; claim.iso_tolerance sets how close two memories must
 compare a bigger low-precision model with a smaller high-precision one.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import os
 

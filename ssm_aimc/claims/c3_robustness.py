@@ -5,8 +5,6 @@ A model is more robust than the float one at a scale when its drop is smaller by
 the standard error of the difference (std over chips / sqrt(chips), combined).
 """
 
-from __future__ import annotations
-
 import dataclasses
 import time
 

@@ -5,8 +5,6 @@ claim.families maps a label to (unpruned model, pruned model name prefix); the p
 models are named <prefix><percent> (e.g. qat_w4a8_prune75) in claim.models.
 """
 
-from __future__ import annotations
-
 import dataclasses
 from collections.abc import Callable
 

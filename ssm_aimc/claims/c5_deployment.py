@@ -1,8 +1,6 @@
 """C5, deployment on the simulated crossbar: every model deployed (ssm_aimc.deploy) on
 simulated chips of every preset in exp.deploy.devices (configs/claims/c5_deployment.py)."""
 
-from __future__ import annotations
-
 import dataclasses
 import os
 import time

@@ -1,8 +1,6 @@
 """What every claim shares: the verdict words, the Outcome record, a claim's settings read
 from its config section, number formats, markdown tables and the figure helpers."""
 
-from __future__ import annotations
-
 import dataclasses
 import difflib
 import os

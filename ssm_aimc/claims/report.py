@@ -1,7 +1,5 @@
 """Running one claim into its workdir, and gathering the claims' sections into CLAIMS.md."""
 
-from __future__ import annotations
-
 import dataclasses
 import datetime
 import glob
