@@ -1,7 +1,6 @@
 """Running one claim into its workdir, and gathering the claims' sections into CLAIMS.md."""
 
 import dataclasses
-import datetime
 import glob
 import os
 import shutil
@@ -69,7 +68,7 @@ def run_claim(config, workdir: str) -> dict:
     "standalone_time_s": models.standalone_seconds(wall),
     "platform": jax.default_backend(),
     "device": _device_name(),
-    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     "command": _command(name, workdir),
   }
   workdir_lib.write_json(os.path.join(workdir, CLAIM_JSON), record)
