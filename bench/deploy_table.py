@@ -2,23 +2,21 @@ r"""Software vs simulated-chip accuracy and energy of the noise-table models: RE
 
   .venv/bin/python bench/deploy_table.py --task=digits --seed=0 --chips=20 --out=runs/noise
 
-Deploys (`launch.py --mode=deploy`, printed as it runs) the four models that
-bench/noise_table.py trains in OUT/TASK/seedS (float, QAT W4A8, noise-aware, noise-aware +
-QAT W4A8; run that script first) on `--chips` PCM-like and RRAM-like chips each, with
-8-bit DACs and ADCs and the recurrence in the digital periphery, and the noise-aware +
-QAT W4A8 and float models also with the recurrence on the arrays
-(`hardware.recurrence=residual` and `direct`). Deployments whose results exist are
-reused. Writes OUT/TASK/seedS/deploy_table.md and deploy_table.json
-(deploy_table_threefry.* with --read_rng=threefry).
+Deploys (`deploy.deploy`) the four models of bench/noise_table.py (trained if missing) on
+`--chips` PCM-like and RRAM-like chips each, 8-bit DACs and ADCs, the recurrence in the
+digital periphery, and the float and noise-aware + QAT W4A8 models also with the recurrence
+on the arrays (residual, direct); deployments as bench/tables.py says. Writes
+OUT/TASK/seedS/deploy_table.md and .json (deploy_table_threefry.* with --read_rng=threefry).
 """
 
-from __future__ import annotations
-
-import json
 import os
 
-import launcher  # bench/launcher.py, next to this script
+import tables  # bench/tables.py, next to this script
 from absl import app, flags
+
+from ssm_aimc import deploy, experiment
+from ssm_aimc import workdir as workdir_lib
+from ssm_aimc.claims import common
 
 _TASK = flags.DEFINE_enum("task", "digits", ["digits", "mnist1d"], "Embedded task.")
 _SEED = flags.DEFINE_integer("seed", 0, "Training seed of the models.")
@@ -26,52 +24,34 @@ _CHIPS = flags.DEFINE_integer("chips", 20, "Simulated chips per device.")
 _OUT = flags.DEFINE_string("out", "runs/noise", "Folder of bench/noise_table.py's runs.")
 _RNG = flags.DEFINE_enum("read_rng", "hash", ["hash", "threefry"], "Read-noise source.")
 
-FLOAT_CONFIG = {"digits": "configs/default.py", "mnist1d": "configs/mnist1d.py"}
-# (row name, workdir name, config, recurrence)
-ROWS = (
-  ("Float", "float", None, "digital"),
-  ("QAT W4A8", "qat_w4a8", "configs/qat_w4a8.py", "digital"),
-  ("Noise-aware (float)", "noise_aware", "configs/noise_aware.py", "digital"),
-  ("Noise-aware + QAT W4A8", "noise_aware_w4a8", "configs/noise_aware_w4a8.py", "digital"),
-  ("Float", "float", None, "residual"),
-  ("Noise-aware + QAT W4A8", "noise_aware_w4a8", "configs/noise_aware_w4a8.py", "residual"),
-  ("Float", "float", None, "direct"),
-  ("Noise-aware + QAT W4A8", "noise_aware_w4a8", "configs/noise_aware_w4a8.py", "direct"),
-)
+# (folder of tables.NOISE_MODELS, recurrence): every model with the recurrence digital,
+# then the float and noise-aware + QAT W4A8 models with it on the arrays.
+ROWS = [(folder, "digital") for folder in tables.NOISE_MODELS]
+ROWS += [(f, r) for r in ("residual", "direct") for f in ("float", "noise_aware_w4a8")]
+
+
+def deployed(zoo, folder: str, recurrence: str) -> dict:
+  """deploy/results.json of model `folder` with `recurrence` (cached; trained if needed)."""
+  zoo.train(folder)
+  out = "deploy" + ("" if recurrence == "digital" else f"_{recurrence}")
+  out += "" if _RNG.value == "hash" else f"_{_RNG.value}"
+  settings = {"hardware.recurrence": recurrence, "deploy.folder": out}
+  settings |= {"deploy.seeds": _CHIPS.value, "deploy.read_rng": _RNG.value}
+  exp = experiment.override(zoo.experiment(folder), settings)
+  path = os.path.join(zoo.workdir(folder), out, workdir_lib.RESULTS)
+
+  def run():
+    deploy.deploy(exp, zoo.workdir(folder))
+    return workdir_lib.read_json(path)
+
+  return tables.cached(path, exp, run)
 
 
 def main(_):
   task, seed = _TASK.value, _SEED.value
-  base = os.path.join(_OUT.value, task, f"seed{seed}")
-  table = []
-  for name, folder, config, recurrence in ROWS:
-    workdir = os.path.join(base, folder)
-    if not os.path.exists(os.path.join(workdir, "results.json")):
-      raise SystemExit(f"{workdir} has no trained model; run bench/noise_table.py first.")
-    out = "deploy" + ("" if recurrence == "digital" else f"_{recurrence}")
-    out += "" if _RNG.value == "hash" else f"_{_RNG.value}"
-    target = os.path.join(workdir, out, "results.json")
-    if not os.path.exists(target):
-      launcher.launch(
-        [
-          f"--config={config or FLOAT_CONFIG[task]}",
-          f"--workdir={workdir}",
-          "--mode=deploy",
-          f"--config.data.task={task}",
-          f"--config.seed={seed}",
-          f"--config.hardware.recurrence={recurrence}",
-          f"--config.deploy.folder={out}",
-          f"--config.deploy.seeds={_CHIPS.value}",
-          f"--config.deploy.read_rng={_RNG.value}",
-        ]
-      )
-    with open(target) as f:
-      table.append((name, recurrence, json.load(f)))
+  zoo = tables.noise_models(_OUT.value, task, seed)
+  table = [(tables.NOISE_MODELS[f][0], rec, deployed(zoo, f, rec)) for f, rec in ROWS]
 
-  pct = lambda r, d: (
-    f"{100 * r['chips'][d]['analog_accuracy_mean']:.2f} +- "
-    f"{100 * r['chips'][d]['analog_accuracy_std']:.2f}"
-  )
   lines = [
     f"Task `{task}`, training seed {seed}; {_CHIPS.value} simulated chips per device (mean +- "
     "std over chips, percent); 8-bit DAC and ADC, 64x64 differential tiles, t_inference "
@@ -84,17 +64,13 @@ def main(_):
   for name, recurrence, r in table:
     lines.append(
       f"| {name} | {recurrence} | {100 * r['test_accuracy']:.2f} | "
-      f"{100 * r['converters_only_accuracy']:.2f} | {pct(r, 'pcm_like')} | "
-      f"{pct(r, 'rram_taox')} | {r['tiles']} | "
+      f"{100 * r['converters_only_accuracy']:.2f} | {common.chips_text(r['chips']['pcm_like'])} | "
+      f"{common.chips_text(r['chips']['rram_taox'])} | {r['tiles']} | "
       f"{1e9 * r['energy_per_inference_j']['aimc']:.0f} nJ | {r['energy_vs_fp32']:.1f}x |"
     )
-  text = "\n".join(lines)
-  print(text)
   suffix = "" if _RNG.value == "hash" else f"_{_RNG.value}"
-  with open(os.path.join(base, f"deploy_table{suffix}.md"), "w") as f:
-    f.write(text + "\n")
-  with open(os.path.join(base, f"deploy_table{suffix}.json"), "w") as f:
-    json.dump([{"model": n, "recurrence": rc, **r} for n, rc, r in table], f, indent=1)
+  records = [{"model": n, "recurrence": rc, **r} for n, rc, r in table]
+  tables.write(zoo.root, f"deploy_table{suffix}", "\n".join(lines), records)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,37 @@
 """Claim configs, model reuse, the verdict rules and CLAIMS.md (ssm_aimc.claims).
 
 The claims themselves train many models (minutes each); `make reproduce` runs them. Here:
-every claim config resolves into valid training configs that agree across claims, a
-models folder is reused or refused as documented, the judging helpers follow their rules
-on hand-made numbers, and the report gathers what the runs wrote.
+every claim config resolves into valid experiments that agree across claims, a models
+folder is reused or refused as documented, each claim's `judge` follows its rule on
+hand-made numbers (and `render` draws it), and the report gathers what the runs wrote.
 """
 
 import importlib
-import json
 import os
 
 import pytest
 
 from configs.claims import common
-from ssm_aimc import claims, errors, train
+from ssm_aimc import claims, errors, experiment, runs
+from ssm_aimc import workdir as workdir_lib
+from ssm_aimc.claims import (
+  c1_cost,
+  c2_size_vs_precision,
+  c3_robustness,
+  c4_pruning,
+  c5_deployment,
+  report,
+)
+from ssm_aimc.claims import common as claims_common
 
 
 def _claim_config(name: str, variant: str = ""):
   module = claims.CONFIG_FILES[name].removesuffix(".py")
   return importlib.import_module(f"configs.claims.{module}").get_config(variant)
+
+
+def _runs(config, workdir) -> runs.Runs:
+  return report.runs_of(experiment.from_config(config), str(workdir))
 
 
 def test_config_files_exist_for_every_claim():
@@ -34,50 +47,58 @@ def test_claim_models_are_valid_and_agree_across_claims(variant, tmp_path):
   for name in claims.CLAIMS:
     config = _claim_config(name, variant)
     assert config.claim.name == name
-    zoo = claims.Models(config, str(tmp_path))
+    exp = experiment.from_config(config)
+    claims_common.settings(claims.CLAIMS[name].Settings, exp.claim)
+    zoo = report.runs_of(exp, str(tmp_path))
     for model in zoo.names():
-      model_config = zoo.config(model)
-      train.validate(model_config)
-      train.quant_spec(model_config)
-      train.prune_config(model_config)
-      flat = claims._normalised(model_config.to_dict())
+      model_exp = zoo.experiment(model)  # Every section validated.
+      assert (
+        model_exp.claim is None and (model_exp.quant.spec is not None) == model_exp.quant.enabled
+      )
+      tree = experiment.to_dict(model_exp)
+      for key in workdir_lib.NOT_TRAINING_KEYS:
+        tree.pop(key)
       # The same name means the same training run in every claim (shared models folder).
-      assert seen.setdefault(model, flat) == flat, model
+      assert seen.setdefault(model, tree) == tree, model
   assert {"float", "qat_w4a8", "noise_aware_w4a8"} <= set(seen)
 
 
 def test_fine_tunes_start_from_their_parent_and_variants_differ(tmp_path):
-  zoo = claims.Models(_claim_config("c1"), str(tmp_path))
-  assert zoo.config("qat_ternary_prune75").init_checkpoint == zoo.workdir("qat_ternary")
-  assert zoo.config("qat_ternary").quant.weight_bits == 2
-  assert zoo.config("float").init_checkpoint == ""
+  zoo = _runs(_claim_config("c1"), tmp_path)
+  assert zoo.experiment("qat_ternary_prune75").init_checkpoint == zoo.workdir("qat_ternary")
+  assert zoo.experiment("qat_ternary").quant.weight_bits == 2
+  assert zoo.experiment("float").init_checkpoint == ""
   paper = _claim_config("c1", "paper")
   assert (paper.data.task, paper.model.d_model, paper.model.d_state) == ("smnist", 128, 64)
   with pytest.raises(ValueError, match="variant"):
     _claim_config("c3", "bogus")
 
 
-def test_merge_applies_nested_overrides_and_rejects_unknown_keys():
-  base = claims.base_config(_claim_config("c1"))
-  assert "claim" not in base
-  merged = claims.merge(base, {"quant": {"weight_bits": 3}, "num_epochs": 7})
+def test_overrides_apply_nested_and_reject_unknown_keys(tmp_path):
+  base = _runs(_claim_config("c1"), tmp_path).base
+  assert base.claim is None
+  recipes = {
+    "good": {"init_from": "", "overrides": {"quant": {"weight_bits": 3}, "num_epochs": 7}},
+    "typo": {"init_from": "", "overrides": {"quant": {"wieght_bits": 3}}},
+  }
+  zoo = runs.Runs(base, str(tmp_path), recipes)
+  merged = zoo.experiment("good")
   assert (merged.quant.weight_bits, merged.num_epochs, base.num_epochs) == (3, 7, 60)
   with pytest.raises(errors.ConfigError, match="quant.wieght_bits"):
-    claims.merge(base, {"quant": {"wieght_bits": 3}})
+    zoo.experiment("typo")
 
 
 def _write(path, obj):
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(obj, f, default=train._json_default)
+  workdir_lib.write_json(path, obj)
 
 
 def test_models_reuse_a_finished_run_and_refuse_another_config(tmp_path):
   config = _claim_config("c5", "smoke")
   config.claim.models_dir = str(tmp_path / "models")
-  zoo = claims.Models(config, str(tmp_path))
+  zoo = _runs(config, tmp_path)
   folder = zoo.workdir("float")
-  stored = zoo.config("float").to_dict()
+  stored = experiment.to_dict(zoo.experiment("float"))
   stored["progress_bar"] = not stored["progress_bar"]  # Not part of training: ignored.
   stored["deploy"]["seeds"] = 99
   _write(os.path.join(folder, "config.json"), stored)
@@ -89,18 +110,29 @@ def test_models_reuse_a_finished_run_and_refuse_another_config(tmp_path):
   _write(os.path.join(folder, "config.json"), stored)
   before = open(os.path.join(folder, "config.json")).read()
   with pytest.raises(errors.ConfigError, match="seed: 7 there, 0 now"):
-    claims.Models(config, str(tmp_path)).train("float")
+    _runs(config, tmp_path).train("float")
   assert open(os.path.join(folder, "config.json")).read() == before
-  with pytest.raises(errors.ConfigError, match="does not define"):
-    zoo.config("qat_w2a2")
+  with pytest.raises(errors.ConfigError, match="not defined"):
+    zoo.experiment("qat_w2a2")
 
 
-def test_run_claim_rejects_configs_without_a_known_claim(tmp_path):
+def test_run_claim_rejects_configs_without_a_known_claim_or_with_unknown_settings(tmp_path):
   config = _claim_config("c1", "smoke")
+  without = config.to_dict()
+  del without["claim"]
   with pytest.raises(errors.ConfigError, match="claim config"):
-    claims.run_claim(claims.base_config(config), str(tmp_path))
+    claims.run_claim(without, str(tmp_path))
   config.claim.name = "c9"
   with pytest.raises(errors.ConfigError, match="c9"):
+    claims.run_claim(config, str(tmp_path))
+  config.claim.name = "c1"
+  config.claim.max_los_points = 1.0
+  with pytest.raises(errors.ConfigError, match="did you mean 'claim.max_loss_points'"):
+    claims.run_claim(config, str(tmp_path))
+  assert not os.listdir(tmp_path)  # Refused before anything was trained.
+  del config.claim["max_los_points"]
+  del config.claim["baseline"]
+  with pytest.raises(errors.ConfigError, match="needs claim.baseline"):
     claims.run_claim(config, str(tmp_path))
 
 
@@ -111,9 +143,9 @@ def test_iso_memory_pairs():
     {"params": 400, "weight_bits": 4, "memory_bits": 1600, "test_accuracy": 0.97},
     {"params": 200, "weight_bits": 2, "memory_bits": 400, "test_accuracy": 0.8},
   ]
-  pairs = claims.iso_memory_pairs(rows, tolerance=1.5)
+  pairs = c2_size_vs_precision.iso_memory_pairs(rows, tolerance=1.5)
   assert [(b["memory_bits"], s["memory_bits"]) for b, s in pairs] == [(850, 800)]
-  assert len(claims.iso_memory_pairs(rows, tolerance=2.1)) == 3
+  assert len(c2_size_vs_precision.iso_memory_pairs(rows, tolerance=2.1)) == 3
 
 
 def _noise_rows(drops, stds):
@@ -124,28 +156,29 @@ def _noise_rows(drops, stds):
 
 
 def test_compare_drops_uses_the_standard_error_over_chips():
+  compare, more_robust = c3_robustness.compare_drops, c3_robustness.more_robust
   base = _noise_rows((0.0, 0.02, 0.10), (0.01, 0.01, 0.02))
   # Standard errors over 4 chips: hypot(0.01, 0.01) / 2 = 0.0071, hypot(0.02, 0.02) / 2 = 0.014.
   model = _noise_rows((0.5, 0.015, 0.05), (0.01, 0.01, 0.02))
-  assert claims.compare_drops(model, base, chips=4) == ["same", "better"]
-  assert claims.compare_drops(model, base, chips=400) == ["better", "better"]
+  assert compare(model, base, chips=4) == ["same", "better"]
+  assert compare(model, base, chips=400) == ["better", "better"]
   worse = _noise_rows((0.0, 0.05, 0.10), (0.01, 0.01, 0.02))
-  assert claims.compare_drops(worse, base, chips=4) == ["worse", "same"]
-  assert claims.more_robust(["same", "better"]) and claims.more_robust(["better"])
-  assert not claims.more_robust(["worse", "better", "better"])
-  assert not claims.more_robust(["same", "same", "better"]) and not claims.more_robust([])
+  assert compare(worse, base, chips=4) == ["worse", "same"]
+  assert more_robust(["same", "better"]) and more_robust(["better"])
+  assert not more_robust(["worse", "better", "better"])
+  assert not more_robust(["same", "same", "better"]) and not more_robust([])
 
 
 def test_largest_kept_ratio():
   rows = [{"ratio": r, "after": a} for r, a in ((0, 0.98), (0.5, 0.975), (0.75, 0.965), (0.9, 0.9))]
-  assert claims.largest_kept(rows, 1.0)["ratio"] == 0.5
-  assert claims.largest_kept(rows, 2.0)["ratio"] == 0.75
-  assert claims.largest_kept(rows, 0.1)["ratio"] == 0
+  assert c4_pruning.largest_kept(rows, 1.0)["ratio"] == 0.5
+  assert c4_pruning.largest_kept(rows, 2.0)["ratio"] == 0.75
+  assert c4_pruning.largest_kept(rows, 0.1)["ratio"] == 0
 
 
 def _fake_run(folder, claim, verdict):
   os.makedirs(folder)
-  with open(os.path.join(folder, claims.FIGURE), "wb") as f:
+  with open(os.path.join(folder, claims_common.FIGURE), "wb") as f:
     f.write(b"png")
   record = {
     "claim": claim,
@@ -156,7 +189,7 @@ def _fake_run(folder, claim, verdict):
     "summary": f"summary of {claim}",
     "table": "| a |\n|---|\n| 1 |",
     "numbers": {},
-    "figure": claims.FIGURE,
+    "figure": claims_common.FIGURE,
     "task": "digits",
     "wall_time_s": 90.0,
     "standalone_time_s": 120.0,
@@ -167,16 +200,16 @@ def _fake_run(folder, claim, verdict):
     "date": "today",
     "command": f"python launch.py --config=configs/claims/{claim}.py --mode=claim",
   }
-  _write(os.path.join(folder, claims.CLAIM_JSON), record)
+  _write(os.path.join(folder, report.CLAIM_JSON), record)
 
 
 def test_write_report_gathers_sections_in_claim_order(tmp_path):
-  runs = tmp_path / "runs"
+  runs_dir = tmp_path / "runs"
   with pytest.raises(errors.DataError, match="run the claims"):
-    claims.write_report(str(runs), str(tmp_path / "CLAIMS.md"))
-  _fake_run(runs / "z", "C2", claims.NOT_SUPPORTED)
-  _fake_run(runs / "a", "C1", claims.SUPPORTED)
-  out = claims.write_report(str(runs), str(tmp_path / "CLAIMS.md"), "figs")
+    claims.write_report(str(runs_dir), str(tmp_path / "CLAIMS.md"))
+  _fake_run(runs_dir / "z", "C2", claims.NOT_SUPPORTED)
+  _fake_run(runs_dir / "a", "C1", claims.SUPPORTED)
+  out = claims.write_report(str(runs_dir), str(tmp_path / "CLAIMS.md"), "figs")
   text = open(out).read()
   assert text.index("## C1") < text.index("## C2")
   assert "**supported**" in text and "**not supported**" in text
@@ -186,19 +219,28 @@ def test_write_report_gathers_sections_in_claim_order(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# Each claim's judging and figure on hand-made results (no training): FakeModels hands out
-# results.json contents; the measurement calls are replaced by tables of numbers.
+# Each claim's verdict on hand-made numbers (what its `measure` returns), with no training
+# and nothing replaced: `judge` is a pure function of the numbers and the settings, and
+# `render` writes the summary, the table and the figure from them.
 # ---------------------------------------------------------------------------------------
 
 
-class FakeModels(claims.Models):
-  def __init__(self, config, workdir, results):
-    super().__init__(config, workdir)
-    self.results = results
+def _settings(claim, **settings):
+  config = _claim_config(claim.ID.lower())
+  for key, value in settings.items():
+    config.claim[key] = value
+  return claims_common.settings(claim.Settings, experiment.from_config(config).claim)
 
-  def train(self, name):
-    self.seconds[name] = 1.0
-    return self.results[name]
+
+def _judge(claim, numbers, **settings) -> str:
+  return claim.judge(numbers, _settings(claim, **settings))["verdict"]
+
+
+def _render(claim, numbers, tmp_path, **settings) -> claims_common.Outcome:
+  s = _settings(claim, **settings)
+  outcome = claim.render(numbers, claim.judge(numbers, s), s, "digits", str(tmp_path))
+  assert os.path.getsize(tmp_path / claims_common.FIGURE) > 1000
+  return outcome
 
 
 def _cost(accuracy, memory_bits, weight_bits, macs=1000.0):
@@ -211,17 +253,7 @@ def _cost(accuracy, memory_bits, weight_bits, macs=1000.0):
   }
 
 
-def _judge(name, results, tmp_path, monkeypatch=None, **settings):
-  config = _claim_config(name)
-  for key, value in settings.items():
-    config.claim[key] = value
-  zoo = FakeModels(config, str(tmp_path), results)
-  outcome = claims.CLAIMS[name](config, str(tmp_path), zoo)
-  assert os.path.getsize(tmp_path / claims.FIGURE) > 1000
-  return outcome
-
-
-def test_cost_reduction_judges_the_best_model_within_the_loss(tmp_path, monkeypatch):
+def _c1_numbers(**overrides):
   results = {
     "float": _cost(0.980, 2e6, 32),
     "qat_w8a8": _cost(0.981, 5e5, 8),
@@ -229,11 +261,14 @@ def test_cost_reduction_judges_the_best_model_within_the_loss(tmp_path, monkeypa
     "qat_w4a8_prune75": _cost(0.95, 2e5, 4, macs=900.0),
     "qat_ternary": _cost(0.960, 1.2e5, 2),
     "qat_ternary_prune75": _cost(0.955, 9e4, 2, macs=800.0),
-  }
+  } | overrides
   energy = {"aimc_j": 1e-6, "digital_fp32_j": 6e-5, "digital_int8_j": 1e-5, "tiles": 10}
-  monkeypatch.setattr(claims, "energy_of", lambda config, workdir: energy)
-  monkeypatch.setattr(claims.Models, "inference_config", lambda self, name, r: (None, None))
-  outcome = _judge("c1", results, tmp_path)
+  return {"rows": [c1_cost.cost_row(name, r, energy) for name, r in results.items()]}
+
+
+def test_cost_reduction_judges_the_best_model_within_the_loss(tmp_path):
+  numbers = _c1_numbers()
+  outcome = _render(c1_cost, numbers, tmp_path)
   rows = {r["model"]: r for r in outcome.numbers["rows"]}
   # Against the float model: memory 2e6 / 3e5, bit-operations 32 * 32 / (4 * 8), energy 60.
   assert rows["qat_w4a8"]["memory_x"] == pytest.approx(2e6 / 3e5)
@@ -242,56 +277,77 @@ def test_cost_reduction_judges_the_best_model_within_the_loss(tmp_path, monkeypa
   assert outcome.numbers["best_within_loss"]["bitops_x"] == "qat_w4a8"
   assert outcome.verdict == claims.PARTLY  # 32x bit-operations; energy (60x) is not judged.
   assert "qat_ternary_prune75, -2.50 points" in outcome.summary
-  assert _judge("c1", results, tmp_path, target_reduction=32.0).verdict == claims.SUPPORTED
-  assert _judge("c1", results, tmp_path, target_reduction=33.0).verdict == claims.PARTLY
-  strict = _judge("c1", results, tmp_path, max_loss_points=-0.5)  # Must beat float by 0.5.
+  assert _judge(c1_cost, numbers, target_reduction=32.0) == claims.SUPPORTED
+  assert _judge(c1_cost, numbers, target_reduction=33.0) == claims.PARTLY
+  strict = _render(c1_cost, numbers, tmp_path, max_loss_points=-0.5)  # Must beat float by 0.5.
   assert strict.verdict == claims.NOT_SUPPORTED and "No quantized model" in strict.summary
+  # 100x fewer memory bits within the loss: supported on memory alone.
+  assert _judge(c1_cost, _c1_numbers(qat_ternary=_cost(0.975, 2e4, 2))) == claims.SUPPORTED
+  # Nothing reaches 10x within the loss: not supported even though all keep accuracy.
+  assert _judge(c1_cost, numbers, target_reduction=1000.0) == claims.NOT_SUPPORTED
 
 
-def test_size_vs_precision_reads_the_sweep(tmp_path, monkeypatch):
-  def row(h, bits, accuracy, pareto):
-    params = 10 * h * h
-    return {
-      "d_model": h,
-      "d_state": 8,
-      "weight_bits": bits,
-      "params": params,
-      "memory_bits": params * bits,
-      "test_accuracy": accuracy,
-      "pareto": pareto,
-    }
+def _sweep_row(h, bits, accuracy, pareto):
+  params = 10 * h * h
+  return {
+    "d_model": h,
+    "d_state": 8,
+    "size": f"H={h}, N=8",
+    "weight_bits": bits,
+    "params": params,
+    "memory_bits": params * bits,
+    "test_accuracy": accuracy,
+    "pareto": pareto,
+  }
 
-  rows = [row(16, 8, 0.90, True), row(32, 2, 0.93, True), row(32, 8, 0.95, True)]
-  monkeypatch.setattr(claims.sweep, "run_sweep", lambda c, w: {"rows": rows, "wall_time_s": 3})
-  outcome = _judge("c2", {}, tmp_path)
+
+def test_size_vs_precision_judges_the_front_and_the_iso_memory_pairs(tmp_path):
+  rows = [_sweep_row(16, 8, 0.90, True), _sweep_row(32, 2, 0.93, True)]
+  rows.append(_sweep_row(32, 8, 0.95, True))
+  outcome = _render(c2_size_vs_precision, {"rows": rows}, tmp_path)
   assert outcome.verdict == claims.SUPPORTED
   assert outcome.numbers["iso_pairs"] == outcome.numbers["iso_wins"] == 1
-  rows[1]["test_accuracy"], rows[1]["pareto"] = 0.85, False
-  assert _judge("c2", {}, tmp_path).verdict == claims.NOT_SUPPORTED
+  assert "Largest gain: H=32, N=8 at 2 bits" in outcome.summary
+  # The front mixes sizes and widths, but the bigger 2-bit model loses its iso-memory pair.
+  rows[1]["test_accuracy"] = 0.89
+  assert _judge(c2_size_vs_precision, {"rows": rows}) == claims.PARTLY
+  rows[1]["test_accuracy"], rows[1]["pareto"] = 0.85, False  # Front: one width; no win.
+  assert _judge(c2_size_vs_precision, {"rows": rows}) == claims.NOT_SUPPORTED
+
+
+def test_size_vs_precision_refuses_a_sweep_of_another_config(tmp_path):
   # A sweep folder written by another config is refused, not trained over.
+  config = _claim_config("c2", "smoke")
   _write(str(tmp_path / "sweep" / "config.json"), {"seed": 7})
+  exp = experiment.from_config(config)
   with pytest.raises(errors.ConfigError, match="another config"):
-    _judge("c2", {}, tmp_path)
+    c2_size_vs_precision.measure(exp, report.runs_of(exp, str(tmp_path)), str(tmp_path))
 
 
-def test_robustness_compares_drops_with_the_float_model(tmp_path, monkeypatch):
+def _c3_numbers(drops):
+  scales = (0.0, 1.0, 2.0, 4.0)
+  curves = {}
+  for name, d in drops.items():
+    rows = [
+      {"prog_noise_scale": s, "analog_accuracy_mean": 0.98 - x, "analog_accuracy_std": 0.002}
+      for s, x in zip(scales, d, strict=True)
+    ]
+    curves[name] = {"digital": 0.98, "rows": rows}
+  return {"curves": curves}
+
+
+def test_robustness_compares_drops_with_the_float_model(tmp_path):
   drops = {"float": (0.0, 0.01, 0.03, 0.08), "qat_w4a8": (0.0, 0.01, 0.03, 0.09)}
   drops["noise_aware_w4a8"] = (0.0, 0.0, 0.01, 0.03)
-
-  def curve(config, workdir, c):
-    name = os.path.basename(workdir)
-    rows = [
-      {"prog_noise_scale": s, "analog_accuracy_mean": 0.98 - d, "analog_accuracy_std": 0.002}
-      for s, d in zip(c.noise_scales, drops[name], strict=True)
-    ]
-    return {"digital": 0.98, "rows": rows}
-
-  monkeypatch.setattr(claims, "noise_curve", curve)
-  outcome = _judge("c3", {n: {} for n in drops}, tmp_path)
+  outcome = _render(c3_robustness, _c3_numbers(drops), tmp_path)
   assert outcome.numbers["qat_vs_float"] == ["same", "same", "worse"]
   assert outcome.numbers["noise_aware_vs_float"] == ["better", "better", "better"]
   assert outcome.verdict == claims.PARTLY
   assert "| qat_w4a8 | 98.00 | 98.00 +- 0.20 |" in outcome.table
+  drops["qat_w4a8"] = (0.0, 0.005, 0.02, 0.08)  # Better at 1x and 2x, the same at 4x.
+  assert _judge(c3_robustness, _c3_numbers(drops)) == claims.SUPPORTED
+  drops["qat_w4a8"] = drops["noise_aware_w4a8"] = drops["float"]
+  assert _judge(c3_robustness, _c3_numbers(drops)) == claims.NOT_SUPPORTED
 
 
 def _pruned(before, after, memory_bits, ratio):
@@ -302,39 +358,50 @@ def _pruned(before, after, memory_bits, ratio):
   }
 
 
+def _c4_numbers(results):
+  s = _settings(c4_pruning)
+  return {"families": c4_pruning.families(s, list(results), results.__getitem__)}
+
+
 def test_pruning_finds_the_largest_ratio_kept(tmp_path):
   results = {"float": _cost(0.98, 2e6, 32), "qat_w4a8": _cost(0.98, 3e5, 4)}
   for p, (f_after, q_after) in {50: (0.975, 0.98), 75: (0.96, 0.975), 90: (0.9, 0.95)}.items():
     results[f"float_prune{p}"] = _pruned(0.5, f_after, 2e6 * (1 - p / 200), p / 100)
     results[f"qat_w4a8_prune{p}"] = _pruned(0.5, q_after, 3e5 * (1 - p / 200), p / 100)
-  outcome = _judge("c4", results, tmp_path)
+  outcome = _render(c4_pruning, _c4_numbers(results), tmp_path)
   assert outcome.verdict == claims.SUPPORTED  # QAT 75 % within 1 point; float only 50 %.
   assert "qat_w4a8 75 %" in outcome.summary
   results["float_prune75"] = _pruned(0.5, 0.975, 1.2e6, 0.75)
-  assert _judge("c4", results, tmp_path).verdict == claims.PARTLY
+  assert _judge(c4_pruning, _c4_numbers(results)) == claims.PARTLY
+  results["qat_w4a8_prune50"] = _pruned(0.5, 0.95, 2e5, 0.5)  # QAT keeps nothing pruned.
+  results["qat_w4a8_prune75"] = _pruned(0.5, 0.95, 2e5, 0.75)
+  assert _judge(c4_pruning, _c4_numbers(results)) == claims.NOT_SUPPORTED
 
 
-def test_deployment_judges_the_gap_and_the_energy(tmp_path, monkeypatch):
-  def fake_deploy(config, workdir):
-    chips = {
-      d: {"analog_accuracy_mean": m, "analog_accuracy_std": 0.003, "noise_seeds": 20}
-      for d, m in (("pcm_like", 0.972), ("rram_taox", 0.985))
-    }
-    results = {
-      "test_accuracy": 0.99,
-      "chips": chips,
-      "noise_seeds": 20,
-      "tiles": 275,
-      "energy_vs_fp32": 60.0,
-      "energy_per_inference_j": {"aimc": 1e-6, "digital_fp32": 6e-5, "digital_int8": 1e-5},
-    }
-    _write(os.path.join(workdir, config.deploy.folder, "results.json"), results)
+def _deployed(pcm, rram, gain=60.0):
+  chips = {
+    d: {"analog_accuracy_mean": m, "analog_accuracy_std": 0.003, "noise_seeds": 20}
+    for d, m in (("pcm_like", pcm), ("rram_taox", rram))
+  }
+  return {
+    "test_accuracy": 0.99,
+    "chips": chips,
+    "noise_seeds": 20,
+    "tiles": 275,
+    "energy_vs_fp32": gain,
+    "energy_per_inference_j": {"aimc": 1e-6, "digital_fp32": 6e-5, "digital_int8": 1e-5},
+  }
 
-  monkeypatch.setattr(claims.deploy, "deploy", fake_deploy)
-  outcome = _judge("c5", {"float": {}, "noise_aware_w4a8": {}}, tmp_path)
+
+def test_deployment_judges_the_gap_and_the_energy(tmp_path):
+  numbers = {
+    "models": {"float": _deployed(0.98, 0.985), "noise_aware_w4a8": _deployed(0.972, 0.985)}
+  }
+  outcome = _render(c5_deployment, numbers, tmp_path)
   assert outcome.numbers["gaps_points"] == pytest.approx({"pcm_like": 1.8, "rram_taox": 0.5})
   assert outcome.verdict == claims.SUPPORTED
-  assert (
-    _judge("c5", {"float": {}, "noise_aware_w4a8": {}}, tmp_path, max_gap_points=1.0).verdict
-    == claims.PARTLY
-  )
+  assert "For comparison, chip minus software: float -1.00 points on pcm_like" in outcome.summary
+  assert _judge(c5_deployment, numbers, max_gap_points=1.0) == claims.PARTLY
+  assert _judge(c5_deployment, numbers, min_energy_gain=100.0) == claims.PARTLY
+  numbers["models"]["noise_aware_w4a8"] = _deployed(0.9, 0.985, gain=5.0)
+  assert _judge(c5_deployment, numbers) == claims.NOT_SUPPORTED

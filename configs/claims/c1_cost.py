@@ -10,7 +10,7 @@ of their state modes pruned (5 epochs). Reports, for each, test accuracy, memory
 bit-operations per step against the FP32 float model, and energy per inference on the
 simulated chip (config.deploy: 64x64 tiles, 8-bit converters) against the float model on
 an FP32 digital processor. Judged on memory bits and bit-operations
-(`ssm_aimc.claims.cost_reduction`).
+(`ssm_aimc.claims.c1_cost`).
 
 Measured (`make reproduce`, 2026-11-29, 2-core CPU, all six models trained in this claim):
 7.9 min. **Partly supported.** Float 98.33 %. Within 1 point: W4A8 with 75 % of the modes

@@ -11,7 +11,7 @@ trained from scratch with QAT: H in (16, 32, 64) x N in (8, 32) x weight bits in
 of accuracy against memory bits and every iso-memory pair (memories within 1.5x) of a
 bigger low-precision model against a smaller high-precision one. The paper variant sweeps
 4-layer models, H in (64, 128, 256) x N in (16, 64), on sMNIST. Judged by
-`ssm_aimc.claims.size_vs_precision`.
+`ssm_aimc.claims.c2_size_vs_precision`.
 
 Measured (`make reproduce`, 2026-11-29, 2-core CPU): 4.6 min. **Supported.** The Pareto
 front holds 4 sizes and all 3 widths (from 2-bit H=16, N=8 at 1.15e4 bits, 77.5 %, to 4-bit

@@ -8,7 +8,7 @@ r"""Claim 3: QAT makes models more robust to analog noise.
 The float model, its QAT W4A8 fine-tune and its QAT W4A8 + noise-aware fine-tune (PCM-like
 noise during training), each evaluated on the same 10 simulated PCM-like chips at
 programming-noise scales 0, 1, 2 and 4 (drift to 1 h with compensation, read noise at
-every product, a_bar digital). Judged by `ssm_aimc.claims.robustness`.
+every product, a_bar digital). Judged by `ssm_aimc.claims.c3_robustness`.
 
 Measured (`make reproduce`, 2026-11-29, 2-core CPU): 3.6 min with the float and W4A8
 models reused from C1; 6.4 min alone on a fresh models folder (same verdict).
@@ -34,6 +34,6 @@ def get_config(variant: str = ""):
     qat="qat_w4a8",
     noise_aware="noise_aware_w4a8",
     device="pcm_like",
-    noise_scales=(0.0, 1.0) if variant == "smoke" else (0.0, 1.0, 2.0, 4.0),
+    prog_noise_scales=(0.0, 1.0) if variant == "smoke" else (0.0, 1.0, 2.0, 4.0),
     chips={"": 10, "paper": 20, "smoke": 2}[variant],
   )

@@ -7,7 +7,7 @@ r"""Claim 4: QAT enables structured pruning.
 The float model and its QAT W4A8 fine-tune, each pruned (H2 scores, the same modes removed
 from every channel) at 50, 75 and 90 % of the state modes and fine-tuned 5 epochs with
 masks; the physically smaller exported model is scored. Judged by
-`ssm_aimc.claims.pruning`.
+`ssm_aimc.claims.c4_pruning`.
 
 Measured (`make reproduce`, 2026-11-29, 2-core CPU): 2.7 min with models reused from
 C1/C3, about 6.7 min alone. **Partly supported.** Pruning combines with QAT: the W4A8 model

@@ -9,7 +9,7 @@ r"""Claim 5: the model deploys on a memristive crossbar with large efficiency ga
 both deployed (`--mode=deploy`) on 20 simulated PCM-like and 20 RRAM-like chips each, run
 step by step with 8-bit DACs and ADCs on 64x64 tiles (config.deploy), recurrence in the
 digital periphery; energy per inference against FP32 and INT8 digital processors. Judged
-by `ssm_aimc.claims.deployment`.
+by `ssm_aimc.claims.c5_deployment`.
 
 Measured (`make reproduce`, 2026-11-29, 2-core CPU): 2.0 min with both models reused
 from C1/C3, about 5.6 min alone. **Supported.** QAT W4A8 + noise-aware: 98.89 % in software,
