@@ -68,7 +68,6 @@ from ssm_aimc.hardware import devices as devices_lib
 from ssm_aimc.hardware import rng as rng_lib
 
 RECURRENCES = analog_lib.RECURRENCES
-_VAR_FLOOR = 1e-30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,20 +247,20 @@ def array_mvm(
   """
   total = 0.0
   n_pieces = int(pieces.max()) + 1
+  normal = lambda k, shape, dtype: rng_lib.normal(k, shape, dtype, read_rng)
   for p in range(n_pieces):
     xp = x if n_pieces == 1 else x * jnp.asarray(pieces == p, x.dtype)
-    y = jnp.einsum("b...i,...io->b...o", xp, array.w)
-    k_read, k_out = jax.random.split(jax.random.fold_in(key, p))
-    if array.read_std is not None:
-      var = jnp.einsum("b...i,...io->b...o", jnp.square(xp), jnp.square(array.read_std))
-      noise = rng_lib.normal(k_read, y.shape, y.dtype, read_rng)
-      y = y + spec.read_noise_scale * jnp.sqrt(jnp.maximum(var, _VAR_FLOOR)) * noise
-    if spec.output:
-      y = y + spec.output_noise * array.w_max * rng_lib.normal(k_out, y.shape, y.dtype, read_rng)
-    if spec.adc:
-      y = _quantize(y, spec.adc_bits, out_range)
+    keys = jax.random.split(jax.random.fold_in(key, p))
+    y = analog_lib.read_product(
+      xp, array.w, array.read_std, keys, spec, array.w_max, out_range, _group_product, normal
+    )
     total = total + y
   return total
+
+
+def _group_product(x: jax.Array, w: jax.Array) -> jax.Array:
+  """(B, *group, in) x (*group, in, out) -> (B, *group, out): one product per group."""
+  return jnp.einsum("b...i,...io->b...o", x, w)
 
 
 # ---------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -262,6 +263,56 @@ def program(key: jax.Array, w: jax.Array, spec: AnalogSpec, reduce_axes) -> Prog
   return Programmed(delta=delta, read_std=read_std, w_max=w_max)
 
 
+def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """(..., in) @ (in, out) as one 2-D product (see layers.matmul for why)."""
+  lead = x.shape[:-1]
+  return (x.reshape(-1, x.shape[-1]) @ w).reshape(*lead, w.shape[-1])
+
+
+def read_product(
+  x: jax.Array,
+  w: jax.Array,
+  read_std: jax.Array | None,
+  keys: tuple[jax.Array, jax.Array],
+  spec: AnalogSpec,
+  full_scale: jax.Array,
+  adc_range: jax.Array,
+  product: Callable[[jax.Array, jax.Array], jax.Array] = _matmul,
+  normal: Callable[..., jax.Array] = jax.random.normal,
+) -> jax.Array:
+  """One analog read of programmed weights: product(x, w), read noise, output noise, ADC.
+
+  Read noise: every device is read with fresh noise at this product, which for y = x @ W is
+  exactly Gaussian output noise of variance sum_i x_i^2 sigma_ij^2 (one extra product
+  instead of a noisy copy of W per example).
+
+  Args:
+    x: the (DAC-converted) inputs; w: the programmed weights (ideal + perturbation).
+    read_std: std of one read of each weight at read_noise_scale 1 (w's shape), or None
+      for no per-product read noise.
+    keys: (key of the read noise, key of the output noise).
+    spec: the analog spec (read_noise_scale, output noise and ADC settings).
+    full_scale: the full-scale output, broadcastable against the output: the output
+      noise std is `spec.output_noise` times it.
+    adc_range: the ADC digitises [-adc_range, adc_range] (broadcastable, clipped).
+    product: the matrix product (x, w) -> y; default (..., in) @ (in, out).
+    normal: the Gaussian source, called as normal(key, shape, dtype).
+
+  Returns:
+    y, the product's shape.
+  """
+  k_read, k_out = keys
+  y = product(x, w)
+  if read_std is not None:
+    std = jnp.sqrt(jnp.maximum(product(jnp.square(x), jnp.square(read_std)), _VAR_FLOOR))
+    y = y + spec.read_noise_scale * std * normal(k_read, y.shape, y.dtype)
+  if spec.output:
+    y = y + spec.output_noise * full_scale * normal(k_out, y.shape, y.dtype)
+  if spec.adc:
+    y = quant.fake_quant(y, spec.adc_bits, adc_range / quant.q_max(spec.adc_bits))
+  return y
+
+
 def analog_matmul(
   key_program: jax.Array,
   key_read: jax.Array,
@@ -289,26 +340,13 @@ def analog_matmul(
   prog = program(key_program, w, spec, reduce_axes)
   w = w + prog.delta
   k_read, k_out = jax.random.split(key_read)
-  if prog.read_std is not None and spec.read_noise_draw == "forward":
-    w = w + spec.read_noise_scale * prog.read_std * jax.random.normal(k_read, w.shape, w.dtype)
-  y = _matmul(x, w)
-  if prog.read_std is not None and spec.read_noise_draw == "product":
-    # Each device read with fresh noise at this product: exactly Gaussian output noise of
-    # variance sum_i x_i^2 sigma_ij^2.
-    std = jnp.sqrt(jnp.maximum(_matmul(jnp.square(x), jnp.square(prog.read_std)), _VAR_FLOOR))
-    y = y + spec.read_noise_scale * std * jax.random.normal(k_read, y.shape, y.dtype)
+  read_std = prog.read_std
+  if read_std is not None and spec.read_noise_draw == "forward":
+    w = w + spec.read_noise_scale * read_std * jax.random.normal(k_read, w.shape, w.dtype)
+    read_std = None  # Drawn once on the weights, not again at the product.
   full_scale = x_range * prog.w_max[0]
-  if spec.output:
-    y = y + spec.output_noise * full_scale * jax.random.normal(k_out, y.shape, y.dtype)
-  if spec.adc:
-    y = quant.fake_quant(y, spec.adc_bits, spec.adc_bound * full_scale / quant.q_max(spec.adc_bits))
-  return y
-
-
-def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-  """(..., in) @ (in, out) as one 2-D product (see layers.matmul for why)."""
-  lead = x.shape[:-1]
-  return (x.reshape(-1, x.shape[-1]) @ w).reshape(*lead, w.shape[-1])
+  adc_range = spec.adc_bound * full_scale
+  return read_product(x, w, read_std, (k_read, k_out), spec, full_scale, adc_range)
 
 
 def _perturb_real(key_program, key_read, w, spec: AnalogSpec, per_channel: bool, offset=0.0):
