@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssm_aimc import errors, quant, ssm
+from ssm_aimc import blocks, errors, quant, ssm
 from ssm_aimc.hardware import analog as analog_lib
 
 # Initial clip range of an activation quantizer, before calibration (inputs are normalised).
@@ -230,7 +230,7 @@ class QDense(nn.Module):
 class QLayerNorm(nn.Module):
   """LayerNorm over the last axis whose scale and offset can be quantized (group "bias")."""
 
-  epsilon: float = 1e-6
+  epsilon: float = blocks.LAYER_NORM_EPSILON
 
   @nn.compact
   def __call__(self, x: jax.Array, spec: quant.QuantSpec | None = None) -> jax.Array:
@@ -240,9 +240,7 @@ class QLayerNorm(nn.Module):
     (scale, scale_codes), (bias, bias_codes) = quantize_small(scale, tq), quantize_small(bias, tq)
     _deploy(self, "scale", scale, tq, 0.0, **scale_codes)
     _deploy(self, "bias", bias, tq, 0.0, **bias_codes)
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    return blocks.layer_norm(x, scale, bias, self.epsilon)
 
 
 class S4D(nn.Module):
@@ -403,14 +401,13 @@ class S4DBlock(nn.Module):
   ) -> jax.Array:
     """x: (B, L, H) -> (B, L, H). The norm, GELU and GLU gate are digital periphery."""
     channels = x.shape[-1]
-    z = QLayerNorm(name="norm")(x, spec) if self.prenorm else x
-    z = self.ssm(name="s4d")(z, spec, analog)
-    z = nn.gelu(z)
-    z = nn.Dropout(self.dropout, deterministic=not train)(z)
-    z = QDense(2 * channels, group="glu", name="glu_dense")(z, spec, analog)
-    z = nn.glu(z, axis=-1)
-    z = nn.Dropout(self.dropout, deterministic=not train)(z)
-    x = x + z
-    if not self.prenorm:
-      x = QLayerNorm(name="norm")(x, spec)
-    return x
+    # Modules are made where they are first called, in the order of the block's maths, so
+    # the two dropouts are Dropout_0 (after the GELU) and Dropout_1 (after the GLU).
+    return blocks.residual_block(
+      x,
+      norm=lambda v: QLayerNorm(name="norm")(v, spec),
+      sequence_layer=lambda z: self.ssm(name="s4d")(z, spec, analog),
+      glu_dense=lambda z: QDense(2 * channels, group="glu", name="glu_dense")(z, spec, analog),
+      prenorm=self.prenorm,
+      dropout=lambda z: nn.Dropout(self.dropout, deterministic=not train)(z),
+    )

@@ -17,10 +17,10 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
-from ssm_aimc import errors, layers, quant
+from ssm_aimc import blocks, errors, layers, quant
 from ssm_aimc.hardware import analog as analog_lib
 
-POOLINGS = ("mean", "last")
+POOLINGS = blocks.POOLINGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +82,7 @@ class S4DClassifier(nn.Module):
     analog substrate and needs the PRNG streams "program" and "read" (None: digital).
     """
     cfg = self.config
-    if cfg.pooling not in POOLINGS:
-      raise errors.ConfigError(f"Unknown pooling {cfg.pooling!r}; valid: {POOLINGS}.")
+    blocks.check_pooling(cfg.pooling)
     s4d = functools.partial(
       layers.S4D,
       d_state=cfg.d_state,
@@ -95,14 +94,19 @@ class S4DClassifier(nn.Module):
       step_max=cfg.step_max,
       train_b=cfg.train_b,
     )
-    h = layers.QDense(cfg.d_model, group="encoder", name="encoder")(x, spec, analog)
-    for i in range(cfg.n_layers):
-      h = layers.S4DBlock(ssm=s4d, dropout=cfg.dropout, prenorm=cfg.prenorm, name=f"block_{i}")(
-        h, train, spec, analog
-      )
-    h = jnp.mean(h, axis=1) if cfg.pooling == "mean" else h[:, -1]
-    decoder = layers.QDense(self.n_classes, group="decoder", per_sequence=True, name="decoder")
-    return decoder(h, spec, analog)
+
+    # Each module is made where the skeleton first calls it, so modules are created in the
+    # order of the maths (encoder, blocks, decoder).
+    block = functools.partial(layers.S4DBlock, ssm=s4d, dropout=cfg.dropout, prenorm=cfg.prenorm)
+    residual = [
+      lambda h, name=f"block_{i}": block(name=name)(h, train, spec, analog)
+      for i in range(cfg.n_layers)
+    ]
+    encoder = lambda v: layers.QDense(cfg.d_model, group="encoder", name="encoder")(v, spec, analog)
+    decoder = lambda h: layers.QDense(
+      self.n_classes, group="decoder", per_sequence=True, name="decoder"
+    )(h, spec, analog)
+    return blocks.classifier(x, encoder, residual, cfg.pooling, decoder)
 
 
 MODELS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import chip, errors, export, models, quant, ssm
+from ssm_aimc import blocks, chip, errors, export, models, quant, ssm
 from ssm_aimc.hardware import analog, crossbar, devices
 from tests.test_export import TINY
 
@@ -115,7 +115,7 @@ def test_calibrated_state_range_is_the_largest_state_of_the_recurrence(tmp_path)
   manifest, tensors, x = _exported(tmp_path)
   ranges = chip.calibrate(manifest, tensors, x, "digital", chip.ChipConfig(headroom=1.0))
   h = x @ tensors["encoder/kernel"] + tensors["encoder/bias"]
-  u = export._layer_norm(h, tensors["block_0/norm/scale"], tensors["block_0/norm/bias"])
+  u = blocks.layer_norm(h, tensors["block_0/norm/scale"], tensors["block_0/norm/bias"])
   a_bar, b_bar = tensors["block_0/s4d/a_bar"], tensors["block_0/s4d/b_bar"]
 
   def states(u_seq):  # (L, H) -> (L, H, n) complex
