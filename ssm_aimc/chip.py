@@ -121,7 +121,7 @@ def _n_layers(manifest: dict) -> int:
 def _input_range(manifest: dict, path: str) -> float | None:
   """The range r = step x q_max of a matrix input's own quantizer grid, or None."""
   q = manifest["input_quantizers"].get(path)
-  if q is None or q["bits"] >= quant.OFF_THRESHOLD:
+  if q is None or quant.is_off(q["bits"]):
     return None
   return float(q["scale"]) * float(quant.q_max(q["bits"]))
 

@@ -68,7 +68,7 @@ def export_model(
       arrays[f"{key}.angle_codes"] = _smallest_int(np.asarray(rec["angle_codes"]))
       arrays[f"{key}.step"] = np.asarray(rec["step"], np.float32)
       arrays[f"{key}.angle_scale"] = np.asarray(rec["angle_scale"], np.float32)
-    elif "codes" in rec and float(rec["bits"]) < quant.OFF_THRESHOLD:
+    elif "codes" in rec and not quant.is_off(rec["bits"]):
       entry["kind"] = "codes"
       arrays[f"{key}.codes"] = _smallest_int(np.asarray(rec["codes"]))
       arrays[f"{key}.scale"] = np.asarray(rec["scale"], np.float32)

@@ -38,7 +38,6 @@ from ssm_aimc.hardware import analog as analog_lib
 DEFAULT_INPUT_RANGE = 4.0
 # Percentile of |activation| that calibration takes as the clip range (robust to outliers).
 CALIBRATION_PERCENTILE = 99.99
-FLOAT_BITS = 32.0
 
 
 def _complex_normal_init(std: float = 1.0):
@@ -52,9 +51,7 @@ def _complex_normal_init(std: float = 1.0):
 
 def _bits(tq: quant.TensorQuant | None) -> jax.Array:
   """Storage width of a group: its bits when quantized, 32 when off or absent."""
-  if tq is None:
-    return jnp.asarray(FLOAT_BITS)
-  return jnp.where(quant.is_off(tq.bits), FLOAT_BITS, tq.bits)
+  return quant.storage_bits(quant.OFF_BITS if tq is None else tq.bits)
 
 
 def _deploy(

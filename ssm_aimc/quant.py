@@ -670,8 +670,28 @@ def q_max(bits):
 
 
 def is_off(bits):
-  """Traced predicate: True where bits >= 16 (quantization off)."""
+  """Traced predicate: True where bits >= 16 (quantization off). The one place that decides
+  what "off" is; the helpers below and every caller go through it."""
   return jnp.asarray(bits) >= OFF_THRESHOLD
+
+
+def storage_bits(bits):
+  """Traced storage width of a tensor quantized to `bits`: bits, or OFF_BITS (a float32
+  value's 32) where quantization is off."""
+  return jnp.where(is_off(bits), OFF_BITS, bits)
+
+
+def describe_bits(bits) -> int | str:
+  """A concrete bit width for reports and logs: the whole number of bits, or "off"."""
+  return "off" if bool(is_off(bits)) else int(bits)
+
+
+def bits_or_off(bits) -> np.ndarray:
+  """A concrete width where None or 0 means "none" (an absent converter): OFF_BITS then,
+  else `validate_bits(bits)` (ConfigError when invalid)."""
+  if bits is None or (np.ndim(bits) == 0 and bits == 0):
+    return np.asarray(OFF_BITS, np.float32)
+  return validate_bits(bits)
 
 
 @jax.tree_util.register_dataclass

@@ -349,6 +349,19 @@ def test_is_off():
   )
 
 
+def test_off_helpers_decide_off_at_the_threshold():
+  bits = jnp.array([1.0, 8.0, 15.0, 16.0, 24.0, 32.0])
+  np.testing.assert_array_equal(quant.storage_bits(bits), [1.0, 8.0, 15.0, 32.0, 32.0, 32.0])
+  # Traced: one program for every width.
+  np.testing.assert_array_equal(jax.jit(quant.storage_bits)(jnp.float32(16.0)), 32.0)
+  described = [quant.describe_bits(b) for b in (1, 8.0, np.float32(15), 16, 32.0)]
+  assert described == [1, 8, 15, "off", "off"]
+  assert quant.bits_or_off(None) == quant.OFF_BITS and quant.bits_or_off(0) == quant.OFF_BITS
+  assert quant.bits_or_off(8) == 8.0
+  with pytest.raises(errors.ConfigError, match="bits"):
+    quant.bits_or_off(0.5)
+
+
 def test_quant_spec_constructors():
   off = quant.QuantSpec.off()
   assert all(bool(quant.is_off(getattr(off, g).bits)) for g in quant.GROUPS)

@@ -162,9 +162,6 @@ class AnalogSpec:
     levels = device.levels if levels in (None, 0) else levels
     if levels is not None and (int(levels) != levels or levels < 2):
       raise errors.ConfigError(f"levels must be an integer >= 2, got {levels}.")
-    bits = {}
-    for name, value in (("dac_bits", dac_bits), ("adc_bits", adc_bits)):
-      bits[name] = quant.OFF_BITS if value in (None, 0) else quant.validate_bits(value)
     f32 = lambda v: jnp.asarray(v, jnp.float32)
     return cls(
       prog_noise_scale=f32(prog_noise_scale),
@@ -173,8 +170,8 @@ class AnalogSpec:
       stuck_min=f32(stuck_min),
       stuck_max=f32(stuck_max),
       levels=f32(levels or 0),
-      dac_bits=f32(bits["dac_bits"]),
-      adc_bits=f32(bits["adc_bits"]),
+      dac_bits=f32(quant.bits_or_off(dac_bits)),
+      adc_bits=f32(quant.bits_or_off(adc_bits)),
       adc_bound=f32(adc_bound),
       output_noise=f32(output_noise),
       device=device,
