@@ -131,8 +131,8 @@ def recurrence_weights(a_bar: jax.Array, b_bar: jax.Array, recurrence: str) -> j
 
   Rows (Re s, Im s, u) for "direct" ([A_bar | B_bar]) and "residual" ([A_bar - I | B_bar]).
   Columns (Re, Im) of the new state: for mode m,
-  Re s' = Re a Re s - Im a Im s + Re b u and Im s' = Im a Re s + Re a Im s + Im b u, the
-  same numbers as `crossbar.recurrence_block` (tested).
+  Re s' = Re a Re s - Im a Im s + Re b u and Im s' = Im a Re s + Re a Im s + Im b u: the
+  complex x' = a_bar x + b_bar u on real pairs (tested against `ssm.linear_recurrence`).
   """
   if recurrence not in ("direct", "residual"):
     raise errors.ConfigError(f"No recurrence array for recurrence={recurrence!r}.")

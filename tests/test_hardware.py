@@ -80,8 +80,9 @@ def _program(key, g, device, scale=1.0, n=N_DRAWS):
 
 @functools.partial(jax.jit, static_argnames=("device", "n"))
 def _read(key, g_target, g_t, t, device, n=N_DRAWS):
-  g_target = jnp.full((n,), g_target, jnp.float32)
-  return noise.read_conductances(key, g_target, jnp.full((n,), g_t, jnp.float32), t, device)
+  """n reads of a device: g_t + read_noise_std eps, the Gaussian the analog layer samples."""
+  g_target, g_t = jnp.full((n,), g_target, jnp.float32), jnp.full((n,), g_t, jnp.float32)
+  return g_t + noise.read_noise_std(g_target, g_t, t, device) * jax.random.normal(key, (n,))
 
 
 @functools.partial(jax.jit, static_argnames=("device", "n"))
@@ -202,10 +203,10 @@ def test_pcm_read_noise_grows_with_time_and_matches_closed_form(g_hat):
   assert stds[0] < stds[1] < stds[2]
 
 
-def test_pcm_read_noise_scale_zero_returns_g_t():
+def test_pcm_read_noise_scale_zero_is_no_read_noise():
   g = jnp.full((100,), 10.0)
-  out = noise.read_conductances(_key(0), g, g * 0.9, 3600.0, devices.PCM_LIKE, jnp.float32(0.0))
-  np.testing.assert_array_equal(np.asarray(out), np.asarray(g * 0.9))
+  std = noise.read_noise_std(g, g * 0.9, 3600.0, devices.PCM_LIKE, jnp.float32(0.0))
+  np.testing.assert_array_equal(np.asarray(std), np.zeros(100))
 
 
 # ----------------------------------------------------------------------------------------
