@@ -38,6 +38,9 @@ from ssm_aimc.hardware import analog as analog_lib
 DEFAULT_INPUT_RANGE = 4.0
 # Percentile of |activation| that calibration takes as the clip range (robust to outliers).
 CALIBRATION_PERCENTILE = 99.99
+# The specs injected into every layer's call; None is the float (digital) path.
+Quant = quant.QuantSpec | None
+Analog = analog_lib.AnalogSpec | None
 
 
 def _complex_normal_init(std: float = 1.0):
@@ -185,12 +188,7 @@ class QDense(nn.Module):
   per_sequence: bool = False
 
   @nn.compact
-  def __call__(
-    self,
-    x: jax.Array,
-    spec: quant.QuantSpec | None = None,
-    analog: analog_lib.AnalogSpec | None = None,
-  ) -> jax.Array:
+  def __call__(self, x: jax.Array, spec: Quant = None, analog: Analog = None) -> jax.Array:
     """x: (..., in) -> (..., features); `analog` runs the product on a simulated tile."""
     tq = getattr(spec, self.group) if spec is not None else None
     x, x_range = quantize_input(self, x, spec.activations if spec is not None else None)
@@ -230,7 +228,7 @@ class QLayerNorm(nn.Module):
   epsilon: float = blocks.LAYER_NORM_EPSILON
 
   @nn.compact
-  def __call__(self, x: jax.Array, spec: quant.QuantSpec | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, spec: Quant = None) -> jax.Array:
     scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
     bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
     tq = spec.bias if spec is not None else None
@@ -303,12 +301,7 @@ class S4D(nn.Module):
     return out
 
   @nn.compact
-  def __call__(
-    self,
-    u: jax.Array,
-    spec: quant.QuantSpec | None = None,
-    analog: analog_lib.AnalogSpec | None = None,
-  ) -> jax.Array:
+  def __call__(self, u: jax.Array, spec: Quant = None, analog: Analog = None) -> jax.Array:
     """u: (B, L, H) -> y: (B, L, H); `analog` perturbs the coefficients as a chip holds them."""
     u, _ = quantize_input(self, u, spec.activations if spec is not None else None)
     p = self.discrete_params(u.shape[-1])
@@ -390,11 +383,7 @@ class S4DBlock(nn.Module):
 
   @nn.compact
   def __call__(
-    self,
-    x: jax.Array,
-    train: bool = False,
-    spec: quant.QuantSpec | None = None,
-    analog: analog_lib.AnalogSpec | None = None,
+    self, x: jax.Array, train: bool = False, spec: Quant = None, analog: Analog = None
   ) -> jax.Array:
     """x: (B, L, H) -> (B, L, H). The norm, GELU and GLU gate are digital periphery."""
     channels = x.shape[-1]

@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 
 from ssm_aimc import blocks, errors, layers, quant
-from ssm_aimc.hardware import analog as analog_lib
 
 POOLINGS = blocks.POOLINGS
 
@@ -55,6 +54,10 @@ class ModelConfig:
   train_b: bool = True
 
 
+# ModelConfig fields that are `layers.S4D` attributes of the same name.
+S4D_FIELDS = ("d_state", "a_init", "discretization", "method", "step_min", "step_max", "train_b")
+
+
 class S4DClassifier(nn.Module):
   """Encoder -> n_layers x S4DBlock -> pooling -> decoder, for one label per sequence.
 
@@ -70,11 +73,7 @@ class S4DClassifier(nn.Module):
 
   @nn.compact
   def __call__(
-    self,
-    x: jax.Array,
-    train: bool = False,
-    spec: quant.QuantSpec | None = None,
-    analog: analog_lib.AnalogSpec | None = None,
+    self, x: jax.Array, train: bool = False, spec: layers.Quant = None, analog: layers.Analog = None
   ) -> jax.Array:
     """x: (B, L, d_input) -> logits (B, n_classes).
 
@@ -84,15 +83,7 @@ class S4DClassifier(nn.Module):
     cfg = self.config
     blocks.check_pooling(cfg.pooling)
     s4d = functools.partial(
-      layers.S4D,
-      d_state=cfg.d_state,
-      a_init=cfg.a_init,
-      discretization=cfg.discretization,
-      method=cfg.method,
-      bidirectional=self.bidirectional,
-      step_min=cfg.step_min,
-      step_max=cfg.step_max,
-      train_b=cfg.train_b,
+      layers.S4D, bidirectional=self.bidirectional, **{f: getattr(cfg, f) for f in S4D_FIELDS}
     )
 
     # Each module is made where the skeleton first calls it, so modules are created in the

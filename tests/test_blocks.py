@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import blocks, errors, layers
+from ssm_aimc import blocks, errors, layers, models
 
 
 def test_layer_norm_is_the_formula():
@@ -82,3 +82,9 @@ def test_the_flax_block_keeps_its_module_names_and_dropout_streams():
     mutable=["intermediates"],
   )
   assert {"Dropout_0", "Dropout_1"} <= set(state["intermediates"])
+
+
+def test_model_config_s4d_fields_are_s4d_attributes():
+  fields = set(models.ModelConfig.__dataclass_fields__)
+  assert set(models.S4D_FIELDS) <= fields
+  assert set(models.S4D_FIELDS) <= set(layers.S4D.__dataclass_fields__)

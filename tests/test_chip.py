@@ -1,27 +1,20 @@
 """Tests of the step-mode chip simulator against the exported model and closed forms."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import blocks, chip, errors, export, models, quant, ssm
+from ssm_aimc import blocks, chip, errors, export, quant, ssm
 from ssm_aimc.hardware import analog, crossbar, devices
-from tests.test_export import TINY
+from tests import test_export
 
 W4A8 = quant.QuantSpec.uniform(4, 8, a_bar_bits=8, mode=quant.ScaleMode.CHANNEL)
 IDEAL = analog.AnalogSpec.make(devices.IDEAL, drift=False)
 
 
 def _exported(tmp_path, spec=None, name="s4d"):
-  model = models.get_model(name, TINY, n_classes=3)
-  x = jax.random.normal(jax.random.PRNGKey(0), (6, 9, 2))
-  params = model.init(jax.random.PRNGKey(1), x)["params"]
-  if spec is not None:
-    params = models.calibrate(model, params, spec, x)
-  arch = {**dataclasses.asdict(TINY), "n_classes": 3, "model_name": name}
+  model, params, x, arch = test_export.build(name, spec, batch=6)
   export.export_model(model, params, spec, x[:1], str(tmp_path), arch)
   manifest, tensors = export.load_export(str(tmp_path))
   return manifest, tensors, x

@@ -127,23 +127,24 @@ def test_map_model_of_a_small_model_by_hand():
   # weights = 144 devices; everything else is dense.
   assert report.weight_cells == 8 + 144 + 56 + 64 + 24
   assert report.arrays[-1].per_sequence and not report.arrays[0].per_sequence
-  stages = {(s.layer, s.kind): (s.elements, s.per_sequence) for s in report.digital}
+  # {layer: {kind: (elements, per_sequence)}}. One output rescale per logical output; the
+  # S4D layer's recurrence (24) and read-out (4) are two stages of the same layer, kept
+  # apart below.
+  stages = {}
+  for s in report.digital:
+    stages.setdefault(s.layer, {})[s.kind] = (s.elements, s.per_sequence)
   assert stages == {
-    ("encoder", "bias"): (4, False),
-    ("block_0/norm", "norm"): (4, False),
-    ("block_0/s4d", "gelu"): (4, False),
-    ("block_0", "residual"): (4, False),
-    ("block_0/glu_dense", "glu_gate"): (4, False),
-    ("block_0/glu_dense", "bias"): (8, False),
-    ("decoder", "pool"): (4, False),
-    ("decoder", "pool_scale"): (4, True),
-    ("decoder", "bias"): (3, True),
-    # One rescale per logical output; the S4D layer's recurrence (24) and read-out (4) are
-    # two stages of the same layer, kept apart below.
-    ("encoder", "output_scale"): (4, False),
-    ("block_0/s4d", "output_scale"): (4, False),
-    ("block_0/glu_dense", "output_scale"): (8, False),
-    ("decoder", "output_scale"): (3, True),
+    "encoder": {"bias": (4, False), "output_scale": (4, False)},
+    "block_0/norm": {"norm": (4, False)},
+    "block_0/s4d": {"gelu": (4, False), "output_scale": (4, False)},
+    "block_0": {"residual": (4, False)},
+    "block_0/glu_dense": {"glu_gate": (4, False), "bias": (8, False), "output_scale": (8, False)},
+    "decoder": {
+      "pool": (4, False),
+      "pool_scale": (4, True),
+      "bias": (3, True),
+      "output_scale": (3, True),
+    },
   }
   s4d_scales = [s.elements for s in report.digital if s.kind == "output_scale" and "s4d" in s.layer]
   assert s4d_scales == [24, 4]

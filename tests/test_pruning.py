@@ -77,21 +77,19 @@ QUANT = {
 }
 
 
+def _prune_config(tmp_path, **overrides):
+  """A config pruning half the modes of a float d_state=8 model trained first in tmp_path."""
+  base = tmp_path / "base"
+  train.train_and_evaluate(tiny_config(**{"model.d_state": 8}), str(base))
+  prune = {"prune.enabled": True, "prune.ratio": 0.5, "init_checkpoint": str(base)}
+  return tiny_config(**{"model.d_state": 8, **prune, **overrides})
+
+
 def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
   """A quantized (4-bit, a_bar 4-bit per-channel polar) prune run: the exported smaller
   model reproduces the masked model, quantization grids included. (Float equality of
   masked and compact models is tested in test_prune.py.)"""
-  base = tmp_path / "base"
-  train.train_and_evaluate(tiny_config(**{"model.d_state": 8}), str(base))
-  config = tiny_config(
-    **{
-      "model.d_state": 8,
-      "prune.enabled": True,
-      "prune.ratio": 0.5,
-      "init_checkpoint": str(base),
-      **QUANT,
-    }
-  )
+  config = _prune_config(tmp_path, **QUANT)
   results = train.train_and_evaluate(config, str(tmp_path / "pruned_run"))
   assert results["prune"]["d_state_after"] == 4 and results["prune"]["pruned_fraction"] == 0.5
   assert results["pruned_model_test_accuracy"] == results["test_accuracy"]
@@ -131,18 +129,8 @@ def test_bad_prune_settings_are_config_errors(overrides, message):
 
 
 def test_gradual_schedule_reaches_the_ratio_and_exports(tmp_path):
-  base = tmp_path / "base"
-  train.train_and_evaluate(tiny_config(**{"model.d_state": 8}), str(base))
-  config = tiny_config(
-    **{
-      "model.d_state": 8,
-      "prune.enabled": True,
-      "prune.ratio": 0.5,
-      "prune.schedule": "gradual",
-      "prune.end_fraction": 0.5,
-      "num_epochs": 2,
-      "init_checkpoint": str(base),
-    }
+  config = _prune_config(
+    tmp_path, **{"prune.schedule": "gradual", "prune.end_fraction": 0.5, "num_epochs": 2}
   )
   results = train.train_and_evaluate(config, str(tmp_path / "gradual"))
   # Nothing is pruned at step 0 (cubic schedule starts at 0), everything by the end.
