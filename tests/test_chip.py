@@ -1,5 +1,6 @@
 """Tests of the step-mode chip simulator against the exported model and closed forms."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,7 +64,8 @@ def test_recurrence_and_readout_weights_run_the_complex_recurrence():
   with jax.enable_x64(True):
     w = chip.recurrence_weights(jnp.asarray(a_bar), jnp.asarray(b_bar), "direct")
     readout = chip.readout_weights(jnp.asarray(c), jnp.asarray(d))  # (H, 2n+1, 1)
-    assert w.shape == (channels, n, 3, 2) and readout.shape == (channels, 2 * n + 1, 1)
+    chex.assert_shape(w, (channels, n, 3, 2))
+    chex.assert_shape(readout, (channels, 2 * n + 1, 1))
 
     def step(s, u_k):  # s (H, n, 2): (Re, Im) of each mode.
       v = jnp.concatenate([s, jnp.broadcast_to(u_k[:, None, None], (channels, n, 1))], -1)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -43,11 +44,7 @@ def test_round_trip_gives_identical_tensors_and_outputs(tmp_path, name, spec_nam
   loaded_manifest, tensors = export.load_export(str(tmp_path))
   assert loaded_manifest == json.loads(json.dumps(manifest))
   records = models.deployed_tensors(model, params, spec, x[:1])
-  assert set(tensors) == set(records)
-  for path, rec in records.items():
-    np.testing.assert_array_equal(
-      np.asarray(tensors[path]), np.asarray(rec["values"]), err_msg=path
-    )
+  chex.assert_trees_all_equal(tensors, {path: rec["values"] for path, rec in records.items()})
   # Everything below the float threshold is stored as integers.
   kinds = {p: e["kind"] for p, e in manifest["tensors"].items()}
   assert kinds["block_0/glu_dense/kernel"] == "codes"

@@ -3,6 +3,7 @@ schedules, masked fine-tuning and the masked model == the compacted model."""
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -256,7 +257,7 @@ def test_ratio_zero_compacts_to_the_same_arrays():
   params = init_params("s4d")
   compact, new_ns = prune.compact_model(params, h2_masks(params, 0.0))
   assert new_ns == {"block_0/s4d": 4, "block_1/s4d": 4}
-  jax.tree_util.tree_map(np.testing.assert_array_equal, compact, params)
+  chex.assert_trees_all_equal(compact, params)
 
 
 def logits(name: str, d_state: int, params: dict) -> jax.Array:

@@ -3,6 +3,7 @@ no-op, and a prune run exports a smaller model with the masked model's outputs."
 
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,16 +58,12 @@ def test_ratio_zero_changes_nothing(experiment):
   modes, masks = _masks(exp, exp.state.params, 0.0)
   assert all(bool(np.all(m)) for m in modes.values())
   masked = prune.apply_masks(exp.state.params, masks)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, masked, exp.state.params)
+  chex.assert_trees_all_equal(masked, exp.state.params)
   x, y = next(train.data.batches(exp.dataset.train, 32, seed=0, epoch=0))
   step = jax.jit(train.train_step)
   with_masks, _ = step(exp.state, x, y, jax.random.PRNGKey(0), None, None, masks)
   without, _ = step(exp.state, x, y, jax.random.PRNGKey(0), None, None, None)
-  jax.tree_util.tree_map(
-    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-    with_masks.params,
-    without.params,
-  )
+  chex.assert_trees_all_close(with_masks.params, without.params, rtol=1e-6, atol=1e-7)
 
 
 QUANT = {
