@@ -541,31 +541,9 @@ def map_model(
       None,
     )
     if float(record["macs_per_element"]) > 0:
-      if values.ndim != 2 or np.iscomplexobj(values):
-        raise errors.ConfigError(
-          f"{path}: a matrix product needs real (in, out) values, got {values.dtype} "
-          f"{values.shape}."
-        )
-      per_sequence = bool(record.get("per_sequence", False))
-      d_in, d_out = values.shape
-      if per_sequence and pooling == "mean":
-        digital += [
-          DigitalStage(layer, "pool", d_in),
-          DigitalStage(layer, "pool_scale", d_in, True),
-        ]
-      arrays.append(
-        MappedMatrix(
-          layer=layer,
-          kind="dense",
-          shape=(d_in, d_out),
-          blocks=1,
-          usage=tiles_for_matrix(d_in, d_out, tile),
-          weight_cells=d_in * d_out * tile.devices_per_weight,
-          per_sequence=per_sequence,
-        )
-      )
-      if "glu" in layer:
-        digital.append(DigitalStage(layer, "glu_gate", d_out // 2, per_sequence))
+      matrix, more_digital = _dense_layer(path, record, tile, pooling)
+      arrays.append(matrix)
+      digital += more_digital
     elif name == "bias" and kernel is not None:
       digital.append(
         DigitalStage(layer, "bias", values.size, bool(kernel.get("per_sequence", False)))
@@ -580,3 +558,32 @@ def map_model(
         DigitalStage(a.layer, "partial_sum", a.partial_sums_per_mvm * mvms, a.per_sequence)
       )
   return MappingReport(tile=tile, arrays=tuple(arrays), digital=tuple(digital))
+
+
+def _dense_layer(
+  path: str, record: dict, tile: TileConfig, pooling: str
+) -> tuple[MappedMatrix, list]:
+  """The array of one dense (in, out) record and its digital stages: the pooling before a
+  per-sequence layer (mean pooling) and the GLU gate after a "glu" layer."""
+  layer, values = _parent(path), np.asarray(record["values"])
+  if values.ndim != 2 or np.iscomplexobj(values):
+    raise errors.ConfigError(
+      f"{path}: a matrix product needs real (in, out) values, got {values.dtype} {values.shape}."
+    )
+  per_sequence = bool(record.get("per_sequence", False))
+  d_in, d_out = values.shape
+  digital = []
+  if per_sequence and pooling == "mean":
+    digital += [DigitalStage(layer, "pool", d_in), DigitalStage(layer, "pool_scale", d_in, True)]
+  matrix = MappedMatrix(
+    layer=layer,
+    kind="dense",
+    shape=(d_in, d_out),
+    blocks=1,
+    usage=tiles_for_matrix(d_in, d_out, tile),
+    weight_cells=d_in * d_out * tile.devices_per_weight,
+    per_sequence=per_sequence,
+  )
+  if "glu" in layer:
+    digital.append(DigitalStage(layer, "glu_gate", d_out // 2, per_sequence))
+  return matrix, digital
