@@ -54,21 +54,20 @@ Pure JAX; no flax. `run` takes one chip's keys; vmap it over keys for many chips
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssm_aimc import errors, export, quant
+from ssm_aimc import blocks, errors, quant
 from ssm_aimc.hardware import analog as analog_lib
 from ssm_aimc.hardware import crossbar
 from ssm_aimc.hardware import devices as devices_lib
 from ssm_aimc.hardware import rng as rng_lib
 
 RECURRENCES = analog_lib.RECURRENCES
-_VAR_FLOOR = 1e-30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +121,7 @@ def _n_layers(manifest: dict) -> int:
 def _input_range(manifest: dict, path: str) -> float | None:
   """The range r = step x q_max of a matrix input's own quantizer grid, or None."""
   q = manifest["input_quantizers"].get(path)
-  if q is None or q["bits"] >= quant.OFF_THRESHOLD:
+  if q is None or quant.is_off(q["bits"]):
     return None
   return float(q["scale"]) * float(quant.q_max(q["bits"]))
 
@@ -132,8 +131,8 @@ def recurrence_weights(a_bar: jax.Array, b_bar: jax.Array, recurrence: str) -> j
 
   Rows (Re s, Im s, u) for "direct" ([A_bar | B_bar]) and "residual" ([A_bar - I | B_bar]).
   Columns (Re, Im) of the new state: for mode m,
-  Re s' = Re a Re s - Im a Im s + Re b u and Im s' = Im a Re s + Re a Im s + Im b u, the
-  same numbers as `crossbar.recurrence_block` (tested).
+  Re s' = Re a Re s - Im a Im s + Re b u and Im s' = Im a Re s + Re a Im s + Im b u: the
+  complex x' = a_bar x + b_bar u on real pairs (tested against `ssm.linear_recurrence`).
   """
   if recurrence not in ("direct", "residual"):
     raise errors.ConfigError(f"No recurrence array for recurrence={recurrence!r}.")
@@ -248,20 +247,20 @@ def array_mvm(
   """
   total = 0.0
   n_pieces = int(pieces.max()) + 1
+  normal = lambda k, shape, dtype: rng_lib.normal(k, shape, dtype, read_rng)
   for p in range(n_pieces):
     xp = x if n_pieces == 1 else x * jnp.asarray(pieces == p, x.dtype)
-    y = jnp.einsum("b...i,...io->b...o", xp, array.w)
-    k_read, k_out = jax.random.split(jax.random.fold_in(key, p))
-    if array.read_std is not None:
-      var = jnp.einsum("b...i,...io->b...o", jnp.square(xp), jnp.square(array.read_std))
-      noise = rng_lib.normal(k_read, y.shape, y.dtype, read_rng)
-      y = y + spec.read_noise_scale * jnp.sqrt(jnp.maximum(var, _VAR_FLOOR)) * noise
-    if spec.output:
-      y = y + spec.output_noise * array.w_max * rng_lib.normal(k_out, y.shape, y.dtype, read_rng)
-    if spec.adc:
-      y = _quantize(y, spec.adc_bits, out_range)
+    keys = jax.random.split(jax.random.fold_in(key, p))
+    y = analog_lib.read_product(
+      xp, array.w, array.read_std, keys, spec, array.w_max, out_range, _group_product, normal
+    )
     total = total + y
   return total
+
+
+def _group_product(x: jax.Array, w: jax.Array) -> jax.Array:
+  """(B, *group, in) x (*group, in, out) -> (B, *group, out): one product per group."""
+  return jnp.einsum("b...i,...io->b...o", x, w)
 
 
 # ---------------------------------------------------------------------------------------
@@ -307,6 +306,42 @@ def _model_input(manifest: dict, path: str, x):
   return quant.fake_quant(x, q["bits"], jnp.float32(q["scale"]))
 
 
+def _digital_recurrence(a_bar: jax.Array, b_bar: jax.Array, state: jax.Array, u: jax.Array):
+  """a_bar s + b_bar u on real pairs: state (B, H, n, 2), u (B, H) -> (B, H, n, 2)."""
+  re, im = state[..., 0], state[..., 1]
+  return jnp.stack(
+    [
+      a_bar.real * re - a_bar.imag * im + b_bar.real * u[..., None],
+      a_bar.imag * re + a_bar.real * im + b_bar.imag * u[..., None],
+    ],
+    -1,
+  )
+
+
+def _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence):
+  """One step of S4D layer `path`: state (B, H, n, 2) real s_{k-1}, u (B, H) the layer's
+  input (on its own quantizer's grid) -> (s_k, y_k (B, H)). `mvm(name, v, out_name)` reads
+  an array."""
+  batch = state.shape[0]
+  u_n = per.dac(f"{path}/u", u, axes=None)
+  r_state = ranges[f"{path}/state"][..., None]
+  if recurrence == "digital":
+    new = _digital_recurrence(tensors[f"{path}/a_bar"], tensors[f"{path}/b_bar"], state, u)
+    new = per.store(f"{path}/state", new, (0, 3), r_state)
+  else:
+    s_n = per.dac(f"{path}/state", state, (0, 3), r_state)
+    v = jnp.concatenate([s_n, jnp.broadcast_to(u_n[:, :, None, None], s_n[..., :1].shape)], -1)
+    update = mvm(f"{path}/recurrence", v, f"{path}/update")
+    if recurrence == "direct":
+      new = update  # The ADC's codes over the state range.
+    else:
+      new = per.store(f"{path}/state", state + update, (0, 3), r_state)
+  s_n = per.dac(f"{path}/state", new, (0, 3), r_state)
+  v = jnp.concatenate([s_n.reshape(batch, s_n.shape[1], -1), u_n[..., None]], -1)
+  y = mvm(f"{path}/readout", v, f"{path}/readout/out")
+  return new, y[..., 0]
+
+
 def _forward(
   manifest: dict,
   tensors: dict,
@@ -326,85 +361,70 @@ def _forward(
   the decoder MVM runs once on the pooled features.
   """
   arch = manifest["arch"]
-  n_layers = _n_layers(manifest)
   names = sorted(chip)
   pieces = {n: row_pieces(n, chip[n].w.shape, config.tile) for n in names}
   batch, length, _ = x.shape
 
-  def mvm(per, key, name, v, out_name, axes=(0,)):
-    k = jax.random.fold_in(key, names.index(name))
-    y = array_mvm(k, v, chip[name], pieces[name], ranges[out_name], spec, config.read_rng)
-    per.note(out_name, y, axes)
-    return y
+  def reader(per, key):
+    """(mvm, dense) reading the arrays with `key`, their outputs noted by `per`."""
 
-  def dense(per, key, path, h):
-    v = per.dac(f"{path}/in", _model_input(manifest, path, h), axes=None)
-    return mvm(per, key, path, v, f"{path}/out") + tensors[f"{path}/bias"]
+    def mvm(name, v, out_name):
+      k = jax.random.fold_in(key, names.index(name))
+      y = array_mvm(k, v, chip[name], pieces[name], ranges[out_name], spec, config.read_rng)
+      per.note(out_name, y, (0,))
+      return y
 
-  def s4d_step(per, key, path, state, z):
-    """state (B, H, n, 2) real s_{k-1}, z (B, H) -> (s_k, y_k (B, H))."""
-    u = _model_input(manifest, path, z)
-    u_n = per.dac(f"{path}/u", u, axes=None)
-    r_state = ranges[f"{path}/state"][..., None]
-    if recurrence == "digital":
-      a, b = tensors[f"{path}/a_bar"], tensors[f"{path}/b_bar"]
-      re, im = state[..., 0], state[..., 1]
-      new = jnp.stack(
-        [
-          a.real * re - a.imag * im + b.real * u[..., None],
-          a.imag * re + a.real * im + b.imag * u[..., None],
-        ],
-        -1,
-      )
-      new = per.store(f"{path}/state", new, (0, 3), r_state)
-    else:
-      s_n = per.dac(f"{path}/state", state, (0, 3), r_state)
-      v = jnp.concatenate([s_n, jnp.broadcast_to(u_n[:, :, None, None], s_n[..., :1].shape)], -1)
-      update = mvm(per, key, f"{path}/recurrence", v, f"{path}/update")
-      if recurrence == "direct":
-        new = update  # The ADC's codes over the state range.
-      else:
-        new = per.store(f"{path}/state", state + update, (0, 3), r_state)
-    s_n = per.dac(f"{path}/state", new, (0, 3), r_state)
-    v = jnp.concatenate([s_n.reshape(batch, s_n.shape[1], -1), u_n[..., None]], -1)
-    y = mvm(per, key, f"{path}/readout", v, f"{path}/readout/out")
-    return new, y[..., 0]
+    def dense(path, h):
+      v = per.dac(f"{path}/in", _model_input(manifest, path, h), axes=None)
+      return mvm(path, v, f"{path}/out") + tensors[f"{path}/bias"]
 
-  def norm(block, h):
-    return export._layer_norm(h, tensors[f"{block}/norm/scale"], tensors[f"{block}/norm/bias"])
+    return mvm, dense
 
   def step(carry, inputs):
     states, pool = carry
     t, x_t = inputs
-    key = jax.random.fold_in(key_read, t)
     per = _Periphery(spec, ranges, config, record)
-    h = per.store("encoder/h", dense(per, key, "encoder", x_t))
+    mvm, dense = reader(per, jax.random.fold_in(key_read, t))
+    h = per.store("encoder/h", dense("encoder", x_t))
     new_states = []
-    for i in range(n_layers):
+    for i, state in enumerate(states):
       block = f"block_{i}"
-      z = norm(block, h) if arch["prenorm"] else h
-      state, z = s4d_step(per, key, f"{block}/s4d", states[i], z)
-      new_states.append(state)
-      z = nn.glu(dense(per, key, f"{block}/glu_dense", nn.gelu(z)), axis=-1)
-      h = h + z
-      if not arch["prenorm"]:
-        h = norm(block, h)
+
+      def s4d(z, path=f"{block}/s4d", state=state):
+        u = _model_input(manifest, path, z)
+        new, y = _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence)
+        new_states.append(new)
+        return y
+
+      h = blocks.residual_block(
+        h,
+        norm=functools.partial(_norm, tensors, block),
+        sequence_layer=s4d,
+        glu_dense=functools.partial(dense, f"{block}/glu_dense"),
+        prenorm=arch["prenorm"],
+      )
       h = per.store(f"{block}/h", h)
     pool = per.store("pool", pool + h) if arch["pooling"] == "mean" else h
     return (tuple(new_states), pool), per.stats
 
   states = tuple(
     jnp.zeros((batch, *tensors[f"block_{i}/s4d/a_bar"].shape, 2), jnp.float32)
-    for i in range(n_layers)
+    for i in range(_n_layers(manifest))
   )
   pool = jnp.zeros((batch, tensors["encoder/kernel"].shape[1]), jnp.float32)
   (_, pool), stats = jax.lax.scan(step, (states, pool), (jnp.arange(length), jnp.swapaxes(x, 0, 1)))
   pooled = pool / length if arch["pooling"] == "mean" else pool
   per = _Periphery(spec, ranges, config, record)
-  logits = dense(per, jax.random.fold_in(key_read, length), "decoder", pooled)
+  _, dense = reader(per, jax.random.fold_in(key_read, length))
+  logits = dense("decoder", pooled)
   stats = {k: jnp.max(v, axis=0) for k, v in stats.items()}
   stats.update(per.stats)
   return logits, stats
+
+
+def _norm(tensors: dict, block: str, h: jax.Array) -> jax.Array:
+  """The LayerNorm of `block` (digital periphery)."""
+  return blocks.layer_norm(h, tensors[f"{block}/norm/scale"], tensors[f"{block}/norm/bias"])
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,10 +24,13 @@ import dataclasses
 
 import numpy as np
 
+from ssm_aimc import quant
+
 # The S4D reference size of DESIGN.md §1 (S4D's own example): 4 layers, H=128, N=64, FP32.
 REFERENCE = {"n_layers": 4, "d_model": 128, "d_state": 64}
 MACS_PER_COMPLEX_MODE = 8
-FLOAT_BITS = 32
+# Width of an unquantized (FP32) value: a float tensor, a step size, the FP32 references.
+FLOAT_BITS = quant.OFF_BITS
 
 
 @dataclasses.dataclass(frozen=True)

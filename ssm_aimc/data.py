@@ -297,6 +297,16 @@ def _require_data_dir(config: DataConfig, expected: str) -> None:
     )
 
 
+def _find_file(what: str, candidates: list[str], expected: str) -> str:
+  """The first of `candidates` that is a file, else a DataError that lists them all."""
+  for path in candidates:
+    if os.path.isfile(path):
+      return path
+  raise errors.DataError(
+    f"{what} not found; looked for {', '.join(candidates)}. Expected format: {expected}."
+  )
+
+
 def _find_mnist_file(data_dir: str, name: str) -> str:
   """Path of MNIST file `name` (plain or .gz) in data_dir, then data_dir/MNIST/raw."""
   candidates = [
@@ -304,13 +314,7 @@ def _find_mnist_file(data_dir: str, name: str) -> str:
     for folder in (data_dir, os.path.join(data_dir, "MNIST", "raw"))
     for ext in ("", ".gz")
   ]
-  for path in candidates:
-    if os.path.isfile(path):
-      return path
-  raise errors.DataError(
-    f"MNIST file {name!r} not found; looked for {', '.join(candidates)}. "
-    f"Expected format: {_MNIST_FORMAT}."
-  )
+  return _find_file(f"MNIST file {name!r}", candidates, _MNIST_FORMAT)
 
 
 def read_idx(path: str, magic: int) -> np.ndarray:
@@ -415,14 +419,9 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _find_cifar_file(data_dir: str, name: str) -> str:
+  """Path of CIFAR-10 batch `name` in data_dir, then data_dir/cifar-10-batches-py."""
   candidates = [os.path.join(data_dir, name), os.path.join(data_dir, "cifar-10-batches-py", name)]
-  for path in candidates:
-    if os.path.isfile(path):
-      return path
-  raise errors.DataError(
-    f"CIFAR-10 file {name!r} not found; looked for {', '.join(candidates)}. "
-    f"Expected format: {_CIFAR_FORMAT}."
-  )
+  return _find_file(f"CIFAR-10 file {name!r}", candidates, _CIFAR_FORMAT)
 
 
 def read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from absl import logging
 
 from ssm_aimc import chip as chip_lib
 from ssm_aimc import data, experiment, export, figures, models, noise_eval, runner, train
-from ssm_aimc.hardware import crossbar, devices, energy
+from ssm_aimc.hardware import crossbar, energy
 
 REPORT = "deploy_report.md"
 PLOT = "deploy.png"
@@ -78,9 +78,7 @@ def _chips(exp: experiment.Experiment, specs: dict, eval_fn, params, test: data.
 
   first_name, first_spec = next(iter(specs.items()))
   # The converters and periphery alone: an ideal device, one chip.
-  ideal = dataclasses.replace(
-    first_spec, device=devices.IDEAL, drift=False, stuck=False, quantize_levels=False
-  )
+  ideal = first_spec.converters_only()
   converters_only = run(ideal, None, n_seeds=1, seed=0, per_call=1)["analog_accuracy_mean"]
   out = {"converters_only": converters_only, "chips": {}}
   logging.info("Chip with an ideal device (converters only): %.4f.", out["converters_only"])

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssm_aimc import layers, models, quant, ssm
+from ssm_aimc import blocks, layers, models, quant, ssm
 
 MANIFEST = "manifest.json"
 TENSORS = "tensors.npz"
@@ -68,7 +68,7 @@ def export_model(
       arrays[f"{key}.angle_codes"] = _smallest_int(np.asarray(rec["angle_codes"]))
       arrays[f"{key}.step"] = np.asarray(rec["step"], np.float32)
       arrays[f"{key}.angle_scale"] = np.asarray(rec["angle_scale"], np.float32)
-    elif "codes" in rec and float(rec["bits"]) < quant.OFF_THRESHOLD:
+    elif "codes" in rec and not quant.is_off(rec["bits"]):
       entry["kind"] = "codes"
       arrays[f"{key}.codes"] = _smallest_int(np.asarray(rec["codes"]))
       arrays[f"{key}.scale"] = np.asarray(rec["scale"], np.float32)
@@ -134,13 +134,6 @@ def load_export(directory: str) -> tuple[dict, dict]:
   return manifest, tensors
 
 
-def _layer_norm(x, scale, bias, epsilon=1e-6):
-  # The same operations, in the same order, as layers.QLayerNorm.
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias
-
-
 def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
   """Logits (B, n_classes) of the exported classifier on x (B, L, d_input)."""
   arch = manifest["arch"]
@@ -153,9 +146,6 @@ def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
 
   def dense(path, h):
     return layers.matmul(act(path, h), tensors[f"{path}/kernel"]) + tensors[f"{path}/bias"]
-
-  def norm(block, v):
-    return _layer_norm(v, tensors[f"{block}/norm/scale"], tensors[f"{block}/norm/bias"])
 
   def s4d(path, u):
     p = {k: tensors.get(f"{path}/{k}") for k in ("a_bar", "b_bar", "c", "d", "c_reverse")}
@@ -170,14 +160,17 @@ def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
     )
     return jax.vmap(apply)(act(path, u)).astype(u.dtype)
 
-  h = dense("encoder", x)
-  for i in range(arch["n_layers"]):
-    block = f"block_{i}"
-    z = norm(block, h) if arch["prenorm"] else h
-    z = s4d(f"{block}/s4d", z)
-    z = nn.glu(dense(f"{block}/glu_dense", nn.gelu(z)), axis=-1)
-    h = h + z
-    if not arch["prenorm"]:
-      h = norm(block, h)
-  h = jnp.mean(h, axis=1) if arch["pooling"] == "mean" else h[:, -1]
-  return dense("decoder", h)
+  def block(i):
+    path = f"block_{i}"
+    scale, bias = tensors[f"{path}/norm/scale"], tensors[f"{path}/norm/bias"]
+    return lambda h: blocks.residual_block(
+      h,
+      norm=lambda v: blocks.layer_norm(v, scale, bias),
+      sequence_layer=functools.partial(s4d, f"{path}/s4d"),
+      glu_dense=functools.partial(dense, f"{path}/glu_dense"),
+      prenorm=arch["prenorm"],
+    )
+
+  residual = [block(i) for i in range(arch["n_layers"])]
+  encoder, decoder = functools.partial(dense, "encoder"), functools.partial(dense, "decoder")
+  return blocks.classifier(x, encoder, residual, arch["pooling"], decoder)

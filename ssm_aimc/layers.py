@@ -31,14 +31,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssm_aimc import errors, quant, ssm
+from ssm_aimc import blocks, errors, quant, ssm
 from ssm_aimc.hardware import analog as analog_lib
 
 # Initial clip range of an activation quantizer, before calibration (inputs are normalised).
 DEFAULT_INPUT_RANGE = 4.0
 # Percentile of |activation| that calibration takes as the clip range (robust to outliers).
 CALIBRATION_PERCENTILE = 99.99
-FLOAT_BITS = 32.0
+# The specs injected into every layer's call; None is the float (digital) path.
+Quant = quant.QuantSpec | None
+Analog = analog_lib.AnalogSpec | None
 
 
 def _complex_normal_init(std: float = 1.0):
@@ -52,9 +54,7 @@ def _complex_normal_init(std: float = 1.0):
 
 def _bits(tq: quant.TensorQuant | None) -> jax.Array:
   """Storage width of a group: its bits when quantized, 32 when off or absent."""
-  if tq is None:
-    return jnp.asarray(FLOAT_BITS)
-  return jnp.where(quant.is_off(tq.bits), FLOAT_BITS, tq.bits)
+  return quant.storage_bits(quant.OFF_BITS if tq is None else tq.bits)
 
 
 def _deploy(
@@ -188,12 +188,7 @@ class QDense(nn.Module):
   per_sequence: bool = False
 
   @nn.compact
-  def __call__(
-    self,
-    x: jax.Array,
-    spec: quant.QuantSpec | None = None,
-    analog: analog_lib.AnalogSpec | None = None,
-  ) -> jax.Array:
+  def __call__(self, x: jax.Array, spec: Quant = None, analog: Analog = None) -> jax.Array:
     """x: (..., in) -> (..., features); `analog` runs the product on a simulated tile."""
     tq = getattr(spec, self.group) if spec is not None else None
     x, x_range = quantize_input(self, x, spec.activations if spec is not None else None)
@@ -230,19 +225,17 @@ class QDense(nn.Module):
 class QLayerNorm(nn.Module):
   """LayerNorm over the last axis whose scale and offset can be quantized (group "bias")."""
 
-  epsilon: float = 1e-6
+  epsilon: float = blocks.LAYER_NORM_EPSILON
 
   @nn.compact
-  def __call__(self, x: jax.Array, spec: quant.QuantSpec | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, spec: Quant = None) -> jax.Array:
     scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
     bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
     tq = spec.bias if spec is not None else None
     (scale, scale_codes), (bias, bias_codes) = quantize_small(scale, tq), quantize_small(bias, tq)
     _deploy(self, "scale", scale, tq, 0.0, **scale_codes)
     _deploy(self, "bias", bias, tq, 0.0, **bias_codes)
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    return blocks.layer_norm(x, scale, bias, self.epsilon)
 
 
 class S4D(nn.Module):
@@ -308,12 +301,7 @@ class S4D(nn.Module):
     return out
 
   @nn.compact
-  def __call__(
-    self,
-    u: jax.Array,
-    spec: quant.QuantSpec | None = None,
-    analog: analog_lib.AnalogSpec | None = None,
-  ) -> jax.Array:
+  def __call__(self, u: jax.Array, spec: Quant = None, analog: Analog = None) -> jax.Array:
     """u: (B, L, H) -> y: (B, L, H); `analog` perturbs the coefficients as a chip holds them."""
     u, _ = quantize_input(self, u, spec.activations if spec is not None else None)
     p = self.discrete_params(u.shape[-1])
@@ -395,22 +383,17 @@ class S4DBlock(nn.Module):
 
   @nn.compact
   def __call__(
-    self,
-    x: jax.Array,
-    train: bool = False,
-    spec: quant.QuantSpec | None = None,
-    analog: analog_lib.AnalogSpec | None = None,
+    self, x: jax.Array, train: bool = False, spec: Quant = None, analog: Analog = None
   ) -> jax.Array:
     """x: (B, L, H) -> (B, L, H). The norm, GELU and GLU gate are digital periphery."""
     channels = x.shape[-1]
-    z = QLayerNorm(name="norm")(x, spec) if self.prenorm else x
-    z = self.ssm(name="s4d")(z, spec, analog)
-    z = nn.gelu(z)
-    z = nn.Dropout(self.dropout, deterministic=not train)(z)
-    z = QDense(2 * channels, group="glu", name="glu_dense")(z, spec, analog)
-    z = nn.glu(z, axis=-1)
-    z = nn.Dropout(self.dropout, deterministic=not train)(z)
-    x = x + z
-    if not self.prenorm:
-      x = QLayerNorm(name="norm")(x, spec)
-    return x
+    # Modules are made where they are first called, in the order of the block's maths, so
+    # the two dropouts are Dropout_0 (after the GELU) and Dropout_1 (after the GLU).
+    return blocks.residual_block(
+      x,
+      norm=lambda v: QLayerNorm(name="norm")(v, spec),
+      sequence_layer=lambda z: self.ssm(name="s4d")(z, spec, analog),
+      glu_dense=lambda z: QDense(2 * channels, group="glu", name="glu_dense")(z, spec, analog),
+      prenorm=self.prenorm,
+      dropout=lambda z: nn.Dropout(self.dropout, deterministic=not train)(z),
+    )

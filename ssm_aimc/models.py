@@ -17,10 +17,9 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
-from ssm_aimc import errors, layers, quant, ssm
-from ssm_aimc.hardware import analog as analog_lib
+from ssm_aimc import blocks, errors, layers, quant, ssm
 
-POOLINGS = ("mean", "last")
+POOLINGS = blocks.POOLINGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +77,10 @@ class ModelConfig:
         raise errors.ConfigError(f"Unknown model.{name} {getattr(self, name)!r}; valid: {valid}.")
 
 
+# ModelConfig fields that are `layers.S4D` attributes of the same name.
+S4D_FIELDS = ("d_state", "a_init", "discretization", "method", "step_min", "step_max", "train_b")
+
+
 class S4DClassifier(nn.Module):
   """Encoder -> n_layers x S4DBlock -> pooling -> decoder, for one label per sequence.
 
@@ -93,11 +96,7 @@ class S4DClassifier(nn.Module):
 
   @nn.compact
   def __call__(
-    self,
-    x: jax.Array,
-    train: bool = False,
-    spec: quant.QuantSpec | None = None,
-    analog: analog_lib.AnalogSpec | None = None,
+    self, x: jax.Array, train: bool = False, spec: layers.Quant = None, analog: layers.Analog = None
   ) -> jax.Array:
     """x: (B, L, d_input) -> logits (B, n_classes).
 
@@ -105,27 +104,23 @@ class S4DClassifier(nn.Module):
     analog substrate and needs the PRNG streams "program" and "read" (None: digital).
     """
     cfg = self.config
-    if cfg.pooling not in POOLINGS:
-      raise errors.ConfigError(f"Unknown pooling {cfg.pooling!r}; valid: {POOLINGS}.")
+    blocks.check_pooling(cfg.pooling)
     s4d = functools.partial(
-      layers.S4D,
-      d_state=cfg.d_state,
-      a_init=cfg.a_init,
-      discretization=cfg.discretization,
-      method=cfg.method,
-      bidirectional=self.bidirectional,
-      step_min=cfg.step_min,
-      step_max=cfg.step_max,
-      train_b=cfg.train_b,
+      layers.S4D, bidirectional=self.bidirectional, **{f: getattr(cfg, f) for f in S4D_FIELDS}
     )
-    h = layers.QDense(cfg.d_model, group="encoder", name="encoder")(x, spec, analog)
-    for i in range(cfg.n_layers):
-      h = layers.S4DBlock(ssm=s4d, dropout=cfg.dropout, prenorm=cfg.prenorm, name=f"block_{i}")(
-        h, train, spec, analog
-      )
-    h = jnp.mean(h, axis=1) if cfg.pooling == "mean" else h[:, -1]
-    decoder = layers.QDense(self.n_classes, group="decoder", per_sequence=True, name="decoder")
-    return decoder(h, spec, analog)
+
+    # Each module is made where the skeleton first calls it, so modules are created in the
+    # order of the maths (encoder, blocks, decoder).
+    block = functools.partial(layers.S4DBlock, ssm=s4d, dropout=cfg.dropout, prenorm=cfg.prenorm)
+    residual = [
+      lambda h, name=f"block_{i}": block(name=name)(h, train, spec, analog)
+      for i in range(cfg.n_layers)
+    ]
+    encoder = lambda v: layers.QDense(cfg.d_model, group="encoder", name="encoder")(v, spec, analog)
+    decoder = lambda h: layers.QDense(
+      self.n_classes, group="decoder", per_sequence=True, name="decoder"
+    )(h, spec, analog)
+    return blocks.classifier(x, encoder, residual, cfg.pooling, decoder)
 
 
 MODELS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {

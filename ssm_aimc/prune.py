@@ -81,25 +81,6 @@ def mode_scores_magnitude(b_bar: jax.Array, c: jax.Array) -> jax.Array:
   return jnp.abs(c) * jnp.abs(b_bar)
 
 
-def channel_scores(mode_scores: jax.Array, d: jax.Array) -> jax.Array:
-  """Whole-channel score sum_n mode_scores[h, n] + d_h^2, for pruning whole channels.
-
-  With H2 mode scores this is the channel's squared H2 norm without cross terms: the
-  energies of the complex modes and of the feed-through d, each counted alone. The exact
-  energy of the channel's real impulse response (d + K_0, K_1, ...) also has the terms
-  between different modes, between each mode and its conjugate, and 2 d K_0; they average
-  out for modes at well separated frequencies but are not zero in general.
-
-  Args:
-    mode_scores: (H, n) per-mode scores.
-    d: (H,) feed-through.
-
-  Returns:
-    (H,) scores.
-  """
-  return jnp.sum(mode_scores, axis=-1) + jnp.square(d)
-
-
 # ---------------------------------------------------------------------------------------
 # Selection.
 # ---------------------------------------------------------------------------------------

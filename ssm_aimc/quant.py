@@ -4,7 +4,7 @@ This module owns:
   * `fake_quant`: the signed symmetric uniform fake quantizer (binary, ternary, k-bit, off)
     with a straight-through / LSQ backward pass, written as one `jax.custom_vjp`;
   * scale rules: per-tensor and per-output-channel absmax, the LSQ initial step and its
-    gradient scaling, and a percentile calibration statistic for activations;
+    gradient scaling;
   * `quantize_a_bar`: quantizers for the complex recurrent coefficient that keep every mode
     strictly inside the unit circle by construction;
   * integer export (`to_integer_codes` / `from_integer_codes`);
@@ -256,21 +256,6 @@ def straight_through_bwd(_, g):
 straight_through.defvjp(straight_through_fwd, straight_through_bwd)
 
 
-def quantize_activation(x, bits, scale):
-  """Fake-quantizes activations: `fake_quant` with a learned (LSQ) or calibrated scale.
-
-  Args:
-    x: activations, e.g. (L, H) for one sequence.
-    bits: bit width (traced).
-    scale: scalar step size: a learned LSQ parameter wrapped in `lsq_grad_scale`, or an
-      EMA of `calibration_scale` kept as a non-trained variable.
-
-  Returns:
-    array of x's shape and dtype.
-  """
-  return fake_quant(x, bits, scale)
-
-
 # ----------------------------------------------------------------------------------------
 # Scales.
 
@@ -354,32 +339,8 @@ def lsq_grad_scale(scale, numel, bits):
   return scale_gradient(scale, g)
 
 
-def calibration_scale(x, bits, percentile=99.99):
-  """A per-tensor activation scale from one batch: percentile(|x|) / q_max.
-
-  A percentile instead of the max keeps a few outliers from stretching the grid. Callers
-  keep an EMA of it across batches (s <- m s + (1 - m) calibration_scale(x)) as a
-  non-trained variable. For binary, mean|x| (see `absmax_scale`). stop_gradient applied.
-
-  Args:
-    x: activations, any shape.
-    bits: bit width (traced).
-    percentile: concrete Python number in (0, 100].
-
-  Returns:
-    scale of shape ().
-  """
-  if not (isinstance(percentile, int | float) and 0 < percentile <= 100):
-    raise errors.ConfigError(f"calibration percentile must be in (0, 100]; got {percentile!r}")
-  binary, _, q_max = _grid(bits)
-  abs_x = jnp.abs(x)
-  high = jnp.percentile(abs_x, percentile)
-  scale = jnp.where(binary, jnp.mean(abs_x), high / jnp.maximum(q_max, 1.0))
-  return jax.lax.stop_gradient(scale)
-
-
-def quantize_weight(w, spec, lsq_scale=None, channel_axis=-1):
-  """Fake-quantizes a weight tensor the way its `TensorQuant` says.
+def weight_scale(w, spec, lsq_scale=None, channel_axis=-1):
+  """The step size of weight tensor w under its `TensorQuant` (quantize with `fake_quant`).
 
   Args:
     w: real weights, e.g. (in, out).
@@ -389,13 +350,9 @@ def quantize_weight(w, spec, lsq_scale=None, channel_axis=-1):
     channel_axis: output-channel axis for ScaleMode.CHANNEL.
 
   Returns:
-    array of w's shape and dtype; w itself when spec.bits >= 16.
+    the absmax step (per tensor, or keepdims per channel), or the LSQ step wrapped in
+    `lsq_grad_scale`.
   """
-  return fake_quant(w, spec.bits, weight_scale(w, spec, lsq_scale, channel_axis))
-
-
-def weight_scale(w, spec, lsq_scale=None, channel_axis=-1):
-  """The step size `quantize_weight` uses for w (arguments as there)."""
   if spec.mode is ScaleMode.TENSOR:
     return absmax_scale(w, spec.bits)
   if spec.mode is ScaleMode.CHANNEL:
@@ -670,8 +627,28 @@ def q_max(bits):
 
 
 def is_off(bits):
-  """Traced predicate: True where bits >= 16 (quantization off)."""
+  """Traced predicate: True where bits >= 16 (quantization off). The one place that decides
+  what "off" is; the helpers below and every caller go through it."""
   return jnp.asarray(bits) >= OFF_THRESHOLD
+
+
+def storage_bits(bits):
+  """Traced storage width of a tensor quantized to `bits`: bits, or OFF_BITS (a float32
+  value's 32) where quantization is off."""
+  return jnp.where(is_off(bits), OFF_BITS, bits)
+
+
+def describe_bits(bits) -> int | str:
+  """A concrete bit width for reports and logs: the whole number of bits, or "off"."""
+  return "off" if bool(is_off(bits)) else int(bits)
+
+
+def bits_or_off(bits) -> np.ndarray:
+  """A concrete width where None or 0 means "none" (an absent converter): OFF_BITS then,
+  else `validate_bits(bits)` (ConfigError when invalid)."""
+  if bits is None or (np.ndim(bits) == 0 and bits == 0):
+    return np.asarray(OFF_BITS, np.float32)
+  return validate_bits(bits)
 
 
 @jax.tree_util.register_dataclass
@@ -783,9 +760,3 @@ class QuantSpec:
       state=TensorQuant.make(state_bits, ScaleMode.TENSOR),
       a_bar_param=a_bar_param,
     )
-
-  def validate(self):
-    """Checks concrete bit widths and the a_bar parameterisation (ConfigError)."""
-    _check_a_bar_method(self.a_bar_param)
-    for group in GROUPS:
-      validate_bits(getattr(self, group).bits)

@@ -19,7 +19,9 @@ Four ways to evaluate the same map u -> y, which must agree (tests/test_ssm.py):
   "toeplitz"     the same kernel applied as a dense lower-triangular (L, L) matrix per
                  channel: O(L^2) work but plain matrix products, faster than the FFT on CPU
                  for short sequences,
-  `step`         one step at a time, for streaming and the hardware simulator.
+  `step`         one step at a time, for streaming. (The step-mode chip, `ssm_aimc.chip`,
+                 runs the same recurrence on (Re, Im) pairs of real numbers, which rounds
+                 differently from a complex product, so it keeps its own formula.)
 """
 
 from __future__ import annotations
@@ -296,8 +298,8 @@ def step(
     state: (H, n) complex x_{k-1}.
     u_k: (H,) real input at step k.
     a_bar, b_bar, c: (H, n) complex; d: (H,) real.
-    state_fn: optional map applied to the new state before it is stored and read out (the
-      hardware path quantizes the state here, as a chip's ADC/DAC loop does).
+    state_fn: optional map applied to the new state before it is stored and read out
+      (e.g. a quantizer of the state, as a chip's ADC/DAC loop rounds it).
 
   Returns:
     (x_k (H, n), y_k (H,)).

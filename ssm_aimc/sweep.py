@@ -156,12 +156,12 @@ def expand(exp: experiment.Experiment) -> list[list[Member]]:
 def knobs(member: Member, noise_scale: float | None) -> dict:
   """The knob columns of one row: resolved bit widths (32 = float), lr, seed, noise, shape."""
   exp, spec = member.exp, member.exp.quant.spec
-  bits = {g: quant.OFF_BITS if spec is None else float(getattr(spec, g).bits) for g in quant.GROUPS}
+  bits = {g: quant.OFF_BITS if spec is None else getattr(spec, g).bits for g in quant.GROUPS}
   row = {
     a: getattr(exp.quant, a) if spec is not None else int(quant.OFF_BITS)
     for a in experiment.BIT_AXES
   }
-  row.update({f"bits_{g}": int(min(b, quant.OFF_BITS)) for g, b in bits.items()})
+  row.update({f"bits_{g}": int(quant.storage_bits(b)) for g, b in bits.items()})
   row.update(learning_rate=exp.optimizer.learning_rate, seed=exp.seed, noise_scale=noise_scale)
   row.update({a: getattr(exp.model, a) for a in STRUCTURE_AXES})
   return row

@@ -49,10 +49,7 @@ def quant_summary(spec: quant.QuantSpec | None) -> dict:
   """{group: bits or "off"} for results.json; {} when spec is None."""
   if spec is None:
     return {}
-  out = {}
-  for group in quant.GROUPS:
-    bits = float(getattr(spec, group).bits)
-    out[group] = "off" if bits >= quant.OFF_THRESHOLD else int(bits)
+  out = {g: quant.describe_bits(getattr(spec, g).bits) for g in quant.GROUPS}
   return {**out, "mode": spec.encoder.mode.value, "a_bar_param": spec.a_bar_param}
 
 

@@ -1,27 +1,21 @@
 """Tests of the step-mode chip simulator against the exported model and closed forms."""
 
-import dataclasses
-
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import chip, errors, export, models, quant, ssm
+from ssm_aimc import blocks, chip, errors, export, quant, ssm
 from ssm_aimc.hardware import analog, crossbar, devices
-from tests.test_export import TINY
+from tests import test_export
 
 W4A8 = quant.QuantSpec.uniform(4, 8, a_bar_bits=8, mode=quant.ScaleMode.CHANNEL)
 IDEAL = analog.AnalogSpec.make(devices.IDEAL, drift=False)
 
 
 def _exported(tmp_path, spec=None, name="s4d"):
-  model = models.get_model(name, TINY, n_classes=3)
-  x = jax.random.normal(jax.random.PRNGKey(0), (6, 9, 2))
-  params = model.init(jax.random.PRNGKey(1), x)["params"]
-  if spec is not None:
-    params = models.calibrate(model, params, spec, x)
-  arch = {**dataclasses.asdict(TINY), "n_classes": 3, "model_name": name}
+  model, params, x, arch = test_export.build(name, spec, batch=6)
   export.export_model(model, params, spec, x[:1], str(tmp_path), arch)
   manifest, tensors = export.load_export(str(tmp_path))
   return manifest, tensors, x
@@ -55,26 +49,44 @@ def test_ideal_chip_equals_the_exported_model(tmp_path, spec, recurrence, tile):
   np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)
 
 
-def test_recurrence_and_readout_weights_are_the_crossbar_blocks():
-  key = jax.random.PRNGKey(3)
-  k1, k2, k3 = jax.random.split(key, 3)
-  shape = (2, 3)
-  cplx = lambda k: jax.lax.complex(*jax.random.normal(k, (2, *shape)))
-  a_bar, b_bar, c = cplx(k1), cplx(k2), cplx(k3)
-  d = jnp.array([0.5, -1.5])
-  block = crossbar.recurrence_block(a_bar, b_bar)  # (H, 2n, 2n+1): s_k = M [s; u]
-  w = chip.recurrence_weights(a_bar, b_bar, "direct")  # (H, n, 3, 2)
-  n = shape[1]
-  for m in range(n):
-    cols = [2 * m, 2 * m + 1, 2 * n]
-    for o in range(2):
-      np.testing.assert_allclose(w[:, m, :, o], block[:, 2 * m + o, cols], rtol=1e-6)
-  residual = chip.recurrence_weights(a_bar, b_bar, "residual")
-  np.testing.assert_allclose(residual[:, :, 0, 0], a_bar.real - 1, rtol=1e-6)
-  np.testing.assert_allclose(residual[:, :, 1, 1], a_bar.real - 1, rtol=1e-6)
-  np.testing.assert_allclose(chip.readout_weights(c, d)[..., 0], crossbar.readout_row(c, d))
+def test_recurrence_and_readout_weights_run_the_complex_recurrence():
+  """Reading [s_{k-1}; u_k] through each mode's (Re, Im) columns of recurrence_weights and
+  [s_k; u_k] through readout_weights is x_k = a_bar x_{k-1} + b_bar u_k and
+  y_k = 2 Re(c x_k) + d u_k: against ssm.linear_recurrence and ssm.apply_ssm in float64."""
+  channels, n, length = 2, 3, 7
+  rng = np.random.default_rng(3)
+  cplx = lambda: rng.normal(size=(channels, n)) + 1j * rng.normal(size=(channels, n))
+  a_bar = rng.uniform(0.5, 0.95, (channels, n)) * np.exp(
+    1j * rng.uniform(-np.pi, np.pi, (channels, n))
+  )
+  b_bar, c, d = cplx(), cplx(), rng.normal(size=channels)
+  u = rng.normal(size=(length, channels))
+  with jax.enable_x64(True):
+    w = chip.recurrence_weights(jnp.asarray(a_bar), jnp.asarray(b_bar), "direct")
+    readout = chip.readout_weights(jnp.asarray(c), jnp.asarray(d))  # (H, 2n+1, 1)
+    chex.assert_shape(w, (channels, n, 3, 2))
+    chex.assert_shape(readout, (channels, 2 * n + 1, 1))
+
+    def step(s, u_k):  # s (H, n, 2): (Re, Im) of each mode.
+      v = jnp.concatenate([s, jnp.broadcast_to(u_k[:, None, None], (channels, n, 1))], -1)
+      s = jnp.einsum("hmi,hmio->hmo", v, w)
+      v = jnp.concatenate([s.reshape(channels, 2 * n), u_k[:, None]], -1)
+      return s, (s, jnp.einsum("hi,hio->ho", v, readout)[:, 0])
+
+    _, (states, y) = jax.lax.scan(step, jnp.zeros((channels, n, 2)), jnp.asarray(u))
+    bu = (b_bar[None] * u[:, :, None]).reshape(length, channels * n)
+    x = ssm.linear_recurrence(jnp.asarray(a_bar).reshape(-1), jnp.asarray(bu), "sequential")
+    x = np.asarray(x).reshape(length, channels, n)
+    np.testing.assert_allclose(states[..., 0] + 1j * states[..., 1], x, rtol=1e-12, atol=1e-12)
+    y_ref = ssm.apply_ssm(*map(jnp.asarray, (a_bar, b_bar, c, d, u)), method="sequential")
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    # The residual array holds A_bar - I: the same weights less one on the (Re s, Im s) rows.
+    residual = chip.recurrence_weights(jnp.asarray(a_bar), jnp.asarray(b_bar), "residual")
+    identity = np.zeros((3, 2))
+    identity[0, 0] = identity[1, 1] = 1.0
+    np.testing.assert_allclose(residual, w - identity, rtol=1e-15, atol=1e-15)
   with pytest.raises(errors.ConfigError):
-    chip.recurrence_weights(a_bar, b_bar, "digital")
+    chip.recurrence_weights(jnp.asarray(a_bar), jnp.asarray(b_bar), "digital")
 
 
 def test_row_pieces_follow_the_block_cut():
@@ -115,7 +127,7 @@ def test_calibrated_state_range_is_the_largest_state_of_the_recurrence(tmp_path)
   manifest, tensors, x = _exported(tmp_path)
   ranges = chip.calibrate(manifest, tensors, x, "digital", chip.ChipConfig(headroom=1.0))
   h = x @ tensors["encoder/kernel"] + tensors["encoder/bias"]
-  u = export._layer_norm(h, tensors["block_0/norm/scale"], tensors["block_0/norm/bias"])
+  u = blocks.layer_norm(h, tensors["block_0/norm/scale"], tensors["block_0/norm/bias"])
   a_bar, b_bar = tensors["block_0/s4d/a_bar"], tensors["block_0/s4d/b_bar"]
 
   def states(u_seq):  # (L, H) -> (L, H, n) complex

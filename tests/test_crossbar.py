@@ -1,6 +1,6 @@
-"""Tests of the crossbar mapping (ssm_aimc.hardware.crossbar): the tiled product against the
-dense one, the real 2x2-block recurrence against the complex recurrence and the S4D
-read-out, and tile counts against hand counts written out here.
+"""Tests of the crossbar mapping (ssm_aimc.hardware.crossbar): the S4D read-out row, and tile
+counts against hand counts written out here. (The recurrence and read-out arrays the chip
+runs are tested against the complex recurrence in tests/test_chip.py.)
 """
 
 import jax
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import errors, models, ssm
+from ssm_aimc import errors, models
 from ssm_aimc.hardware import crossbar
 
 TILE = crossbar.TileConfig()  # 64 x 64, differential: 32 logical columns per tile.
@@ -24,110 +24,15 @@ def _stable_a_bar(rng, shape):
 
 
 # ----------------------------------------------------------------------------------------
-# Tiled matrix product.
+# The read-out as a real row.
 
 
-@pytest.mark.parametrize(
-  "shape, tile",
-  [
-    ((5, 3), TILE),  # Smaller than one tile.
-    ((64, 32), TILE),  # Exactly one differential tile.
-    ((100, 130), TILE),  # 2 x 5 tiles, both edges partial.
-    ((130, 65), crossbar.TileConfig(64, 64, differential=False)),  # 3 x 2 tiles.
-    ((17, 9), crossbar.TileConfig(4, 6)),  # 5 x 3 tiles of 4 rows x 3 logical columns.
-  ],
-)
-def test_tiled_matmul_equals_dense_matmul(shape, tile):
-  rng = np.random.default_rng(0)
-  x, w = rng.normal(size=(2, 3, shape[0])), rng.normal(size=shape)
-  with jax.enable_x64(True):
-    got = jax.jit(crossbar.tiled_matmul, static_argnums=2)(x, w, tile)
-    expected = np.einsum("abi,io->abo", x, w)
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12, atol=1e-12)
-
-
-def test_tiled_matmul_calls_the_tile_function_once_per_tile():
-  """100 x 130 on 64 x 64 differential tiles: row blocks [0:64], [64:100]; column blocks of
-  32: [0:32] ... [96:128], [128:130]. A tile function that adds its tile index to every
-  output shows which tiles were summed into each output column."""
-  x = jnp.ones((1, 100))
-  w = jnp.zeros((100, 130))
-  calls = []
-
-  def tile_fn(xb, wb, index):
-    calls.append((index, xb.shape[-1], wb.shape))
-    return xb @ wb + index
-
-  y = np.asarray(crossbar.tiled_matmul(x, w, TILE, tile_fn))
-  assert len(calls) == 10
-  assert sorted(c[0] for c in calls) == list(range(10))
-  assert {c[2] for c in calls} == {(64, 32), (64, 2), (36, 32), (36, 2)}
-  # Row-major tile order: row block 0 holds tiles 0-4, row block 1 tiles 5-9, so output
-  # column block j sums tiles j and 5 + j.
-  expected = np.concatenate([np.full(32, j + (5 + j)) for j in range(4)] + [np.full(2, 4 + 9)])
-  np.testing.assert_array_equal(y[0], expected)
-
-
-# ----------------------------------------------------------------------------------------
-# The recurrence as real 2x2 blocks.
-
-
-def test_recurrence_block_layout_by_hand():
-  """n = 2 modes: a = (0.5 + 0.25i, -0.3 + 0.1i), b = (2 - 1i, 0.5 + 4i)."""
-  a_bar = jnp.asarray([0.5 + 0.25j, -0.3 + 0.1j], jnp.complex64)
-  b_bar = jnp.asarray([2.0 - 1.0j, 0.5 + 4.0j], jnp.complex64)
-  expected = np.array(
-    [
-      [0.5, -0.25, 0.0, 0.0, 2.0],
-      [0.25, 0.5, 0.0, 0.0, -1.0],
-      [0.0, 0.0, -0.3, -0.1, 0.5],
-      [0.0, 0.0, 0.1, -0.3, 4.0],
-    ]
-  )
-  np.testing.assert_allclose(
-    np.asarray(crossbar.recurrence_block(a_bar, b_bar)), expected, rtol=1e-6
-  )
+def test_readout_row_by_hand():
   # y = 2 Re(c x) + d u: c = (1 + 2i, -3i), d = 0.7 -> (2, -4, 0, 6, 0.7).
   c = jnp.asarray([1.0 + 2.0j, -3.0j], jnp.complex64)
   np.testing.assert_allclose(
     np.asarray(crossbar.readout_row(c, jnp.asarray(0.7))), [2.0, -4.0, 0.0, 6.0, 0.7], rtol=1e-6
   )
-
-
-def test_real_block_recurrence_equals_the_complex_recurrence_and_apply_ssm():
-  channels, n, length = 3, 4, 25
-  rng = np.random.default_rng(1)
-  a_bar, b_bar = _stable_a_bar(rng, (channels, n)), _complex(rng, (channels, n))
-  c, d = _complex(rng, (channels, n)), rng.normal(size=channels)
-  u = rng.normal(size=(length, channels))
-
-  def chip(a_bar, b_bar, c, d, u):
-    """The real-block recurrence and read-out, one step at a time."""
-    blocks = crossbar.recurrence_block(a_bar, b_bar)  # (H, 2n, 2n+1)
-    rows = crossbar.readout_row(c, d)  # (H, 2n+1)
-
-    def body(state, u_k):
-      state = crossbar.step_recurrence(blocks, state, u_k)
-      return state, (state, crossbar.step_readout(rows, state, u_k))
-
-    return jax.lax.scan(body, jnp.zeros((channels, 2 * n), blocks.dtype), u)[1]
-
-  with jax.enable_x64(True):
-    blocks = crossbar.recurrence_block(a_bar, b_bar)
-    assert blocks.shape == (channels, 2 * n, 2 * n + 1) and blocks.dtype == jnp.float64
-    states, outputs = jax.jit(chip)(a_bar, b_bar, c, d, u)
-
-    bu = (b_bar[None] * u[:, :, None]).reshape(length, channels * n)
-    x = ssm.linear_recurrence(jnp.asarray(a_bar).reshape(-1), jnp.asarray(bu), "sequential")
-    x = x.reshape(length, channels, n)
-    np.testing.assert_allclose(
-      np.asarray(crossbar.state_to_complex(states)), np.asarray(x), rtol=1e-10, atol=1e-12
-    )
-    np.testing.assert_allclose(
-      np.asarray(crossbar.state_to_real(x)), np.asarray(states), rtol=1e-10, atol=1e-12
-    )
-    y = ssm.apply_ssm(*map(jnp.asarray, (a_bar, b_bar, c, d, u)), method="sequential")
-    np.testing.assert_allclose(np.asarray(outputs), np.asarray(y), rtol=1e-10, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------------------
@@ -222,23 +127,24 @@ def test_map_model_of_a_small_model_by_hand():
   # weights = 144 devices; everything else is dense.
   assert report.weight_cells == 8 + 144 + 56 + 64 + 24
   assert report.arrays[-1].per_sequence and not report.arrays[0].per_sequence
-  stages = {(s.layer, s.kind): (s.elements, s.per_sequence) for s in report.digital}
+  # {layer: {kind: (elements, per_sequence)}}. One output rescale per logical output; the
+  # S4D layer's recurrence (24) and read-out (4) are two stages of the same layer, kept
+  # apart below.
+  stages = {}
+  for s in report.digital:
+    stages.setdefault(s.layer, {})[s.kind] = (s.elements, s.per_sequence)
   assert stages == {
-    ("encoder", "bias"): (4, False),
-    ("block_0/norm", "norm"): (4, False),
-    ("block_0/s4d", "gelu"): (4, False),
-    ("block_0", "residual"): (4, False),
-    ("block_0/glu_dense", "glu_gate"): (4, False),
-    ("block_0/glu_dense", "bias"): (8, False),
-    ("decoder", "pool"): (4, False),
-    ("decoder", "pool_scale"): (4, True),
-    ("decoder", "bias"): (3, True),
-    # One rescale per logical output; the S4D layer's recurrence (24) and read-out (4) are
-    # two stages of the same layer, kept apart below.
-    ("encoder", "output_scale"): (4, False),
-    ("block_0/s4d", "output_scale"): (4, False),
-    ("block_0/glu_dense", "output_scale"): (8, False),
-    ("decoder", "output_scale"): (3, True),
+    "encoder": {"bias": (4, False), "output_scale": (4, False)},
+    "block_0/norm": {"norm": (4, False)},
+    "block_0/s4d": {"gelu": (4, False), "output_scale": (4, False)},
+    "block_0": {"residual": (4, False)},
+    "block_0/glu_dense": {"glu_gate": (4, False), "bias": (8, False), "output_scale": (8, False)},
+    "decoder": {
+      "pool": (4, False),
+      "pool_scale": (4, True),
+      "bias": (3, True),
+      "output_scale": (3, True),
+    },
   }
   s4d_scales = [s.elements for s in report.digital if s.kind == "output_scale" and "s4d" in s.layer]
   assert s4d_scales == [24, 4]
@@ -308,8 +214,6 @@ def test_bad_shapes_raise_config_error():
     crossbar.pack_blocks([(7, 6), (7, -1)], TILE)
   with pytest.raises(errors.ConfigError):
     crossbar.map_model({}, TILE, pooling="max")
-  with pytest.raises(errors.ConfigError):
-    crossbar.tiled_matmul(jnp.ones((2, 3)), jnp.ones((4, 5)), TILE)
 
 
 def test_map_model_recurrence_in_the_periphery_or_residual_by_hand():

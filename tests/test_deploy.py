@@ -10,7 +10,7 @@ import pytest
 
 from ssm_aimc import deploy, errors, models, train
 from ssm_aimc.hardware import crossbar, energy
-from tests.test_train import SMOKE, _launch, tiny_config
+from tests.test_train import SMOKE, launch, tiny_config
 
 
 def _deploy_config(**overrides):
@@ -99,7 +99,7 @@ def test_bad_deploy_config_raises_config_error(tmp_path, overrides, match):
 
 
 def test_launch_deploy_without_checkpoint_fails_cleanly(tmp_path):
-  out = _launch(*SMOKE, f"--workdir={tmp_path}", "--mode=deploy")
+  out = launch(*SMOKE, f"--workdir={tmp_path}", "--mode=deploy")
   assert out.returncode == 1
   assert "No checkpoint" in out.stderr
   assert not os.path.exists(os.path.join(tmp_path, "deploy", "results.json"))

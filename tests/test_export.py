@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -12,10 +13,11 @@ from ssm_aimc import export, models, quant
 TINY = models.ModelConfig(d_model=4, n_layers=2, d_state=4, dropout=0.0, method="sequential")
 
 
-def _setup(name="s4d", spec=None, **overrides):
+def build(name="s4d", spec=None, batch=2, **overrides):
+  """(model, params, x (batch, 9, 2), arch) of a TINY classifier (calibrated when `spec`)."""
   cfg = dataclasses.replace(TINY, **overrides)
   model = models.get_model(name, cfg, n_classes=3)
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 2))
+  x = jax.random.normal(jax.random.PRNGKey(0), (batch, 9, 2))
   params = model.init(jax.random.PRNGKey(1), x)["params"]
   if spec is not None:
     params = models.calibrate(model, params, spec, x)
@@ -37,16 +39,12 @@ SPECS = {
 )
 def test_round_trip_gives_identical_tensors_and_outputs(tmp_path, name, spec_name):
   spec = SPECS[spec_name]
-  model, params, x, arch = _setup(name, spec)
+  model, params, x, arch = build(name, spec)
   manifest = export.export_model(model, params, spec, x[:1], str(tmp_path), arch)
   loaded_manifest, tensors = export.load_export(str(tmp_path))
   assert loaded_manifest == json.loads(json.dumps(manifest))
   records = models.deployed_tensors(model, params, spec, x[:1])
-  assert set(tensors) == set(records)
-  for path, rec in records.items():
-    np.testing.assert_array_equal(
-      np.asarray(tensors[path]), np.asarray(rec["values"]), err_msg=path
-    )
+  chex.assert_trees_all_equal(tensors, {path: rec["values"] for path, rec in records.items()})
   # Everything below the float threshold is stored as integers.
   kinds = {p: e["kind"] for p, e in manifest["tensors"].items()}
   assert kinds["block_0/glu_dense/kernel"] == "codes"
@@ -60,7 +58,7 @@ def test_round_trip_gives_identical_tensors_and_outputs(tmp_path, name, spec_nam
 
 def test_codes_are_small_integers(tmp_path):
   spec = SPECS["ternary_polar"]
-  model, params, x, arch = _setup("s4d", spec)
+  model, params, x, arch = build("s4d", spec)
   export.export_model(model, params, spec, x[:1], str(tmp_path), arch)
   arrays = np.load(tmp_path / export.TENSORS)
   glu = arrays["block_0.glu_dense.kernel.codes"]
@@ -70,7 +68,7 @@ def test_codes_are_small_integers(tmp_path):
 
 
 def test_float_model_exports_by_value(tmp_path):
-  model, params, x, arch = _setup("s4d", None)
+  model, params, x, arch = build("s4d", None)
   manifest = export.export_model(model, params, None, x[:1], str(tmp_path), arch)
   assert {e["kind"] for e in manifest["tensors"].values()} == {"float"}
   _, tensors = export.load_export(str(tmp_path))

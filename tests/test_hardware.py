@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,8 +81,9 @@ def _program(key, g, device, scale=1.0, n=N_DRAWS):
 
 @functools.partial(jax.jit, static_argnames=("device", "n"))
 def _read(key, g_target, g_t, t, device, n=N_DRAWS):
-  g_target = jnp.full((n,), g_target, jnp.float32)
-  return noise.read_conductances(key, g_target, jnp.full((n,), g_t, jnp.float32), t, device)
+  """n reads of a device: g_t + read_noise_std eps, the Gaussian the analog layer samples."""
+  g_target, g_t = jnp.full((n,), g_target, jnp.float32), jnp.full((n,), g_t, jnp.float32)
+  return g_t + noise.read_noise_std(g_target, g_t, t, device) * jax.random.normal(key, (n,))
 
 
 @functools.partial(jax.jit, static_argnames=("device", "n"))
@@ -202,10 +204,10 @@ def test_pcm_read_noise_grows_with_time_and_matches_closed_form(g_hat):
   assert stds[0] < stds[1] < stds[2]
 
 
-def test_pcm_read_noise_scale_zero_returns_g_t():
+def test_pcm_read_noise_scale_zero_is_no_read_noise():
   g = jnp.full((100,), 10.0)
-  out = noise.read_conductances(_key(0), g, g * 0.9, 3600.0, devices.PCM_LIKE, jnp.float32(0.0))
-  np.testing.assert_array_equal(np.asarray(out), np.asarray(g * 0.9))
+  std = noise.read_noise_std(g, g * 0.9, 3600.0, devices.PCM_LIKE, jnp.float32(0.0))
+  np.testing.assert_array_equal(np.asarray(std), np.zeros(100))
 
 
 # ----------------------------------------------------------------------------------------
@@ -355,16 +357,15 @@ def test_analog_matmul_gradients_are_finite():
   )
   loss = lambda x, w: jnp.sum(jnp.square(analog.analog_matmul(_key(1), _key(2), x, w, 3.0, spec)))
   gx, gw = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w)
-  assert np.all(np.isfinite(np.asarray(gx))) and np.all(np.isfinite(np.asarray(gw)))
+  chex.assert_tree_all_finite((gx, gw))
   assert np.any(np.asarray(gw) != 0)
 
 
 def test_analog_model_gradients_are_finite():
   model, params, x = _tiny_model()
   _, grads = _logits_and_grads(model, params, x, MODEL_SPEC, _key(1), _key(2))
-  leaves = jax.tree_util.tree_leaves(grads)
-  assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
-  assert any(np.any(np.asarray(g) != 0) for g in leaves)
+  chex.assert_tree_all_finite(grads)
+  assert any(np.any(np.asarray(g) != 0) for g in jax.tree_util.tree_leaves(grads))
 
 
 @pytest.mark.parametrize("device", [devices.PCM_LIKE, devices.RRAM_TAOX], ids=lambda d: d.name)
@@ -470,6 +471,71 @@ def test_adc_output_on_grid_and_clipped(mapping):
   assert clipped.any() and (~clipped).any()
   ref = step * np.clip(np.round(exact / step), -q, q)
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------
+# The spec's device-dependent terms.
+
+_PERIPHERY = dict(dac_bits=6, adc_bits=7, adc_bound=4.0, output_noise=0.05, mapping="tensor")
+
+
+def _product(spec: analog.AnalogSpec) -> np.ndarray:
+  """One small analog product, jitted with the spec traced (as the evaluators run it)."""
+  x, w = _matmul_inputs()
+  fn = jax.jit(lambda s: analog.analog_matmul(_key(60), _key(61), x, w, 2.0, s))
+  return np.asarray(fn(spec))
+
+
+@pytest.mark.parametrize(
+  "device, other",
+  [(devices.PCM_LIKE, devices.IDEAL), (devices.RRAM_TAOX, devices.PCM_LIKE)],
+  ids=["pcm-to-ideal", "rram-to-pcm"],
+)
+def test_replacing_the_device_gives_that_devices_spec(device, other):
+  """Drift and conductance levels follow the device: a spec whose device is replaced gives
+  the numbers (and the summary) of a spec made for the other device."""
+  spec = analog.AnalogSpec.make(device, stuck_min=0.01, t_inference=86400.0, **_PERIPHERY)
+  made = analog.AnalogSpec.make(other, stuck_min=0.01, t_inference=86400.0, **_PERIPHERY)
+  replaced = dataclasses.replace(spec, device=other)
+  assert (replaced.has_drift, replaced.has_levels) == (made.has_drift, made.has_levels)
+  np.testing.assert_array_equal(_product(replaced), _product(made))
+  assert replaced.summary() == made.summary()
+  assert not np.array_equal(_product(spec), _product(made))
+
+
+def test_device_levels_are_a_traced_count():
+  """The device's own levels (levels=None) and the same count asked for explicitly are the
+  same grid, bit for bit, in one compiled program."""
+  rram = analog.AnalogSpec.make(devices.RRAM_TAOX, **_PERIPHERY)
+  explicit = analog.AnalogSpec.make(devices.RRAM_TAOX, levels=2048, **_PERIPHERY)
+  assert rram.has_levels and float(rram.level_count()) == 2048.0
+  np.testing.assert_array_equal(_product(rram), _product(explicit))
+  # An explicit count stays when the device changes; the device's own goes with it.
+  assert dataclasses.replace(explicit, device=devices.PCM_LIKE).has_levels
+  assert not dataclasses.replace(rram, device=devices.PCM_LIKE).has_levels
+  coarse = analog.AnalogSpec.make(devices.PCM_LIKE, levels=4, **_PERIPHERY)
+  assert float(coarse.level_count()) == 4.0
+  assert not np.array_equal(_product(coarse), _product(analog.AnalogSpec.make(**_PERIPHERY)))
+
+
+def test_converters_only_is_the_periphery_on_the_ideal_device():
+  """converters_only is deploy's spec of the converters alone (the ideal device with drift,
+  stuck-at faults and levels switched off) and the ideal device made with the same
+  periphery, bit for bit."""
+  spec = analog.AnalogSpec.make(
+    devices.RRAM_TAOX, stuck_min=0.02, stuck_max=0.01, t_inference=86400.0, **_PERIPHERY
+  )
+  only = spec.converters_only()
+  by_hand = dataclasses.replace(
+    spec, device=devices.IDEAL, drift=False, stuck=False, quantize_levels=False
+  )
+  ideal = analog.AnalogSpec.make(devices.IDEAL, drift=False, **_PERIPHERY)
+  np.testing.assert_array_equal(_product(only), _product(by_hand))
+  np.testing.assert_array_equal(_product(only), _product(ideal))
+  summary = only.summary()
+  assert summary["device"]["name"] == "ideal" and summary["dac"] and summary["adc"]
+  assert not (summary["drift"] or summary["stuck"] or summary["quantize_levels"])
+  assert summary["levels"] == 0.0
 
 
 # ----------------------------------------------------------------------------------------

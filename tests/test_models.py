@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,9 +21,10 @@ def test_every_registry_entry_has_the_right_output_shape(name, pooling):
   model = models.get_model(name, cfg, n_classes=5)
   x = jnp.ones((3, 11, 2))
   variables = model.init(jax.random.PRNGKey(0), x)
-  assert model.apply(variables, x).shape == (3, 5)
+  chex.assert_shape(model.apply(variables, x), (3, 5))
   out = model.apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
-  assert out.shape == (3, 5) and jnp.all(jnp.isfinite(out))
+  chex.assert_shape(out, (3, 5))
+  chex.assert_tree_all_finite(out)
 
 
 def test_unknown_model_lists_valid_names():

@@ -12,7 +12,7 @@ import pytest
 
 from ssm_aimc import data, errors, experiment, layers, noise_eval, runner, steps, train
 from ssm_aimc.hardware import analog, devices
-from tests.test_train import SMOKE, _launch, tiny_config
+from tests.test_train import SMOKE, launch, tiny_config
 
 
 def _hardware_config(**overrides):
@@ -135,7 +135,7 @@ def test_bad_hardware_settings_are_config_errors(overrides, message):
 
 
 def test_launch_bad_hardware_fails_cleanly(tmp_path):
-  out = _launch(
+  out = launch(
     *SMOKE,
     f"--workdir={tmp_path}",
     "--config.hardware.enabled=True",
@@ -145,7 +145,7 @@ def test_launch_bad_hardware_fails_cleanly(tmp_path):
   assert "prog_noise_scale must be" in out.stderr and "Traceback" not in out.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
   missing = tmp_path / "no_such_device.csv"
-  out = _launch(
+  out = launch(
     *SMOKE,
     f"--workdir={tmp_path}",
     "--config.hardware.enabled=True",

@@ -3,6 +3,7 @@ no-op, and a prune run exports a smaller model with the masked model's outputs."
 
 import os
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -56,16 +57,12 @@ def test_ratio_zero_changes_nothing(built):
   modes, masks = _masks(exp, exp.state.params, 0.0)
   assert all(bool(np.all(m)) for m in modes.values())
   masked = prune.apply_masks(exp.state.params, masks)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, masked, exp.state.params)
+  chex.assert_trees_all_equal(masked, exp.state.params)
   x, y = next(data.batches(exp.setup.dataset.train, 32, seed=0, epoch=0))
   step = jax.jit(steps.train_step)
   with_masks, _ = step(exp.state, x, y, jax.random.PRNGKey(0), None, None, masks)
   without, _ = step(exp.state, x, y, jax.random.PRNGKey(0), None, None, None)
-  jax.tree_util.tree_map(
-    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-    with_masks.params,
-    without.params,
-  )
+  chex.assert_trees_all_close(with_masks.params, without.params, rtol=1e-6, atol=1e-7)
 
 
 QUANT = {
@@ -76,21 +73,19 @@ QUANT = {
 }
 
 
+def _prune_config(tmp_path, **overrides):
+  """A config pruning half the modes of a float d_state=8 model trained first in tmp_path."""
+  base = tmp_path / "base"
+  train.train_and_evaluate(tiny_config(**{"model.d_state": 8}), str(base))
+  prune = {"prune.enabled": True, "prune.ratio": 0.5, "init_checkpoint": str(base)}
+  return tiny_config(**{"model.d_state": 8, **prune, **overrides})
+
+
 def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
   """A quantized (4-bit, a_bar 4-bit per-channel polar) prune run: the exported smaller
   model reproduces the masked model, quantization grids included. (Float equality of
   masked and compact models is tested in test_prune.py.)"""
-  base = tmp_path / "base"
-  train.train_and_evaluate(tiny_config(**{"model.d_state": 8}), str(base))
-  config = tiny_config(
-    **{
-      "model.d_state": 8,
-      "prune.enabled": True,
-      "prune.ratio": 0.5,
-      "init_checkpoint": str(base),
-      **QUANT,
-    }
-  )
+  config = _prune_config(tmp_path, **QUANT)
   results = train.train_and_evaluate(config, str(tmp_path / "pruned_run"))
   assert results["prune"]["d_state_after"] == 4 and results["prune"]["pruned_fraction"] == 0.5
   assert results["pruned_model_test_accuracy"] == results["test_accuracy"]
@@ -130,18 +125,8 @@ def test_bad_prune_settings_are_config_errors(overrides, message):
 
 
 def test_gradual_schedule_reaches_the_ratio_and_exports(tmp_path):
-  base = tmp_path / "base"
-  train.train_and_evaluate(tiny_config(**{"model.d_state": 8}), str(base))
-  config = tiny_config(
-    **{
-      "model.d_state": 8,
-      "prune.enabled": True,
-      "prune.ratio": 0.5,
-      "prune.schedule": "gradual",
-      "prune.end_fraction": 0.5,
-      "num_epochs": 2,
-      "init_checkpoint": str(base),
-    }
+  config = _prune_config(
+    tmp_path, **{"prune.schedule": "gradual", "prune.end_fraction": 0.5, "num_epochs": 2}
   )
   results = train.train_and_evaluate(config, str(tmp_path / "gradual"))
   # Nothing is pruned at step 0 (cubic schedule starts at 0), everything by the end.

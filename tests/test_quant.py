@@ -220,20 +220,11 @@ def test_absmax_scale_per_tensor_and_per_channel():
     quant.absmax_scale(x, 4, axis=2)
 
 
-def test_lsq_init_and_calibration_scale():
+def test_lsq_init_scale():
   x = _x()
   absx = np.abs(np.asarray(x))
   np.testing.assert_allclose(quant.lsq_init_scale(x, 4), 2 * absx.mean() / np.sqrt(7), rtol=1e-6)
   np.testing.assert_allclose(quant.lsq_init_scale(x, 1), absx.mean(), rtol=1e-6)
-  np.testing.assert_allclose(
-    quant.calibration_scale(x, 8, percentile=90.0), np.percentile(absx, 90.0) / 127, rtol=1e-5
-  )
-  for bad in (0, 150, float("nan")):
-    with pytest.raises(errors.ConfigError, match="percentile"):
-      quant.calibration_scale(x, 8, percentile=bad)
-  np.testing.assert_array_equal(
-    quant.quantize_activation(x, 4, SCALE), quant.fake_quant(x, 4, SCALE)
-  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -349,11 +340,25 @@ def test_is_off():
   )
 
 
+def test_off_helpers_decide_off_at_the_threshold():
+  bits = jnp.array([1.0, 8.0, 15.0, 16.0, 24.0, 32.0])
+  np.testing.assert_array_equal(quant.storage_bits(bits), [1.0, 8.0, 15.0, 32.0, 32.0, 32.0])
+  # Traced: one program for every width.
+  np.testing.assert_array_equal(jax.jit(quant.storage_bits)(jnp.float32(16.0)), 32.0)
+  described = [quant.describe_bits(b) for b in (1, 8.0, np.float32(15), 16, 32.0)]
+  assert described == [1, 8, 15, "off", "off"]
+  assert quant.bits_or_off(None) == quant.OFF_BITS and quant.bits_or_off(0) == quant.OFF_BITS
+  assert quant.bits_or_off(8) == 8.0
+  with pytest.raises(errors.ConfigError, match="bits"):
+    quant.bits_or_off(0.5)
+
+
 def test_quant_spec_constructors():
   off = quant.QuantSpec.off()
   assert all(bool(quant.is_off(getattr(off, g).bits)) for g in quant.GROUPS)
   spec = quant.QuantSpec.uniform(4, 6, mode=quant.ScaleMode.LSQ, a_bar_param="cartesian")
-  spec.validate()
+  for group in quant.GROUPS:
+    quant.validate_bits(getattr(spec, group).bits)
   assert float(spec.glu.bits) == 4 and float(spec.a_bar.bits) == 8
   assert float(spec.activations.bits) == 6 and float(spec.state.bits) == 6
   assert spec.glu.mode is quant.ScaleMode.LSQ and spec.a_bar.mode is quant.ScaleMode.TENSOR
@@ -376,7 +381,7 @@ def test_stacked_quant_spec_vmaps():
 
   def fn(spec):
     return (
-      quant.quantize_weight(w, spec.glu),
+      quant.fake_quant(w, spec.glu.bits, quant.weight_scale(w, spec.glu)),
       quant.quantize_a_bar(a, spec.a_bar.bits, spec.a_bar_param),
     )
 
@@ -390,21 +395,20 @@ def test_stacked_quant_spec_vmaps():
   np.testing.assert_array_equal(a_q[-1], a)
 
 
-def test_quantize_weight_modes():
+def test_weight_scale_modes():
   w = _x()
   bits = jnp.float32(4)
+  channel = quant.TensorQuant(bits, quant.ScaleMode.CHANNEL)
   np.testing.assert_array_equal(
-    quant.quantize_weight(w, quant.TensorQuant(bits, quant.ScaleMode.CHANNEL)),
-    quant.fake_quant(w, bits, quant.absmax_scale(w, bits, axis=-1)),
+    quant.weight_scale(w, channel), quant.absmax_scale(w, bits, axis=-1)
   )
   lsq = quant.TensorQuant(bits, quant.ScaleMode.LSQ)
   s0 = quant.lsq_init_scale(w, bits)
-  np.testing.assert_array_equal(
-    quant.quantize_weight(w, lsq, lsq_scale=s0), quant.fake_quant(w, bits, s0)
-  )
+  np.testing.assert_array_equal(quant.weight_scale(w, lsq, lsq_scale=s0), s0)
   # The learned step gets the LSQ gradient times g = 1 / sqrt(numel * q_max).
-  g_wrapped = jax.grad(lambda s: jnp.sum(quant.quantize_weight(w, lsq, lsq_scale=s)))(s0)
+  wrapped = lambda s: quant.fake_quant(w, bits, quant.weight_scale(w, lsq, lsq_scale=s))
+  g_wrapped = jax.grad(lambda s: jnp.sum(wrapped(s)))(s0)
   g_raw = jax.grad(lambda s: jnp.sum(quant.fake_quant(w, bits, s)))(s0)
   np.testing.assert_allclose(g_wrapped, g_raw / np.sqrt(w.size * 7), rtol=1e-6)
   with pytest.raises(errors.ConfigError, match="lsq_scale"):
-    quant.quantize_weight(w, lsq)
+    quant.weight_scale(w, lsq)

@@ -1,5 +1,5 @@
 """Population training (ssm_aimc.sweep): a vmapped population equals separate runs of
-train.train_step, the step compiles once, sweep.csv has one row per grid point, bad sweep
+steps.train_step, the step compiles once, sweep.csv has one row per grid point, bad sweep
 configs are ConfigErrors, and the population sharded over 8 host devices equals the
 single-device run.
 
@@ -79,7 +79,7 @@ def tiny_sweep_config():
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-  """Runs the tiny sweep once (counting traces of train.train_step, keeping the members,
+  """Runs the tiny sweep once (counting traces of steps.train_step, keeping the members,
   results and the built experiment) while the 8-device run goes on in a subprocess."""
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")

@@ -39,7 +39,7 @@ def tiny_config(**overrides):
   return config
 
 
-def _launch(*args, timeout=240):
+def launch(*args, timeout=240):
   return subprocess.run(
     [sys.executable, os.path.join(ROOT, "launch.py"), *args],
     cwd=ROOT,
@@ -187,13 +187,13 @@ SMOKE = [
 
 
 def test_launch_unknown_config_key_fails(tmp_path):
-  out = _launch(*SMOKE, f"--workdir={tmp_path}", "--config.model.not_a_field=3")
+  out = launch(*SMOKE, f"--workdir={tmp_path}", "--config.model.not_a_field=3")
   assert out.returncode != 0
   assert "not_a_field" in out.stderr
 
 
 def test_launch_missing_data_file_names_the_file(tmp_path):
-  out = _launch(
+  out = launch(
     *SMOKE,
     f"--workdir={tmp_path / 'w'}",
     "--config.data.task=smnist",
@@ -206,13 +206,13 @@ def test_launch_missing_data_file_names_the_file(tmp_path):
 
 def test_launch_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
   workdir = tmp_path / "w"
-  ok = _launch(*SMOKE, f"--workdir={workdir}", "--config.num_epochs=1")
+  ok = launch(*SMOKE, f"--workdir={workdir}", "--config.num_epochs=1")
   assert ok.returncode == 0, ok.stderr[-2000:]
   with open(workdir / "results.json") as f:
     results_before = f.read()
   step_before, item_before = _latest_params(str(workdir))
 
-  bad = _launch(
+  bad = launch(
     *SMOKE,
     f"--workdir={workdir}",
     "--config.num_epochs=3",
@@ -233,7 +233,7 @@ def test_launch_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_launch_evaluate_without_checkpoint_fails_cleanly(tmp_path):
-  out = _launch(*SMOKE, f"--workdir={tmp_path}", "--mode=evaluate")
+  out = launch(*SMOKE, f"--workdir={tmp_path}", "--mode=evaluate")
   assert out.returncode == 1
   assert "No checkpoint" in out.stderr
 
@@ -287,7 +287,7 @@ def test_bad_bit_widths_are_config_errors():
 
 
 def test_launch_impossible_bit_width_fails_cleanly(tmp_path):
-  out = _launch(
+  out = launch(
     *SMOKE, f"--workdir={tmp_path}", "--config.quant.enabled=True", "--config.quant.weight_bits=0"
   )
   assert out.returncode == 1

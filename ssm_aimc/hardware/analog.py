@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +74,7 @@ class AnalogSpec:
     read_noise_scale: multiplies the device's read-noise std.
     t_inference: seconds since programming at which the model is used (drift, read noise).
     stuck_min, stuck_max: fractions of devices stuck at g_min / g_max.
-    levels: conductance levels per device (used when `quantize_levels`).
+    levels: conductance levels per device, 0 for the device's own (`level_count`).
     dac_bits, adc_bits: periphery widths (>= 16: off, as in `quant.fake_quant`).
     adc_bound: ADC range in units of the full-scale output r max|w|.
     output_noise: additive output noise std in the same units.
@@ -84,7 +85,13 @@ class AnalogSpec:
     recurrence: "residual", "direct" or "digital" (see the module docstring).
     read_noise_draw: "product" (fresh read noise at every product, exact) or "forward"
       (one draw on the weights per forward pass; what noise-aware training uses for speed).
-    drift, drift_compensation, stuck, quantize_levels, dac, adc, output: which terms exist.
+    drift: drift is asked for; it happens where the device drifts (`has_drift`).
+    quantize_levels: conductances are rounded onto a grid of levels where there is one:
+      `levels` when `explicit_levels`, else the device's own (`has_levels`).
+    explicit_levels: `levels` holds a level count of its own (not the device's).
+    drift_compensation, stuck, dac, adc, output: which terms exist.
+  What depends on the device is derived from it when used (`has_drift`, `has_levels`,
+  `level_count`), so `dataclasses.replace(spec, device=...)` gives that device's spec.
   """
 
   prog_noise_scale: jax.Array
@@ -104,7 +111,8 @@ class AnalogSpec:
   drift: bool = _static(True)
   drift_compensation: bool = _static(True)
   stuck: bool = _static(False)
-  quantize_levels: bool = _static(False)
+  quantize_levels: bool = _static(True)
+  explicit_levels: bool = _static(False)
   dac: bool = _static(False)
   adc: bool = _static(False)
   output: bool = _static(False)
@@ -132,8 +140,8 @@ class AnalogSpec:
   ) -> AnalogSpec:
     """Validates concrete settings and builds a spec (ConfigError on bad input).
 
-    `levels=None` takes the device's own levels (None there: continuous); `dac_bits` or
-    `adc_bits` None (or 0) leaves that converter out.
+    `levels=None` (or 0) takes the device's own levels (None there: continuous); `dac_bits`
+    or `adc_bits` None (or 0) leaves that converter out.
     """
     for name, value in (
       ("prog_noise_scale", prog_noise_scale),
@@ -158,12 +166,9 @@ class AnalogSpec:
       raise errors.ConfigError(
         f"Unknown read_noise_draw {read_noise_draw!r}; valid: {READ_NOISE_DRAWS}."
       )
-    levels = device.levels if levels in (None, 0) else levels
-    if levels is not None and (int(levels) != levels or levels < 2):
+    explicit_levels = levels not in (None, 0)
+    if explicit_levels and (int(levels) != levels or levels < 2):
       raise errors.ConfigError(f"levels must be an integer >= 2, got {levels}.")
-    bits = {}
-    for name, value in (("dac_bits", dac_bits), ("adc_bits", adc_bits)):
-      bits[name] = quant.OFF_BITS if value in (None, 0) else quant.validate_bits(value)
     f32 = lambda v: jnp.asarray(v, jnp.float32)
     return cls(
       prog_noise_scale=f32(prog_noise_scale),
@@ -171,23 +176,41 @@ class AnalogSpec:
       t_inference=f32(t_inference),
       stuck_min=f32(stuck_min),
       stuck_max=f32(stuck_max),
-      levels=f32(levels or 0),
-      dac_bits=f32(bits["dac_bits"]),
-      adc_bits=f32(bits["adc_bits"]),
+      levels=f32(levels if explicit_levels else 0),
+      dac_bits=f32(quant.bits_or_off(dac_bits)),
+      adc_bits=f32(quant.bits_or_off(adc_bits)),
       adc_bound=f32(adc_bound),
       output_noise=f32(output_noise),
       device=device,
       mapping=mapping,
       recurrence=recurrence,
       read_noise_draw=read_noise_draw,
-      drift=bool(drift and device.has_drift),
-      drift_compensation=bool(drift_compensation),
       stuck=bool(stuck_min > 0 or stuck_max > 0),
-      quantize_levels=levels is not None,
+      drift=bool(drift),
+      drift_compensation=bool(drift_compensation),
+      quantize_levels=True,
+      explicit_levels=explicit_levels,
       dac=dac_bits not in (None, 0),
       adc=adc_bits not in (None, 0),
       output=output_noise > 0,
     )
+
+  @property
+  def has_drift(self) -> bool:
+    """Drift is asked for and the device drifts (static)."""
+    return self.drift and self.device.has_drift
+
+  @property
+  def has_levels(self) -> bool:
+    """Conductances are rounded onto a grid of levels (static): `levels` when explicit,
+    else the device's own when it has one."""
+    return self.quantize_levels and (self.explicit_levels or self.device.levels is not None)
+
+  def level_count(self) -> jax.Array:
+    """The (traced) number of levels of that grid; 0 where there is none."""
+    # A select on the leaf, not the device's Python number, keeps the count a traced value
+    # of one compiled program (a constant would be folded into the level step).
+    return jnp.where(self.levels > 0, self.levels, jnp.float32(self.device.levels or 0))
 
   def scaled(self, factor) -> AnalogSpec:
     """The same spec with programming and read noise multiplied by `factor` (traced ok):
@@ -198,12 +221,26 @@ class AnalogSpec:
       read_noise_scale=self.read_noise_scale * factor,
     )
 
+  def converters_only(self) -> AnalogSpec:
+    """The same periphery (DAC, ADC, output noise, mapping) on the ideal device: no device
+    noise, drift, stuck-at faults or conductance levels."""
+    return dataclasses.replace(
+      self, device=devices_lib.IDEAL, drift=False, stuck=False, quantize_levels=False
+    )
+
   def summary(self) -> dict:
-    """JSON-ready description (concrete specs only)."""
+    """JSON-ready description (concrete specs only): the terms in effect on this device."""
     out = {"device": devices_lib.describe(self.device)}
+    effective = {
+      "levels": float(self.level_count()) if self.has_levels else 0.0,
+      "drift": self.has_drift,
+      "quantize_levels": self.has_levels,
+    }
     for f in dataclasses.fields(self):
-      value = getattr(self, f.name)
-      if f.name != "device":
+      if f.name in effective:
+        out[f.name] = effective[f.name]
+      elif f.name not in ("device", "explicit_levels"):
+        value = getattr(self, f.name)
         out[f.name] = value if f.metadata.get("static") else float(value)
     return out
 
@@ -243,11 +280,13 @@ def program(key: jax.Array, w: jax.Array, spec: AnalogSpec, reduce_axes) -> Prog
   # The differential pair as one stacked array (2, *w.shape): one random draw per term.
   ideal = device.g_min_us + s * jax.nn.relu(jnp.stack([w, -w]))
   k_prog, k_stuck, k_drift = jax.random.split(key, 3)
-  target = noise.quantize_levels(ideal, spec.levels, device) if spec.quantize_levels else ideal
+  target = ideal
+  if spec.has_levels:
+    target = noise.quantize_levels(ideal, spec.level_count(), device)
   g = noise.program_conductances(k_prog, target, device, spec.prog_noise_scale)
   if spec.stuck:
     g = noise.stuck_at(k_stuck, g, spec.stuck_min, spec.stuck_max, device)
-  if spec.drift:
+  if spec.has_drift:
     g_programmed = g
     g = noise.drift(g, noise.drift_exponents(k_drift, target, device), spec.t_inference, device)
     if spec.drift_compensation:
@@ -260,6 +299,56 @@ def program(key: jax.Array, w: jax.Array, spec: AnalogSpec, reduce_axes) -> Prog
     std = noise.read_noise_std(target, g, spec.t_inference, device)
     read_std = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(std), axis=0), _VAR_FLOOR)) / s
   return Programmed(delta=delta, read_std=read_std, w_max=w_max)
+
+
+def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """(..., in) @ (in, out) as one 2-D product (see layers.matmul for why)."""
+  lead = x.shape[:-1]
+  return (x.reshape(-1, x.shape[-1]) @ w).reshape(*lead, w.shape[-1])
+
+
+def read_product(
+  x: jax.Array,
+  w: jax.Array,
+  read_std: jax.Array | None,
+  keys: tuple[jax.Array, jax.Array],
+  spec: AnalogSpec,
+  full_scale: jax.Array,
+  adc_range: jax.Array,
+  product: Callable[[jax.Array, jax.Array], jax.Array] = _matmul,
+  normal: Callable[..., jax.Array] = jax.random.normal,
+) -> jax.Array:
+  """One analog read of programmed weights: product(x, w), read noise, output noise, ADC.
+
+  Read noise: every device is read with fresh noise at this product, which for y = x @ W is
+  exactly Gaussian output noise of variance sum_i x_i^2 sigma_ij^2 (one extra product
+  instead of a noisy copy of W per example).
+
+  Args:
+    x: the (DAC-converted) inputs; w: the programmed weights (ideal + perturbation).
+    read_std: std of one read of each weight at read_noise_scale 1 (w's shape), or None
+      for no per-product read noise.
+    keys: (key of the read noise, key of the output noise).
+    spec: the analog spec (read_noise_scale, output noise and ADC settings).
+    full_scale: the full-scale output, broadcastable against the output: the output
+      noise std is `spec.output_noise` times it.
+    adc_range: the ADC digitises [-adc_range, adc_range] (broadcastable, clipped).
+    product: the matrix product (x, w) -> y; default (..., in) @ (in, out).
+    normal: the Gaussian source, called as normal(key, shape, dtype).
+
+  Returns:
+    y, the product's shape.
+  """
+  k_read, k_out = keys
+  y = product(x, w)
+  if read_std is not None:
+    std = jnp.sqrt(jnp.maximum(product(jnp.square(x), jnp.square(read_std)), _VAR_FLOOR))
+    y = y + spec.read_noise_scale * std * normal(k_read, y.shape, y.dtype)
+  if spec.output:
+    y = y + spec.output_noise * full_scale * normal(k_out, y.shape, y.dtype)
+  if spec.adc:
+    y = quant.fake_quant(y, spec.adc_bits, adc_range / quant.q_max(spec.adc_bits))
+  return y
 
 
 def analog_matmul(
@@ -289,26 +378,13 @@ def analog_matmul(
   prog = program(key_program, w, spec, reduce_axes)
   w = w + prog.delta
   k_read, k_out = jax.random.split(key_read)
-  if prog.read_std is not None and spec.read_noise_draw == "forward":
-    w = w + spec.read_noise_scale * prog.read_std * jax.random.normal(k_read, w.shape, w.dtype)
-  y = _matmul(x, w)
-  if prog.read_std is not None and spec.read_noise_draw == "product":
-    # Each device read with fresh noise at this product: exactly Gaussian output noise of
-    # variance sum_i x_i^2 sigma_ij^2.
-    std = jnp.sqrt(jnp.maximum(_matmul(jnp.square(x), jnp.square(prog.read_std)), _VAR_FLOOR))
-    y = y + spec.read_noise_scale * std * jax.random.normal(k_read, y.shape, y.dtype)
+  read_std = prog.read_std
+  if read_std is not None and spec.read_noise_draw == "forward":
+    w = w + spec.read_noise_scale * read_std * jax.random.normal(k_read, w.shape, w.dtype)
+    read_std = None  # Drawn once on the weights, not again at the product.
   full_scale = x_range * prog.w_max[0]
-  if spec.output:
-    y = y + spec.output_noise * full_scale * jax.random.normal(k_out, y.shape, y.dtype)
-  if spec.adc:
-    y = quant.fake_quant(y, spec.adc_bits, spec.adc_bound * full_scale / quant.q_max(spec.adc_bits))
-  return y
-
-
-def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-  """(..., in) @ (in, out) as one 2-D product (see layers.matmul for why)."""
-  lead = x.shape[:-1]
-  return (x.reshape(-1, x.shape[-1]) @ w).reshape(*lead, w.shape[-1])
+  adc_range = spec.adc_bound * full_scale
+  return read_product(x, w, read_std, (k_read, k_out), spec, full_scale, adc_range)
 
 
 def _perturb_real(key_program, key_read, w, spec: AnalogSpec, per_channel: bool, offset=0.0):

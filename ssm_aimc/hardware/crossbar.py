@@ -1,15 +1,14 @@
-"""Mapping a trained model onto fixed-size crossbar arrays (tiles), and the real-valued form
-of the S4D recurrence that such arrays compute step by step (DESIGN.md §1, "Crossbar
-deployment").
+"""Mapping a trained model onto fixed-size crossbar arrays (tiles), and the real read-out row
+of an S4D layer (DESIGN.md §1, "Crossbar deployment"); `ssm_aimc.chip` runs the arrays.
 
 Conventions, used everywhere in this file:
 
   Orientation.  A crossbar computes y = x @ W: inputs drive the ROWS (one DAC per driven
   row), outputs are the COLUMN currents (one ADC per logical output). A matrix of "shape
-  (in, out)" therefore occupies `in` rows and `out` logical columns. The recurrence matrix
-  M of `recurrence_block` is written the mathematical way round (s_k = M @ v, shape
-  (out, in) = (2n, 2n+1)); on the array it is stored as M.T, i.e. 2n+1 rows x 2n logical
-  columns. `pack_blocks` and `tiles_for_matrix` take crossbar shapes (rows, logical cols).
+  (in, out)" therefore occupies `in` rows and `out` logical columns: the recurrence block
+  of a channel, s_k = M @ [s_{k-1}; u_k] with M of shape (2n, 2n+1), is stored as M.T,
+  2n+1 rows x 2n logical columns. `pack_blocks` and `tiles_for_matrix` take crossbar
+  shapes (rows, logical cols).
 
   Differential pairs.  With `TileConfig.differential` (the default) every weight uses two
   devices, G+ and G-, in adjacent physical columns 2j and 2j+1 of the same row, and the
@@ -28,13 +27,14 @@ Conventions, used everywhere in this file:
 
   Tiling.  A matrix larger than a tile is cut into a grid of pieces of at most rows x
   logical-cols; each piece's partial outputs are digitised by its own ADCs and the pieces
-  of one output column are summed digitally (`tiled_matmul` computes exactly this). A dense
+  of one output column are summed digitally (`chip.array_mvm` computes this). A dense
   matrix gets tiles of its own; small blocks that each have their own inputs and outputs
   (one per S4D channel) are packed block-diagonally by `pack_blocks`.
 
   S4D layers.  Per channel the state s = [Re x_1, Im x_1, Re x_2, Im x_2, ...] (mode i in
   rows 2i, 2i+1). The recurrent update is one MVM with [A_bar | B_bar] on [s_{k-1}; u_k]
-  (`recurrence_block`, one (2n+1) x 2n block per channel on the array); the read-out
+  (`chip.recurrence_weights`, one (2n+1) x 2n block per channel on the array, mode i the
+  2x2 block [[Re a, -Im a], [Im a, Re a]] of the complex product a_bar x); the read-out
   y_k = 2 Re(c . x_k) + d u_k (exactly `ssm.step`) is a second MVM with one (2n+1)-long
   column per channel on [s_k; u_k] (`readout_row`), i.e. the block-diagonal
   (H(2n+1)) x H matrix, packed the same way as the recurrence blocks. d is folded into the
@@ -49,7 +49,7 @@ no flax.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -251,7 +251,7 @@ def pack_blocks(block_shapes: Sequence[tuple[int, int]], tile: TileConfig) -> Ti
 
 
 # ---------------------------------------------------------------------------------------
-# The S4D recurrence as real matrices.
+# The S4D read-out as a real row.
 # ---------------------------------------------------------------------------------------
 
 
@@ -259,38 +259,6 @@ def _interleave(z: jnp.ndarray) -> jnp.ndarray:
   """(..., n) complex -> (..., 2n) real [Re z_0, Im z_0, Re z_1, Im z_1, ...]."""
   pair = jnp.stack([jnp.real(z), jnp.imag(z)], axis=-1)
   return pair.reshape(*z.shape[:-1], 2 * z.shape[-1])
-
-
-def state_to_real(x: jnp.ndarray) -> jnp.ndarray:
-  """Complex state (..., n) -> real interleaved state (..., 2n) (mode i in 2i, 2i+1)."""
-  return _interleave(x)
-
-
-def state_to_complex(s: jnp.ndarray) -> jnp.ndarray:
-  """Real interleaved state (..., 2n) -> complex state (..., n)."""
-  pair = s.reshape(*s.shape[:-1], s.shape[-1] // 2, 2)
-  return pair[..., 0] + 1j * pair[..., 1]
-
-
-def recurrence_block(a_bar: jnp.ndarray, b_bar: jnp.ndarray) -> jnp.ndarray:
-  """The real matrix M with s_k = M @ [s_{k-1}; u_k] for x_k = a_bar x_{k-1} + b_bar u_k.
-
-  Mode i is the 2x2 block [[Re a, -Im a], [Im a, Re a]] at rows/cols 2i, 2i+1 (complex
-  multiplication by a_bar written on (Re x, Im x)), and [Re b, Im b] in the last column.
-
-  Args:
-    a_bar, b_bar: (..., n) complex; leading axes (e.g. H channels) are kept.
-
-  Returns:
-    (..., 2n, 2n+1) real. On the array it is stored transposed: 2n+1 rows x 2n columns.
-  """
-  n = a_bar.shape[-1]
-  re, im = jnp.real(a_bar), jnp.imag(a_bar)
-  blocks = jnp.stack([jnp.stack([re, -im], -1), jnp.stack([im, re], -1)], -2)  # (..., n, 2, 2)
-  eye = jnp.eye(n, dtype=blocks.dtype)
-  a_real = jnp.einsum("ij,...ipq->...ipjq", eye, blocks).reshape(*a_bar.shape[:-1], 2 * n, 2 * n)
-  b_col = _interleave(b_bar).astype(a_real.dtype)[..., None]
-  return jnp.concatenate([a_real, b_col], axis=-1)
 
 
 def readout_row(c: jnp.ndarray, d: jnp.ndarray) -> jnp.ndarray:
@@ -307,69 +275,6 @@ def readout_row(c: jnp.ndarray, d: jnp.ndarray) -> jnp.ndarray:
   """
   row = _interleave(2.0 * jnp.conj(c))
   return jnp.concatenate([row, jnp.asarray(d, row.dtype)[..., None]], axis=-1)
-
-
-def step_recurrence(blocks: jnp.ndarray, state: jnp.ndarray, u: jnp.ndarray) -> jnp.ndarray:
-  """One recurrent step of H channels as one batched matrix-vector product.
-
-  Args:
-    blocks: (H, 2n, 2n+1) from `recurrence_block`.
-    state: (H, 2n) real s_{k-1}.
-    u: (H,) input u_k.
-
-  Returns:
-    (H, 2n) real s_k.
-  """
-  v = jnp.concatenate([state, u[:, None].astype(state.dtype)], axis=-1)
-  return jnp.einsum("hij,hj->hi", blocks, v)
-
-
-def step_readout(rows: jnp.ndarray, state: jnp.ndarray, u: jnp.ndarray) -> jnp.ndarray:
-  """y_k of H channels: rows (H, 2n+1) from `readout_row`, state (H, 2n) s_k, u (H,) -> (H,)."""
-  v = jnp.concatenate([state, u[:, None].astype(state.dtype)], axis=-1)
-  return jnp.einsum("hj,hj->h", rows, v)
-
-
-# ---------------------------------------------------------------------------------------
-# Tiled matrix product.
-# ---------------------------------------------------------------------------------------
-
-
-def tiled_matmul(
-  x: jnp.ndarray,
-  w: jnp.ndarray,
-  tile: TileConfig,
-  tile_fn: Callable[[jnp.ndarray, jnp.ndarray, int], jnp.ndarray] | None = None,
-) -> jnp.ndarray:
-  """x (..., in) @ w (in, out) computed tile by tile, as `tiles_for_matrix` lays it out.
-
-  Each tile's partial product (what its ADCs digitise) is computed separately; the partial
-  products of the row blocks are summed digitally and the column blocks concatenated.
-
-  Args:
-    x: (..., in) inputs.
-    w: (in, out) weights.
-    tile: the tile size.
-    tile_fn: optional per-tile product (x_block (..., r), w_block (r, c), tile index) ->
-      (..., c), where the chip simulation puts a tile's DAC, device noise and ADC (fold the
-      tile index into a PRNG key); default: the exact product.
-
-  Returns:
-    (..., out), equal to x @ w when tile_fn is exact.
-  """
-  if w.ndim != 2 or x.shape[-1] != w.shape[0]:
-    raise errors.ConfigError(f"tiled_matmul: shapes {x.shape} and {w.shape} do not chain.")
-  tile_fn = tile_fn or (lambda xb, wb, _: jnp.matmul(xb, wb))
-  usage = tiles_for_matrix(w.shape[0], w.shape[1], tile)
-  outputs = {}
-  for p in usage.placements:
-    part = tile_fn(
-      x[..., p.block_row : p.block_row + p.rows],
-      w[p.block_row : p.block_row + p.rows, p.block_col : p.block_col + p.cols],
-      p.tile,
-    )
-    outputs[p.block_col] = part if p.block_col not in outputs else outputs[p.block_col] + part
-  return jnp.concatenate([outputs[c0] for c0 in sorted(outputs)], axis=-1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -636,31 +541,9 @@ def map_model(
       None,
     )
     if float(record["macs_per_element"]) > 0:
-      if values.ndim != 2 or np.iscomplexobj(values):
-        raise errors.ConfigError(
-          f"{path}: a matrix product needs real (in, out) values, got {values.dtype} "
-          f"{values.shape}."
-        )
-      per_sequence = bool(record.get("per_sequence", False))
-      d_in, d_out = values.shape
-      if per_sequence and pooling == "mean":
-        digital += [
-          DigitalStage(layer, "pool", d_in),
-          DigitalStage(layer, "pool_scale", d_in, True),
-        ]
-      arrays.append(
-        MappedMatrix(
-          layer=layer,
-          kind="dense",
-          shape=(d_in, d_out),
-          blocks=1,
-          usage=tiles_for_matrix(d_in, d_out, tile),
-          weight_cells=d_in * d_out * tile.devices_per_weight,
-          per_sequence=per_sequence,
-        )
-      )
-      if "glu" in layer:
-        digital.append(DigitalStage(layer, "glu_gate", d_out // 2, per_sequence))
+      matrix, more_digital = _dense_layer(path, record, tile, pooling)
+      arrays.append(matrix)
+      digital += more_digital
     elif name == "bias" and kernel is not None:
       digital.append(
         DigitalStage(layer, "bias", values.size, bool(kernel.get("per_sequence", False)))
@@ -675,3 +558,32 @@ def map_model(
         DigitalStage(a.layer, "partial_sum", a.partial_sums_per_mvm * mvms, a.per_sequence)
       )
   return MappingReport(tile=tile, arrays=tuple(arrays), digital=tuple(digital))
+
+
+def _dense_layer(
+  path: str, record: dict, tile: TileConfig, pooling: str
+) -> tuple[MappedMatrix, list]:
+  """The array of one dense (in, out) record and its digital stages: the pooling before a
+  per-sequence layer (mean pooling) and the GLU gate after a "glu" layer."""
+  layer, values = _parent(path), np.asarray(record["values"])
+  if values.ndim != 2 or np.iscomplexobj(values):
+    raise errors.ConfigError(
+      f"{path}: a matrix product needs real (in, out) values, got {values.dtype} {values.shape}."
+    )
+  per_sequence = bool(record.get("per_sequence", False))
+  d_in, d_out = values.shape
+  digital = []
+  if per_sequence and pooling == "mean":
+    digital += [DigitalStage(layer, "pool", d_in), DigitalStage(layer, "pool_scale", d_in, True)]
+  matrix = MappedMatrix(
+    layer=layer,
+    kind="dense",
+    shape=(d_in, d_out),
+    blocks=1,
+    usage=tiles_for_matrix(d_in, d_out, tile),
+    weight_cells=d_in * d_out * tile.devices_per_weight,
+    per_sequence=per_sequence,
+  )
+  if "glu" in layer:
+    digital.append(DigitalStage(layer, "glu_gate", d_out // 2, per_sequence))
+  return matrix, digital

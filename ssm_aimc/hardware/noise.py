@@ -101,16 +101,6 @@ def read_noise_std(
   return scale * device.read_noise_std_us(g_target, g_t, jnp.asarray(t, g_t.dtype))
 
 
-def read_conductances(
-  key: jax.Array, g_target: jax.Array, g_t: jax.Array, t, device: devices_lib.Device, scale=1.0
-) -> jax.Array:
-  """One noisy read of every device: g_t + read_noise_std * eps (fresh eps per call)."""
-  if not device.has_read_noise:
-    return g_t
-  eps = jax.random.normal(key, g_t.shape, g_t.dtype)
-  return g_t + read_noise_std(g_target, g_t, t, device, scale) * eps
-
-
 def stuck_at(
   key: jax.Array, g: jax.Array, fraction_min, fraction_max, device: devices_lib.Device
 ) -> jax.Array:
