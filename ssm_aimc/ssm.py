@@ -126,7 +126,11 @@ def _combine(left, right):
 
 
 def linear_recurrence(
-  a_bar: jax.Array, bu: jax.Array, method: str = "associative", reverse: bool = False
+  a_bar: jax.Array,
+  bu: jax.Array,
+  method: str = "associative",
+  reverse: bool = False,
+  state_fn: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
   """States x_1..x_L of x_k = a_bar_k * x_{k-1} + bu_k with x_0 = 0.
 
@@ -135,6 +139,9 @@ def linear_recurrence(
     bu: (L, P) inputs already multiplied by b_bar.
     method: "associative" (jax.lax.associative_scan) or "sequential" (jax.lax.scan).
     reverse: run the recurrence from the last step to the first.
+    state_fn: optional map (P,) -> (P,) applied to every new state before it is stored
+      and fed back (e.g. a quantizer of the state, as in `step`); sequential only, as
+      the parallel scan has no per-step state to round.
 
   Returns:
     (L, P) states, in float32 / complex64 (or wider if the inputs are wider).
@@ -142,6 +149,8 @@ def linear_recurrence(
   dtype = _accumulation_dtype(a_bar, bu)
   bu = bu.astype(dtype)
   a_bar = jnp.broadcast_to(a_bar.astype(dtype), bu.shape)
+  if state_fn is not None and method != "sequential":
+    raise ValueError(f"A state_fn needs the sequential recurrence, not {method!r}.")
   if method == "associative":
     _, x = jax.lax.associative_scan(_combine, (a_bar, bu), reverse=reverse)
     return x
@@ -150,6 +159,8 @@ def linear_recurrence(
     def body(x, inputs):
       a_k, bu_k = inputs
       x = a_k * x + bu_k
+      if state_fn is not None:
+        x = state_fn(x)
       return x, x
 
     _, x = jax.lax.scan(body, jnp.zeros(bu.shape[1:], dtype), (a_bar, bu), reverse=reverse)
@@ -230,10 +241,17 @@ def select_method(length: int, platform: str | None = None) -> str:
 
 
 def _apply_causal(
-  a_bar: jax.Array, b_bar: jax.Array, c: jax.Array, u: jax.Array, method: str
+  a_bar: jax.Array,
+  b_bar: jax.Array,
+  c: jax.Array,
+  u: jax.Array,
+  method: str,
+  state_fn: Callable[[jax.Array], jax.Array] | None,
 ) -> jax.Array:
   """2 Re(c . x_k) for the causal recurrence driven by u (L, H); without the d u term."""
   length, channels = u.shape
+  if state_fn is not None and method != "sequential":
+    raise ValueError(f"A state_fn needs method 'sequential', not {method!r}.")
   if method == "fft":
     return causal_conv(u, ssm_kernel(a_bar, b_bar, c, length))
   if method == "toeplitz":
@@ -242,7 +260,8 @@ def _apply_causal(
     n_modes = a_bar.shape[-1]
     u = u.astype(_accumulation_dtype(u))
     bu = (b_bar[None] * u[:, :, None]).reshape(length, channels * n_modes)
-    x = linear_recurrence(a_bar.reshape(-1), bu, method).reshape(length, channels, n_modes)
+    x = linear_recurrence(a_bar.reshape(-1), bu, method, state_fn=state_fn)
+    x = x.reshape(length, channels, n_modes)
     return 2.0 * jnp.einsum("hn,lhn->lh", c.astype(x.dtype), x).real
   raise ValueError(f"Unknown SSM method {method!r}; valid: {METHODS + ('auto',)}.")
 
@@ -255,6 +274,7 @@ def apply_ssm(
   u: jax.Array,
   method: str = "auto",
   c_reverse: jax.Array | None = None,
+  state_fn: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
   """The discrete S4D map u -> y for one sequence.
 
@@ -266,15 +286,17 @@ def apply_ssm(
     c_reverse: (H, n) complex read-out of a second, anti-causal pass over the reversed
       sequence (bidirectional S4D, which shares a_bar and b_bar between directions); None for
       a causal layer.
+    state_fn: optional map applied to each direction's new state (H n,) at every step
+      (`linear_recurrence`); needs method "sequential".
 
   Returns:
     (L, H) float32 output.
   """
   if method == "auto":
     method = select_method(u.shape[0])
-  y = _apply_causal(a_bar, b_bar, c, u, method)
+  y = _apply_causal(a_bar, b_bar, c, u, method, state_fn)
   if c_reverse is not None:
-    y = y + _apply_causal(a_bar, b_bar, c_reverse, u[::-1], method)[::-1]
+    y = y + _apply_causal(a_bar, b_bar, c_reverse, u[::-1], method, state_fn)[::-1]
   return y + d * u
 
 

@@ -27,11 +27,11 @@ def _random_ssm(key, channels=3, n_modes=4, init="lin", discretization="zoh"):
   return a_bar, b_bar, c, d
 
 
-def _stream(a_bar, b_bar, c, d, u):
+def _stream(a_bar, b_bar, c, d, u, state_fn=None):
   state = ssm.init_state(*a_bar.shape)
   ys = []
   for k in range(u.shape[0]):
-    state, y = ssm.step(state, u[k], a_bar, b_bar, c, d)
+    state, y = ssm.step(state, u[k], a_bar, b_bar, c, d, state_fn)
     ys.append(y)
   return jnp.stack(ys)
 
@@ -95,6 +95,26 @@ def test_reverse_recurrence_is_flipped_forward():
       ssm.linear_recurrence(a, bu[::-1], method)[::-1],
       rtol=1e-6,
     )
+
+
+def test_state_fn_acts_on_every_state_of_the_sequential_path():
+  """A state_fn (here rounding Re and Im to quarters) is applied before each state is fed
+  back, as the streaming step does; the parallel paths have no state to apply it to."""
+  a_bar, b_bar, c, d = _random_ssm(jax.random.PRNGKey(5))
+  u = jax.random.normal(jax.random.PRNGKey(6), (12, 3))
+  quarters = lambda x: jax.lax.complex(jnp.round(4 * x.real) / 4, jnp.round(4 * x.imag) / 4)
+  y = ssm.apply_ssm(a_bar, b_bar, c, d, u, "sequential", state_fn=quarters)
+  np.testing.assert_allclose(y, _stream(a_bar, b_bar, c, d, u, quarters), rtol=RTOL, atol=ATOL)
+  assert not np.allclose(y, ssm.apply_ssm(a_bar, b_bar, c, d, u, "sequential"), atol=1e-2)
+  states = ssm.linear_recurrence(
+    a_bar.reshape(-1), jnp.ones((5, a_bar.size)), state_fn=quarters, method="sequential"
+  )
+  np.testing.assert_array_equal(states, quarters(states))
+  for method in ("associative", "fft", "toeplitz"):
+    with pytest.raises(ValueError, match="sequential"):
+      ssm.apply_ssm(a_bar, b_bar, c, d, u, method, state_fn=quarters)
+  with pytest.raises(ValueError, match="sequential"):
+    ssm.linear_recurrence(a_bar.reshape(-1), jnp.ones((5, a_bar.size)), state_fn=quarters)
 
 
 def test_bidirectional_paths_agree_and_match_definition():
