@@ -72,13 +72,17 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Quantization-aware training (ssm_aimc.quant). Disabled: the float model, exactly.
   config.quant = ml_collections.ConfigDict()
   config.quant.enabled = False  # Fake-quantize in the forward pass (QAT; PTQ in evaluate).
-  config.quant.weight_bits = 8  # Weights: encoder, b_bar, c, d, GLU dense, decoder.
+  config.quant.weight_bits = 8  # Weights: encoder, b_bar, c, d, GLU dense, decoder (qs4d: log_dt).
   config.quant.act_bits = 8  # Inputs of every matrix product; also biases and norms.
-  config.quant.a_bar_bits = 8  # The recurrent coefficient (the sensitive one).
+  config.quant.a_bar_bits = 8  # The recurrent coefficient (the sensitive one): a_bar, or qs4d's A.
   config.quant.mode = "tensor"  # tensor | channel (absmax steps) | lsq (learned steps).
   config.quant.a_bar_param = "polar"  # polar | cartesian: stable a_bar parameterisation.
-  # Per-group bit widths overriding the three above; 0 = inherit. 1 binary, 2 ternary,
-  # >= 16 off (float). Groups: ssm_aimc.quant.GROUPS.
+  # ssm_aimc (ours) | qs4d (the QS4D authors': per-tensor absmax, b bits = 2^b states, so
+  # 1 is ternary; A, log_dt, C quantized before discretising, b_bar and d float; the groups
+  # of each: quant.SCHEME_GROUPS).
+  config.quant.scheme = "ssm_aimc"
+  # Per-group bit widths overriding the three above; 0 = inherit. 1 binary (qs4d: ternary),
+  # 2 ternary, >= 16 off (float). Groups: ssm_aimc.quant.GROUPS; qs4d's state: sequential only.
   config.quant.group_bits = ml_collections.ConfigDict({g: 0 for g in quant.GROUPS})
 
   # Analog in-memory computing (ssm_aimc.hardware). Disabled: the digital model, exactly.

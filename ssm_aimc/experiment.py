@@ -110,16 +110,25 @@ class QuantConfig:
   a_bar_bits: int = 8
   mode: str = "tensor"
   a_bar_param: str = "polar"
+  scheme: str = "ssm_aimc"
   group_bits: tuple[tuple[str, int], ...] = tuple((g, 0) for g in quant.GROUPS)
 
   def __post_init__(self):
     _widths("quant widths", (self.weight_bits, self.act_bits, self.a_bar_bits))
     _one_of("quant.mode", self.mode, (m.value for m in quant.ScaleMode))
     _one_of("quant.a_bar_param", self.a_bar_param, ("polar", "cartesian"))
+    _one_of("quant.scheme", self.scheme, quant.SCHEMES)
+    if self.scheme == "qs4d" and self.mode != "tensor":
+      _fail("quant.mode of scheme 'qs4d'", "'tensor' (its scales are per-tensor absmax)", self.mode)
     groups = dict(self.group_bits)
     for group, bits in groups.items():
       _one_of("group quant.group_bits", group, quant.GROUPS)
       _widths(f"quant.group_bits.{group}", (bits,), unset_allowed=True)
+      if bits and group not in quant.SCHEME_GROUPS[self.scheme]:
+        raise errors.ConfigError(
+          f"quant.group_bits.{group} is set, but scheme {self.scheme!r} does not quantize "
+          f"{group}; it quantizes {quant.SCHEME_GROUPS[self.scheme]}."
+        )
     object.__setattr__(self, "group_bits", tuple((g, groups.get(g, 0)) for g in quant.GROUPS))
 
   @functools.cached_property
@@ -128,9 +137,12 @@ class QuantConfig:
     if not self.enabled:
       return None
     mode = quant.ScaleMode(self.mode)
-    spec = quant.QuantSpec.uniform(
-      self.weight_bits, self.act_bits, self.a_bar_bits, mode, a_bar_param=self.a_bar_param
-    )
+    if self.scheme == "qs4d":
+      spec = quant.QuantSpec.qs4d(self.weight_bits, self.act_bits, self.a_bar_bits)
+    else:
+      spec = quant.QuantSpec.uniform(
+        self.weight_bits, self.act_bits, self.a_bar_bits, mode, a_bar_param=self.a_bar_param
+      )
     groups = {g: quant.TensorQuant.make(b, getattr(spec, g).mode) for g, b in self.group_bits if b}
     return dataclasses.replace(spec, **groups)
 

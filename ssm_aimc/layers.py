@@ -9,7 +9,11 @@ discretisation that does not depend on the input is computed once, not per examp
 Quantization is injected, not forked: every layer takes an optional `quant.QuantSpec`
 (`spec`) at call time. `spec=None` is the float path with no quantization op at all;
 a spec with every group off gives the same numbers bit for bit. Bit widths inside a spec
-are traced arrays, so one compiled program serves (and vmaps over) every bit width.
+are traced arrays, so one compiled program serves (and vmaps over) every bit width. The
+spec's static `scheme` picks the quantizers and where they act (`quant.SCHEME_GROUPS`):
+"ssm_aimc" quantizes the discretised SSM tensors; "qs4d" (the QS4D authors') the
+continuous-time A, log_step and C before discretisation, every activation with its own
+absmax step, and the state at every step of the sequential path.
 
 Two variable collections besides "params" are written only when the caller makes them
 mutable (otherwise the ops are traced away):
@@ -75,19 +79,28 @@ def _deploy(
   module.sow("deployed", name, record)
 
 
-def quantize_input(
-  module: nn.Module, x: jax.Array, tq: quant.TensorQuant | None
-) -> tuple[jax.Array, jax.Array]:
-  """Fake-quantizes the input of a matrix product (the DAC of an analog tile).
+def _qs4d(spec: Quant) -> bool:
+  """Whether `spec` is of the QS4D authors' scheme (`quant.SCHEME_GROUPS`)."""
+  return spec is not None and spec.scheme == "qs4d"
 
-  The clip range r is the parameter `input_range` (scale r / q_max): learned by LSQ when
-  the spec's mode is LSQ, otherwise held at its calibrated value (`models.calibrate`).
-  Returns (x quantized, r); r is also the range of the analog DAC.
+
+def quantize_input(module: nn.Module, x: jax.Array, spec: Quant) -> tuple[jax.Array, jax.Array]:
+  """Fake-quantizes the input x (B, ...) of a matrix product (the DAC of an analog tile).
+
+  ssm_aimc scheme: the clip range r is the parameter `input_range` (scale r / q_max),
+  learned by LSQ when the spec's mode is LSQ, otherwise held at its calibrated value
+  (`models.calibrate`). qs4d scheme: `quant.qs4d_quant`'s absmax step of each example
+  (B index) on its own; the authors take one over the whole batch, which makes an
+  example's output depend on its batch-mates. Returns (x quantized, r); r is also the range
+  of the analog DAC.
   """
   x_range = module.param("input_range", nn.initializers.constant(DEFAULT_INPUT_RANGE), ())
   module.sow("calibration", "input_range", jnp.percentile(jnp.abs(x), CALIBRATION_PERCENTILE))
-  if tq is None:
+  if spec is None:
     return x, x_range
+  tq = spec.activations
+  if _qs4d(spec):
+    return jax.vmap(lambda v: quant.qs4d_fake_quant(v, tq.bits))(x), x_range
   scale = jnp.abs(x_range) / quant.q_max(tq.bits)
   module.sow("input_quant", "input", {"bits": tq.bits, "scale": scale})
   if tq.mode is quant.ScaleMode.LSQ:
@@ -128,6 +141,12 @@ def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def _codes(x: jax.Array, tq: quant.TensorQuant, scale: jax.Array) -> dict:
   """Integer codes and step of a quantized tensor, for the "deployed" records (export)."""
   return {"codes": quant.to_integer_codes(x, tq.bits, scale), "scale": scale}
+
+
+def _qs4d_weight(w: jax.Array, tq: quant.TensorQuant) -> tuple[jax.Array, dict]:
+  """A weight tensor under the qs4d scheme: (quantized w, its codes and step for export)."""
+  codes, step = quant.qs4d_codes(w, quant.qs4d_states(tq.bits))
+  return quant.qs4d_fake_quant(w, tq.bits), {"codes": codes.astype(jnp.int32), "scale": step}
 
 
 def quantize_small(x: jax.Array, tq: quant.TensorQuant | None) -> tuple[jax.Array, dict]:
@@ -191,12 +210,14 @@ class QDense(nn.Module):
   def __call__(self, x: jax.Array, spec: Quant = None, analog: Analog = None) -> jax.Array:
     """x: (..., in) -> (..., features); `analog` runs the product on a simulated tile."""
     tq = getattr(spec, self.group) if spec is not None else None
-    x, x_range = quantize_input(self, x, spec.activations if spec is not None else None)
+    x, x_range = quantize_input(self, x, spec)
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     kernel_scale = self.param("kernel_scale", nn.initializers.ones, (1, self.features))
     codes = {}
-    if tq is not None:
+    if _qs4d(spec):
+      kernel, codes = _qs4d_weight(kernel, tq)
+    elif tq is not None:
       self.sow("calibration", "kernel_scale", quant.lsq_init_scale(kernel, tq.bits, axis=-1))
       scale = quant.weight_scale(kernel, tq, lsq_scale=kernel_scale, channel_axis=-1)
       codes = _codes(kernel, tq, scale)
@@ -247,7 +268,8 @@ class S4D(nn.Module):
       would shadow flax.linen.Module.init).
     discretization: "zoh" or "bilinear".
     method: evaluation path of `ssm.apply_ssm` ("auto", "fft", "associative",
-      "sequential"); all give the same numbers.
+      "sequential"); all give the same numbers, except that only "sequential" has a state
+      to quantize (the qs4d scheme's state group).
     bidirectional: add an anti-causal pass with its own read-out c_reverse.
     step_min, step_max: range of the log-uniform initial step size.
     train_b: learn b (initialised to 1); otherwise b stays 1.
@@ -266,8 +288,17 @@ class S4D(nn.Module):
   step_max: float = 1e-1
   train_b: bool = True
 
-  def discrete_params(self, channels: int) -> dict[str, jax.Array]:
-    """Declares/reads the parameters; returns complex a_bar, b_bar, c (H, n), real d (H,)."""
+  def discrete_params(self, channels: int, spec: Quant = None) -> tuple[dict, dict]:
+    """Declares/reads the parameters and discretises them.
+
+    Under the qs4d scheme A, log_step and C (and c_reverse) are quantized first
+    (`quant.qs4d_continuous`, `quant.qs4d_quant`); otherwise nothing is quantized here.
+
+    Returns:
+      (p, codes): p holds complex a_bar, b_bar, c (H, n), real d (H,) and, when
+      bidirectional, c_reverse (H, n); codes the export codes of what was quantized here,
+      {name: {"codes", "scale"}} (empty unless qs4d).
+    """
     if self.d_state % 2:
       raise ValueError(f"d_state must be even (N/2 complex modes), got {self.d_state}.")
     n_modes = self.d_state // 2
@@ -287,26 +318,42 @@ class S4D(nn.Module):
       b_pair = self.param("b", b_ones, (channels, n_modes, 2))
     else:
       b_pair = b_ones(None, (channels, n_modes, 2))
-    c_pair = self.param("c", _complex_normal_init(), (channels, n_modes, 2))
+    readouts = {"c": self.param("c", _complex_normal_init(), (channels, n_modes, 2))}
     d = self.param("d", nn.initializers.normal(1.0), (channels,))
-
-    a = ssm.decode_a(log_neg_re_a, im_a)
-    a_bar, b_bar = ssm.discretize(
-      a, ssm.complex_from_pair(b_pair), jnp.exp(log_step)[:, None], self.discretization
-    )
-    out = {"a_bar": a_bar, "b_bar": b_bar, "c": ssm.complex_from_pair(c_pair), "d": d}
     if self.bidirectional:
-      c_rev = self.param("c_reverse", _complex_normal_init(), (channels, n_modes, 2))
-      out["c_reverse"] = ssm.complex_from_pair(c_rev)
-    return out
+      readouts["c_reverse"] = self.param(
+        "c_reverse", _complex_normal_init(), (channels, n_modes, 2)
+      )
+
+    codes = {}
+    if _qs4d(spec):
+      a, step = quant.qs4d_continuous(log_neg_re_a, im_a, log_step, spec.a.bits, spec.log_dt.bits)
+      for name, pair in readouts.items():
+        readouts[name], codes[name] = _qs4d_weight(pair, spec.c)
+    else:
+      a, step = ssm.decode_a(log_neg_re_a, im_a), jnp.exp(log_step)
+    a_bar, b_bar = ssm.discretize(
+      a, ssm.complex_from_pair(b_pair), step[:, None], self.discretization
+    )
+    out = {"a_bar": a_bar, "b_bar": b_bar, "d": d}
+    out.update({name: ssm.complex_from_pair(pair) for name, pair in readouts.items()})
+    return out, codes
 
   @nn.compact
   def __call__(self, u: jax.Array, spec: Quant = None, analog: Analog = None) -> jax.Array:
     """u: (B, L, H) -> y: (B, L, H); `analog` perturbs the coefficients as a chip holds them."""
-    u, _ = quantize_input(self, u, spec.activations if spec is not None else None)
-    p = self.discrete_params(u.shape[-1])
-    codes = {}
-    if spec is not None:
+    u, _ = quantize_input(self, u, spec)
+    p, codes = self.discrete_params(u.shape[-1], spec)
+    # The group whose width each tensor is stored at. Under qs4d a_bar = exp(step A_q) is
+    # held at A's width, and so is b_bar = (a_bar - 1) / A_q when b is fixed at 1 (the
+    # authors' S4D); a learned b, and d, stay float.
+    group = {"a_bar": "a_bar", "b_bar": "b_bar"}
+    state_fn = None
+    if _qs4d(spec):
+      group = {"a_bar": "a", "b_bar": "b_bar" if self.train_b else "a"}
+      if self.method == "sequential":
+        state_fn = lambda x: quant.qs4d_fake_quant_complex(x, spec.state.bits)
+    elif spec is not None:
       codes = _ssm_codes(p, spec)
       p = quant.quantize_ssm(p, spec)
     directions = 2.0 if self.bidirectional else 1.0
@@ -324,9 +371,9 @@ class S4D(nn.Module):
       self,
       "a_bar",
       p["a_bar"],
-      get("a_bar"),
+      get(group["a_bar"]),
       2.0 * directions,
-      2 * n_scales("a_bar"),
+      2 * n_scales(group["a_bar"]),
       act_bits=act_bits,
       **codes.get("a_bar", {}),
     )
@@ -334,9 +381,9 @@ class S4D(nn.Module):
       self,
       "b_bar",
       p["b_bar"],
-      get("b_bar"),
+      get(group["b_bar"]),
       directions,
-      n_scales("b_bar"),
+      n_scales(group["b_bar"]),
       act_bits=act_bits,
       **codes.get("b_bar", {}),
     )
@@ -359,12 +406,17 @@ class S4D(nn.Module):
     if analog is not None:
       p = analog_lib.analog_ssm(*analog_keys(self), p, analog)
 
-    def one_sequence(u_seq):
-      return ssm.apply_ssm(
-        p["a_bar"], p["b_bar"], p["c"], p["d"], u_seq, self.method, p.get("c_reverse")
+    def run(state_fn=None):
+      one_sequence = lambda u_seq: ssm.apply_ssm(
+        p["a_bar"], p["b_bar"], p["c"], p["d"], u_seq, self.method, p.get("c_reverse"), state_fn
       )
+      return jax.vmap(one_sequence)(u).astype(u.dtype)
 
-    return jax.vmap(one_sequence)(u).astype(u.dtype)
+    if state_fn is None:
+      return run()
+    # A cond, not a where in every step: with the state off, the float program runs as is
+    # (even an identity select in the scan body changes how XLA fuses and rounds it).
+    return jax.lax.cond(quant.is_off(spec.state.bits), run, lambda: run(state_fn))
 
 
 class S4DBlock(nn.Module):

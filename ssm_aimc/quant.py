@@ -7,16 +7,21 @@ This module owns:
     gradient scaling;
   * `quantize_a_bar`: quantizers for the complex recurrent coefficient that keep every mode
     strictly inside the unit circle by construction;
+  * the QS4D authors' scheme beside ours: `qs4d_quant` (per-tensor absmax, q + 1 levels,
+    identity backward, one `jax.custom_vjp`) and `qs4d_continuous`, their quantization of
+    the continuous-time A and step, kept stable;
   * integer export (`to_integer_codes` / `from_integer_codes`);
   * the quantization specs (`TensorQuant`, `QuantSpec`) as pytree dataclasses.
 
 Bit widths are always ordinary traced float32 arrays, never Python statics or
 `nondiff_argnums`: one compiled program serves every bit width, so a sweep can `jax.vmap`
-over a grid of them. The encoding is
+over a grid of them. The encoding of the "ssm_aimc" scheme is
   bits == 1  -> binary  sign(x) * s (sign(0) = +1),
   bits == 2  -> ternary {-s, 0, s},
   2 < bits < 16 -> q_max = 2^(bits-1) - 1 levels each side of zero,
   bits >= 16 -> off: the float path, bit for bit (values and gradients).
+Under the "qs4d" scheme bits < 16 means q = 2^bits states, 2^bits + 1 levels (bits == 1 is
+ternary), and bits >= 16 is off in the same way (`is_off` decides for both).
 Cases are selected with `jnp.where`, so all of them live in the same program.
 
 No flax, optax or ml_collections here: only jax, numpy and the standard library.
@@ -553,6 +558,131 @@ def quantize_ssm(p, spec):
 
 
 # ----------------------------------------------------------------------------------------
+# The QS4D scheme (`SCHEME_GROUPS`): the quantizer of Siegel et al. (arXiv 2507.06079) on
+# the parameters they quantize, beside this project's own scheme (the functions above).
+
+
+def qs4d_states(bits):
+  """The QS4D authors' number of quantization states q = 2^bits, for a traced width.
+
+  bits = 1 gives q = 2, ternary; bits = 4 gives q = 16, their "4 bit" (17 levels, -8..8).
+  Rounded, as in `_grid`: XLA's exp2 can miss an integer by ulps.
+  """
+  return jnp.round(jnp.exp2(jnp.asarray(bits, jnp.float32)))
+
+
+def qs4d_codes(x, states):
+  """Integer-valued float codes and step of `qs4d_quant` on the whole tensor x.
+
+  step = max|x| / (q/2), the inverse of the authors' scale s = (q/2) / max|x|, and
+  codes = clip(round(x / step), -q/2, q/2): q + 1 levels, the largest magnitude on the top
+  one. An all-zero x has step 0 and codes 0 (no NaN).
+
+  Args:
+    x: real array, any shape (one tensor: the statistic is over all of it).
+    states: q, the number of quantization states (traced; an even number, 2^bits here).
+
+  Returns:
+    (codes of x's shape, step of shape ()), both float32 for float32 x.
+  """
+  half = 0.5 * jnp.asarray(states, jnp.float32)
+  step = jnp.max(jnp.abs(x)) / half
+  safe_step = jnp.where(step == 0, jnp.ones_like(step), step)
+  return jnp.clip(jnp.round(x / safe_step), -half, half), step
+
+
+@jax.custom_vjp
+def qs4d_quant(x, states):
+  """The QS4D authors' fake quantizer: per-tensor absmax, q + 1 levels, straight-through.
+
+  Forward: step * clip(round(x / step), -q/2, q/2) with step = max|x| / (q/2) over the whole
+  tensor (`qs4d_codes`); q = 2 is ternary {-1, 0, 1} * max|x|. Unlike `fake_quant` there is
+  no "off" value of q: callers pick the float path with `is_off` (`qs4d_fake_quant`).
+
+  Faked gradient, and why: round() has zero derivative almost everywhere, so the backward
+  pass is the identity, d/dx = 1 everywhere, as the authors trained (BitNet's STE). There
+  is no clip mask: with an absmax step nothing lies outside the grid. The step is a
+  statistic of x and gets no gradient; d/dstates = 0 (widths are swept, not learned).
+
+  Args:
+    x: real array, any shape.
+    states: q, the number of quantization states, a traced or concrete scalar.
+
+  Returns:
+    array of x's shape and dtype.
+  """
+  codes, step = qs4d_codes(x, states)
+  return (codes * step).astype(x.dtype)
+
+
+def qs4d_quant_fwd(x, states):
+  return qs4d_quant(x, states), None
+
+
+def qs4d_quant_bwd(_, g):
+  return g, None
+
+
+qs4d_quant.defvjp(qs4d_quant_fwd, qs4d_quant_bwd)
+
+
+def qs4d_fake_quant(x, bits):
+  """`qs4d_quant` with q = 2^bits states, or x itself (bit for bit, values and gradients)
+  where `is_off(bits)`. x: real array, any shape; bits: traced width."""
+  return jnp.where(is_off(bits), x, qs4d_quant(x, qs4d_states(bits)))
+
+
+def qs4d_fake_quant_complex(z, bits):
+  """`qs4d_fake_quant` of a complex array as real pairs: one step over Re and Im together,
+  as the authors quantize C (its (..., 2) real view). z: complex array, any shape."""
+  pair = qs4d_fake_quant(jnp.stack([z.real, z.imag], axis=-1), bits)
+  return jax.lax.complex(pair[..., 0], pair[..., 1])
+
+
+def qs4d_continuous(log_neg_re_a, im_a, log_step, a_bits, log_dt_bits):
+  """The continuous-time A and step of one S4D layer, quantized as the QS4D authors do.
+
+  Re A = -exp(log_neg_re_a) and Im A each get their own `qs4d_quant` grid, one step over
+  the whole (H, n) layer, with a_bits; log_step gets one with log_dt_bits and is then
+  exponentiated. Discretise the result as usual (`ssm.discretize`); a_bar itself is not
+  quantized. A width >= 16 leaves its part float: with both off this is
+  (`ssm.decode_a`, exp(log_step)) bit for bit.
+
+  Stability: a quantized real part of 0 would be a mode that never decays, |a_bar| = 1. The
+  authors' grid has that level (every |Re A| below half a step rounds to it, and with
+  q = 2 that is all but the largest), so here Re A's grid is its negative half without
+  zero: codes -q/2 .. -1, i.e. Re A_q <= -step (q = 2 puts every real part at -max|Re A|).
+  Re A < 0 holds for every parameter value, so this only moves the modes that would
+  otherwise stop decaying. And because float32's exp(x) rounds to 1 for |x| < 6e-8, the
+  decay step * |Re A_q| is also floored at 2^-20 (the floor of `quantize_a_bar`'s polar
+  grid), so that |a_bar| = exp(step Re A_q) <= 1 - 9.5e-7 under ZOH, 16 float32 ulps inside
+  the unit circle, for every reachable quantized A and every step > 0 (a step that
+  underflows to 0, log_step < -104, has a_bar = 1 in the float model too). The floor only
+  touches modes with a memory of over 10^6 steps. The guarantee is ZOH's (the authors'
+  discretisation and this project's default): under bilinear, a floored mode with
+  |step Im A| above about 10 can still round to |a_bar| = 1 in float32.
+
+  STE: identity to Re A, Im A and log_step, the zero exclusion and the floor included.
+
+  Args:
+    log_neg_re_a, im_a: (H, n) stored parameters (`ssm.decode_a`).
+    log_step: (H,) stored log step sizes.
+    a_bits, log_dt_bits: traced widths of A (both parts) and of log_step.
+
+  Returns:
+    (a complex64 (H, n), step (H,)).
+  """
+  step = jnp.exp(qs4d_fake_quant(log_step, log_dt_bits))
+  re_a = -jnp.exp(log_neg_re_a)
+  codes, re_step = qs4d_codes(re_a, qs4d_states(a_bits))
+  # `tiny` keeps a step that underflowed to 0 from making the floor -inf (0 * inf = NaN).
+  floor = -_DECAY_STEP_MIN / jnp.maximum(step, jnp.finfo(jnp.float32).tiny)[..., None]
+  re_q = jnp.minimum(jnp.minimum(codes, -1.0) * re_step, floor)
+  re_a = jnp.where(is_off(a_bits), re_a, straight_through(re_a, re_q))
+  return re_a + 1j * qs4d_fake_quant(im_a, a_bits), step
+
+
+# ----------------------------------------------------------------------------------------
 # Integer export.
 
 
@@ -676,7 +806,23 @@ class TensorQuant:
 
 
 # Tensor groups with their own bit width (DESIGN.md §1), in QuantSpec field order.
-GROUPS = ("encoder", "a_bar", "b_bar", "c", "d", "glu", "decoder", "bias", "activations", "state")
+GROUPS = (
+  "encoder", "a_bar", "b_bar", "c", "d", "glu", "decoder", "bias", "activations", "state", "a",
+  "log_dt",
+)  # fmt: skip
+# Quantization schemes, and the groups each one quantizes; every other group is off under
+# it (`QuantSpec.uniform`, `QuantSpec.qs4d`). "ssm_aimc": this project's grids
+# (`fake_quant`) on the discretised tensors, a_bar through `quantize_a_bar`. "qs4d": the
+# QS4D authors' absmax quantizer (`qs4d_quant`) on the continuous-time A, log_step and C
+# before discretisation (`qs4d_continuous`); b_bar, d, biases and norms stay float, as
+# theirs do.
+SCHEME_GROUPS = {
+  "ssm_aimc": (
+    "encoder", "a_bar", "b_bar", "c", "d", "glu", "decoder", "bias", "activations", "state"
+  ),
+  "qs4d": ("encoder", "a", "log_dt", "c", "glu", "decoder", "activations", "state"),
+}  # fmt: skip
+SCHEMES = tuple(SCHEME_GROUPS)
 
 
 @jax.tree_util.register_dataclass
@@ -701,7 +847,11 @@ class QuantSpec:
     activations: activations between blocks.
     state: the recurrent state (sequential / hardware path only; the parallel scan has
       no per-step rounding point).
+    a: the continuous-time A, Re and Im on grids of their own (qs4d scheme only).
+    log_dt: the log step size, quantized before it is exponentiated (qs4d scheme only).
     a_bar_param: static name of the stable a_bar parameterisation ("polar", "cartesian").
+    scheme: static name of the scheme (`SCHEME_GROUPS`): which quantizers the layers apply,
+      and where; the groups it does not quantize are off.
   """
 
   encoder: TensorQuant
@@ -714,13 +864,18 @@ class QuantSpec:
   bias: TensorQuant
   activations: TensorQuant
   state: TensorQuant
+  a: TensorQuant
+  log_dt: TensorQuant
   a_bar_param: str = dataclasses.field(default="polar", metadata=dict(static=True))
+  scheme: str = dataclasses.field(default="ssm_aimc", metadata=dict(static=True))
 
   @classmethod
-  def off(cls, a_bar_param="polar"):
-    """Every group off: the float path exactly."""
+  def off(cls, a_bar_param="polar", scheme="ssm_aimc"):
+    """Every group off: the float path exactly (under either scheme)."""
     _check_a_bar_method(a_bar_param)
-    return cls(**{g: TensorQuant.off() for g in GROUPS}, a_bar_param=a_bar_param)
+    if scheme not in SCHEMES:
+      raise errors.ConfigError(f"unknown quantization scheme {scheme!r}; valid: {SCHEMES}")
+    return cls(**{g: TensorQuant.off() for g in GROUPS}, a_bar_param=a_bar_param, scheme=scheme)
 
   @classmethod
   def uniform(
@@ -758,5 +913,25 @@ class QuantSpec:
       bias=TensorQuant.make(act_bits, ScaleMode.TENSOR),
       activations=TensorQuant.make(act_bits, act_mode),
       state=TensorQuant.make(state_bits, ScaleMode.TENSOR),
+      a=TensorQuant.off(),
+      log_dt=TensorQuant.off(),
       a_bar_param=a_bar_param,
+    )
+
+  @classmethod
+  def qs4d(cls, weight_bits, act_bits, a_bits=8, *, state_bits=None):
+    """The QS4D authors' scheme: every width b means q = 2^b states of `qs4d_quant`.
+
+    A (Re and Im) at a_bits; log_step, C, the GLU dense layer, encoder and decoder at
+    weight_bits; activations and the state (default) at act_bits; every scale per tensor.
+    The groups the scheme does not quantize (a_bar, b_bar, d, bias) are off. All widths
+    are validated (ConfigError).
+    """
+    state_bits = act_bits if state_bits is None else state_bits
+    weights = ("encoder", "log_dt", "c", "glu", "decoder")
+    widths = {**dict.fromkeys(weights, weight_bits), "a": a_bits, "activations": act_bits}
+    widths["state"] = state_bits
+    return cls(
+      **{g: TensorQuant.make(widths[g]) if g in widths else TensorQuant.off() for g in GROUPS},
+      scheme="qs4d",
     )

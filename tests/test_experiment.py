@@ -85,3 +85,24 @@ def test_a_config_section_of_the_wrong_kind_is_a_config_error():
     config.model = ml_collections.ConfigDict({"d_model": {"nested": 1}})
   with pytest.raises(errors.ConfigError):
     experiment.from_config(config)
+
+
+def test_the_qs4d_scheme_and_its_groups():
+  base = experiment.Experiment()
+  qs4d = {"quant.enabled": True, "quant.scheme": "qs4d"}
+  exp = experiment.override(
+    base, {**qs4d, "quant.weight_bits": 2, "quant.a_bar_bits": 1, "quant.group_bits.log_dt": 3}
+  )
+  spec = exp.quant.spec
+  assert spec.scheme == "qs4d" and base.quant.scheme == "ssm_aimc"
+  widths = {g: float(getattr(spec, g).bits) for g in ("a", "log_dt", "c", "a_bar", "b_bar")}
+  assert widths == {"a": 1.0, "log_dt": 3.0, "c": 2.0, "a_bar": 32.0, "b_bar": 32.0}
+  # A width for a group the scheme leaves float is a mistake, not silently ignored.
+  with pytest.raises(errors.ConfigError, match="scheme 'qs4d' does not quantize b_bar"):
+    experiment.override(base, {**qs4d, "quant.group_bits.b_bar": 4})
+  with pytest.raises(errors.ConfigError, match="scheme 'ssm_aimc' does not quantize a;"):
+    experiment.override(base, {"quant.group_bits.a": 4})
+  with pytest.raises(errors.ConfigError, match="per-tensor absmax"):
+    experiment.override(base, {**qs4d, "quant.mode": "lsq"})
+  with pytest.raises(errors.ConfigError, match="quant.scheme 'bitnet'; valid"):
+    experiment.override(base, {"quant.scheme": "bitnet"})

@@ -1,5 +1,6 @@
 """Tests of the Flax shells: registry shapes, gradients of the layer, parameter layout."""
 
+import dataclasses
 import functools
 
 import chex
@@ -212,3 +213,101 @@ def test_deployed_inventory_matches_the_closed_forms(name):
   assert report.macs_per_step == pytest.approx(macs_step)
   assert report.memory_bits == 32 * report.nonzero_params
   assert report.bitops_reduction_vs_fp32 == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# The QS4D authors' scheme, injected into the same layers.
+# ---------------------------------------------------------------------------------------
+
+QS4D_WIDTHS = (16, 24, 32)
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("method", ["auto", "sequential"])
+def test_qs4d_with_every_width_off_is_the_float_model_bit_for_bit(name, method):
+  model, params, x = _model_and_params(name, method=method)
+  y_float = model.apply({"params": params}, x)
+  for bits in QS4D_WIDTHS:
+    spec = quant.QuantSpec.qs4d(bits, bits, bits)
+    y_off = model.apply({"params": params}, x, spec=spec)
+    np.testing.assert_array_equal(np.asarray(y_float), np.asarray(y_off))
+    # Gradients to rounding: on the sequential path the backward pass of the state's cond
+    # (`layers.S4D`) is another program.
+    grads = [
+      jax.grad(lambda p, s=s: jnp.sum(model.apply({"params": p}, x, spec=s) ** 2))(params)
+      for s in (None, spec)
+    ]
+    if method == "sequential":
+      chex.assert_trees_all_close(*grads, rtol=1e-6, atol=1e-7)
+    else:
+      chex.assert_trees_all_equal(*grads)
+
+
+def _cross_entropy(model, params, x, y, spec):
+  logits = model.apply({"params": params}, x, spec=spec)
+  return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+
+@pytest.mark.parametrize("method", ["auto", "sequential"])
+def test_qs4d_trains_a_step_with_finite_gradients(method):
+  model, params, x = _model_and_params(method=method)
+  y = jnp.array([0, 3, 1])
+  spec = quant.QuantSpec.qs4d(3, 4, a_bits=2)  # 8-state weights, 16-state inputs, 4-state A.
+  loss, grads = jax.value_and_grad(_cross_entropy, argnums=1)(model, params, x, y, spec)
+  chex.assert_tree_all_finite(grads)
+  # The straight-through estimator reaches every parameter the scheme quantizes.
+  s4d = grads["block_0"]["s4d"]
+  for name in ("log_neg_re_a", "im_a", "log_step", "c", "b", "d"):
+    assert float(jnp.abs(s4d[name]).max()) > 0, name
+  for path in ("encoder", "decoder"):
+    assert float(jnp.abs(grads[path]["kernel"]).max()) > 0
+  stepped = jax.tree.map(lambda p, g: p - 0.01 * g, params, grads)
+  assert float(_cross_entropy(model, stepped, x, y, spec)) < float(loss)
+
+
+def test_qs4d_one_compiled_forward_vmaps_over_stacked_widths():
+  model, params, x = _model_and_params(method="sequential")
+  specs = [quant.QuantSpec.qs4d(b, b + 2, a_bits=b) for b in (1, 2, 4)]
+  specs.append(quant.QuantSpec.off(scheme="qs4d"))
+  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *specs)
+  traces = []
+
+  def forward(spec):
+    traces.append(1)
+    return model.apply({"params": params}, x, spec=spec)
+
+  outs = jax.jit(jax.vmap(forward))(stacked)
+  assert len(traces) == 1
+  for i, spec in enumerate(specs):
+    np.testing.assert_allclose(outs[i], model.apply({"params": params}, x, spec=spec), atol=1e-5)
+  assert not np.allclose(outs[0], outs[-1])
+
+
+def test_qs4d_state_is_quantized_on_the_sequential_path_only():
+  fine = quant.QuantSpec.qs4d(32, 32, 32)
+  coarse = dataclasses.replace(fine, state=quant.TensorQuant.make(2))
+  for method, changes in (("sequential", True), ("fft", False), ("associative", False)):
+    model, params, x = _model_and_params(method=method)
+    y_fine = model.apply({"params": params}, x, spec=fine)
+    y_coarse = model.apply({"params": params}, x, spec=coarse)
+    assert np.allclose(y_fine, y_coarse) != changes, method
+
+
+@pytest.mark.parametrize("train_b", [True, False])
+def test_qs4d_deployed_records(train_b):
+  model, params, x = _model_and_params(train_b=train_b)
+  spec = quant.QuantSpec.qs4d(2, 8, a_bits=3)
+  records = models.deployed_tensors(model, params, spec, x[:1])
+  c = records["block_0/s4d/c"]
+  # C on its grid: 5 levels (q = 4) of one step over Re and Im, and codes that export it.
+  pair = np.stack([np.real(c["values"]), np.imag(c["values"])], -1)
+  np.testing.assert_array_equal(pair, np.asarray(c["codes"]) * np.asarray(c["scale"]))
+  assert np.abs(np.asarray(c["codes"])).max() == 2 and float(c["bits"]) == 2.0
+  kernel = records["block_0/glu_dense/kernel"]
+  assert len(np.unique(kernel["values"])) <= 5
+  # a_bar is held at A's width, as is b_bar when b is fixed; d, biases and norms are float.
+  assert float(records["block_0/s4d/a_bar"]["bits"]) == 3.0
+  assert float(records["block_0/s4d/b_bar"]["bits"]) == (32.0 if train_b else 3.0)
+  for path in ("block_0/s4d/d", "encoder/bias", "block_0/norm/scale"):
+    assert float(records[path]["bits"]) == 32.0, path
+  assert np.all(np.abs(records["block_0/s4d/a_bar"]["values"]) < 1.0)

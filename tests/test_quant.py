@@ -1,11 +1,12 @@
-"""Tests for ssm_aimc.quant: grids, STE masks, LSQ gradients, stability of a_bar, specs."""
+"""Tests for ssm_aimc.quant: grids, STE masks, LSQ gradients, stability of a_bar, specs,
+and the QS4D authors' scheme."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import errors, quant
+from ssm_aimc import errors, quant, ssm
 
 BITS_ON = list(range(1, 9))
 # Powers of two as scales: x / scale is then exact in numpy and in XLA alike (XLA's CPU
@@ -412,3 +413,175 @@ def test_weight_scale_modes():
   np.testing.assert_allclose(g_wrapped, g_raw / np.sqrt(w.size * 7), rtol=1e-6)
   with pytest.raises(errors.ConfigError, match="lsq_scale"):
     quant.weight_scale(w, lsq)
+
+
+# ----------------------------------------------------------------------------------------
+# The QS4D authors' scheme.
+
+
+def _qs4d_numpy(x, states):
+  """The authors' formula, written independently: s = (q/2) / max|x|,
+  x_q = clip(round(x s), -q/2, q/2) / s, in float64."""
+  x = np.asarray(x, np.float64)
+  s = (states / 2) / np.abs(x).max()
+  return np.clip(np.round(x * s), -states / 2, states / 2) / s
+
+
+def test_qs4d_grid_on_hand_made_values():
+  x = jnp.array([-1.0, -0.5, -0.3, 0.0, 0.2, 0.26, 1.0])
+  # q = 4: step 0.5, five levels.
+  np.testing.assert_array_equal(quant.qs4d_quant(x, 4.0), [-1.0, -0.5, -0.5, 0.0, 0.0, 0.5, 1.0])
+  # q = 2 is ternary {-1, 0, 1} * max|x|: everything below half the maximum goes to 0.
+  np.testing.assert_array_equal(quant.qs4d_quant(x, 2.0), [-1.0, 0, 0, 0, 0, 0, 1.0])
+  np.testing.assert_array_equal(quant.qs4d_quant(0.25 * x, 2.0), [-0.25, 0, 0, 0, 0, 0, 0.25])
+  # Widths: b bits are q = 2^b states, so 1 bit is ternary and 4 bits have 17 levels.
+  np.testing.assert_array_equal(quant.qs4d_states(jnp.arange(1.0, 6.0)), [2, 4, 8, 16, 32])
+  np.testing.assert_array_equal(quant.qs4d_fake_quant(x, 1), quant.qs4d_quant(x, 2.0))
+  codes, step = quant.qs4d_codes(_x(spread=3.0), 16.0)
+  assert float(step) == pytest.approx(np.abs(np.asarray(_x(spread=3.0))).max() / 8)
+  assert codes.min() >= -8 and codes.max() <= 8 and np.abs(np.asarray(codes)).max() == 8
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_qs4d_matches_the_formula_per_tensor(bits):
+  x = np.random.default_rng(5).normal(size=(5, 7)).astype(np.float32)
+  x[2, 3] = 6.0  # One outlier sets the step of the whole tensor (per tensor, not channel).
+  states = 2.0**bits
+  y = np.asarray(quant.qs4d_fake_quant(jnp.asarray(x), bits))
+  np.testing.assert_allclose(y, _qs4d_numpy(x, states), rtol=1e-6, atol=1e-7)
+  levels = np.unique(np.round(y / (6.0 / (states / 2))))
+  assert levels.min() >= -states / 2 and levels.max() == states / 2
+  assert len(np.unique(y)) <= states + 1
+
+
+def test_qs4d_ste_is_the_identity():
+  x = _x(spread=4.0)
+  w = jnp.asarray(np.random.default_rng(1).normal(size=x.shape).astype(np.float32))
+  for states in (2.0, 4.0, 16.0, 256.0):
+    # Every element, the extremes on the clip boundary included, gets the gradient as is.
+    gx = jax.grad(lambda x, q=states: jnp.sum(quant.qs4d_quant(x, q) * w))(x)
+    np.testing.assert_array_equal(gx, w)
+  gq = jax.grad(lambda q: jnp.sum(quant.qs4d_quant(x, q)))(4.0)
+  assert float(gq) == 0.0
+
+
+@pytest.mark.parametrize("bits", [16, 24, 32, 64])
+def test_qs4d_off_is_float_path_bit_for_bit(bits):
+  x = np.array([0.1234567, -0.0, 1e-30, -3e20, 7.0, np.pi], np.float32)
+  y = quant.qs4d_fake_quant(jnp.asarray(x), jnp.float32(bits))
+  np.testing.assert_array_equal(_bits_of(y), _bits_of(x))
+  gx = jax.grad(lambda x: jnp.sum(quant.qs4d_fake_quant(x, bits) * 3.0))(jnp.asarray(x))
+  np.testing.assert_array_equal(gx, 3.0)
+  z = jnp.asarray(x[:3] + 1j * x[3:], jnp.complex64)
+  np.testing.assert_array_equal(quant.qs4d_fake_quant_complex(z, bits), z)
+
+
+def test_qs4d_zero_tensor_and_complex_pairs():
+  zeros = jnp.zeros((3, 2))
+  y, gx = jax.value_and_grad(lambda x: jnp.sum(quant.qs4d_fake_quant(x, 2) * 2.0))(zeros)
+  assert float(y) == 0.0
+  np.testing.assert_array_equal(gx, 2.0)
+  # Complex values share one step over Re and Im, as the authors' C (its real view).
+  z = jnp.array([0.8 - 0.1j, -0.3 + 0.35j], jnp.complex64)
+  z_q = quant.qs4d_fake_quant_complex(z, 2)  # q = 4, step 0.4.
+  np.testing.assert_allclose(z_q, [0.8 - 0.0j, -0.4 + 0.4j], rtol=1e-6)
+
+
+def test_qs4d_traced_states_jit_vmap_match_a_loop_and_compile_once():
+  traces = []
+
+  def f(x, bits):
+    traces.append(1)
+    return quant.qs4d_fake_quant(x, bits)
+
+  x = _x(spread=3.0)
+  batched = jax.jit(jax.vmap(f, in_axes=(None, 0)))
+  bits_grid = jnp.arange(1, 9, dtype=jnp.float32)
+  y = batched(x, bits_grid)
+  y_other = batched(x, bits_grid + 8)  # Other values, same shapes: no retrace.
+  assert len(traces) == 1 and batched._cache_size() == 1
+  for i, bits in enumerate(range(1, 9)):
+    np.testing.assert_array_equal(y[i], quant.qs4d_quant(x, 2.0**bits))
+  np.testing.assert_array_equal(y_other[-1], x)  # bits 16: off.
+  grad_fn = jax.grad(lambda x, b: jnp.sum(quant.qs4d_fake_quant(x, b) ** 2))
+  grads = jax.jit(jax.vmap(grad_fn, in_axes=(None, 0)))(x, bits_grid)
+  for i, bits in enumerate(bits_grid):
+    np.testing.assert_array_equal(grads[i], grad_fn(x, bits))
+
+
+def _s4d_parameter_draws(rng, n_draws, shape=(3, 5)):
+  """Random stored S4D parameters, typical and extreme: decays spread over many decades
+  (most real parts then round to the authors' zero level), steps down to 1e-9 and up to
+  10, imaginary parts up to 300 (an S4D-Inv spread)."""
+  for _ in range(n_draws):
+    spread = rng.uniform(0, 30)
+    log_neg_re_a = rng.uniform(-spread, 3.0, shape)
+    im_a = rng.uniform(-300, 300, shape) * rng.uniform(0, 1)
+    log_step = rng.uniform(np.log(1e-9), np.log(10.0), shape[:1])
+    yield (jnp.asarray(v, jnp.float32) for v in (log_neg_re_a, im_a, log_step))
+
+
+def test_qs4d_quantized_a_bar_is_strictly_inside_the_unit_circle():
+  rng = np.random.default_rng(6)
+  zero_level_hits = 0
+  for log_neg_re_a, im_a, log_step in _s4d_parameter_draws(rng, 200):
+    a_bits, dt_bits = rng.integers(1, 16, size=2)
+    a, step = quant.qs4d_continuous(log_neg_re_a, im_a, log_step, a_bits, dt_bits)
+    a_bar, _ = ssm.discretize(a, jnp.ones_like(a), step[:, None], "zoh")
+    a_bar = np.asarray(a_bar)
+    assert a_bar.dtype == np.complex64
+    assert np.abs(a_bar).max() < 1.0, (a_bits, dt_bits, np.abs(a_bar).max())
+    assert np.abs(a_bar.astype(np.complex128)).max() < 1.0
+    assert np.all(np.asarray(a.real) < 0)
+    # The draws reach the case the guard exists for: the authors' grid rounds Re A to 0.
+    re_authors = _qs4d_numpy(-np.exp(np.asarray(log_neg_re_a, np.float64)), 2.0**a_bits)
+    zero_level_hits += int(np.any(re_authors == 0))
+  assert zero_level_hits > 20
+  # A vmapped width obeys the same bound.
+  log_neg_re_a, im_a, log_step = next(_s4d_parameter_draws(np.random.default_rng(7), 1))
+  batched = jax.vmap(quant.qs4d_continuous, in_axes=(None, None, None, 0, 0))
+  bits = jnp.arange(1.0, 16.0)
+  a, step = batched(log_neg_re_a, im_a, log_step, bits, bits)
+  assert float(jnp.abs(jnp.exp(step[..., None] * a)).max()) < 1.0
+
+
+def test_qs4d_continuous_off_is_the_float_path_and_ste_reaches_every_parameter():
+  log_neg_re_a, im_a, log_step = next(_s4d_parameter_draws(np.random.default_rng(8), 1))
+  a, step = quant.qs4d_continuous(log_neg_re_a, im_a, log_step, 16, 32)
+  np.testing.assert_array_equal(a, ssm.decode_a(log_neg_re_a, im_a))
+  np.testing.assert_array_equal(step, jnp.exp(log_step))
+
+  def loss(params, bits):
+    a, step = quant.qs4d_continuous(*params, bits, bits)
+    return jnp.sum(a.real) + jnp.sum(a.imag) + jnp.sum(step)
+
+  params = (log_neg_re_a, im_a, log_step)
+  for bits in (1.0, 4.0, 16.0):
+    g_re, g_im, g_step = jax.grad(loss)(params, bits)
+    # Straight-through: the float path's gradient.
+    np.testing.assert_allclose(g_re, -np.exp(np.asarray(log_neg_re_a)), rtol=1e-6)
+    np.testing.assert_array_equal(g_im, 1.0)
+    # d exp(log_step_q) / d log_step = exp(log_step_q) through the identity STE.
+    np.testing.assert_allclose(g_step, jnp.exp(quant.qs4d_fake_quant(log_step, bits)), rtol=1e-6)
+
+
+def test_qs4d_spec_constructor():
+  spec = quant.QuantSpec.qs4d(4, 6, a_bits=3)
+  assert spec.scheme == "qs4d"
+  assert set(quant.SCHEME_GROUPS["qs4d"]) | set(quant.SCHEME_GROUPS["ssm_aimc"]) == set(
+    quant.GROUPS
+  )
+  widths = {g: float(getattr(spec, g).bits) for g in quant.GROUPS}
+  assert widths == {
+    **{g: quant.OFF_BITS for g in ("a_bar", "b_bar", "d", "bias")},
+    **{g: 4.0 for g in ("encoder", "log_dt", "c", "glu", "decoder")},
+    "a": 3.0,
+    "activations": 6.0,
+    "state": 6.0,
+  }
+  # The ssm_aimc constructors leave the qs4d-only groups off.
+  uniform = quant.QuantSpec.uniform(4, 8)
+  assert uniform.scheme == "ssm_aimc" and bool(quant.is_off(uniform.a.bits))
+  assert quant.QuantSpec.off(scheme="qs4d").scheme == "qs4d"
+  with pytest.raises(errors.ConfigError, match="ssm_aimc"):
+    quant.QuantSpec.off(scheme="bitnet")
