@@ -16,6 +16,38 @@ What is counted (DESIGN.md §1, "Cost accounting"):
   bitops_per_step   sum over matrix products of MACs x weight bits x activation bits.
 Each is reported as a ratio against FP32 of the same architecture and against the S4D
 reference size (4 layers, H=128, N=64, FP32) with the same input and output widths.
+
+The QS4D paper's three hardware metrics (arXiv 2507.06079, Fig. "Metrics"), per inference
+of one whole sequence, each with its FP32 counterpart (the same architecture with every
+width 32) and the ratio FP32 / value (`*_reduction_vs_fp32`; the paper prints the
+reduction 1 - 1/ratio in %):
+  ace               computational complexity, the "arithmetic computation effort" of
+                    PokeBNN (Zhang et al., CVPR 2022): sum over every MAC of the sequence of
+                    weight bits x activation bits. The MACs are those of macs_per_step, run
+                    L times (the decoder once): encoder; per block the recurrence a_bar x,
+                    the input b_bar u, the read-out Re(c x), d u and the GLU dense layer.
+                    Weight bits: the tensor's storage width (32 when float); activation
+                    bits: the width of the layer's input, for the recurrence and read-out
+                    too, as in bitops (so ace = bitops_per_step x L). Norms, GELU, GLU
+                    gating, biases and pooling are not MACs.
+  model_size_kb     memory_bits / 8 / 1000: kB of 1000 bytes, the non-zero stored scalars
+                    at their widths plus 32 bits per quantization step; its FP32
+                    counterpart stores every scalar in 32 bits and no steps, and their ratio
+                    is compression_vs_fp32.
+  adc_complexity    sum over analog-to-digital conversions of their bits [a.u.]: one
+                    conversion per output of every matrix product and step (encoder H; per
+                    block and direction the new state, 2n H at the state group's width, and
+                    the read-out y, H; the GLU dense layer 2H; the decoder's classes once),
+                    outputs at the activation width. Linear in bits: a successive-
+                    approximation ADC makes one comparator decision per bit, so this counts
+                    decisions; it is the scaling the paper's printed ratios follow (sCIFAR
+                    FP -> PTQ -68.75 % = 1 - 10/32 at 10 bits, PTQ -> QAT -50 % at 5).
+  adc_energy_walden the same conversions weighted by 2^bits: ADC energy at a fixed Walden
+                    figure of merit, P / (2^ENOB f_s) (R. H. Walden, "Analog-to-digital
+                    converter survey and analysis", IEEE JSAC 17(4), 1999; the trend of B.
+                    Murmann's "ADC Performance Survey" at moderate resolution). Its FP32
+                    counterpart is a 32-bit converter, so the ratio is huge: compare
+                    quantized models with each other on this one.
 """
 
 from __future__ import annotations
@@ -31,6 +63,8 @@ REFERENCE = {"n_layers": 4, "d_model": 128, "d_state": 64}
 MACS_PER_COMPLEX_MODE = 8
 # Width of an unquantized (FP32) value: a float tensor, a step size, the FP32 references.
 FLOAT_BITS = quant.OFF_BITS
+# Bits in a kB of model size: 8 bits a byte, 1000 bytes a kB (SI).
+BITS_PER_KB = 8 * 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +87,13 @@ class CostReport:
     params_reduction_vs_reference: stored scalars of the reference size / deployed_params
       (against FP32 of the same architecture this ratio is 1 by definition).
     macs_reduction_vs_reference: MACs per step of the reference size / macs_per_step.
+    ace, ace_fp32, ace_reduction_vs_fp32: bit-operations per inference (the QS4D paper's
+      computational complexity), of this model and in FP32, and their ratio.
+    model_size_kb, model_size_kb_fp32: memory_bits and fp32_memory_bits in kB.
+    adc_complexity, adc_complexity_fp32, adc_complexity_reduction_vs_fp32: ADC conversions
+      x bits per inference.
+    adc_energy_walden, adc_energy_walden_fp32, adc_energy_walden_reduction_vs_fp32: ADC
+      conversions x 2^bits per inference.
   """
 
   params: int
@@ -69,6 +110,17 @@ class CostReport:
   bitops_reduction_vs_reference: float
   params_reduction_vs_reference: float
   macs_reduction_vs_reference: float
+  ace: float
+  ace_fp32: float
+  ace_reduction_vs_fp32: float
+  model_size_kb: float
+  model_size_kb_fp32: float
+  adc_complexity: float
+  adc_complexity_fp32: float
+  adc_complexity_reduction_vs_fp32: float
+  adc_energy_walden: float
+  adc_energy_walden_fp32: float
+  adc_energy_walden_reduction_vs_fp32: float
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -145,7 +197,9 @@ def deployed_report(records: dict, *, params: int, seq_len: int, reference: dict
 
   Args:
     records: {path: record} with values, bits, macs_per_element, scales and, for matrix
-      products, act_bits and per_sequence.
+      products, act_bits and per_sequence; a product whose outputs go through an ADC
+      also has conversions (outputs per step, or per sequence when per_sequence) and
+      adc_bits (absent: none).
     params: trainable parameter count (reported as is).
     seq_len: L, to amortise per-sequence layers.
     reference: architecture of the FP32 reference (keyword arguments of `macs` and
@@ -153,6 +207,7 @@ def deployed_report(records: dict, *, params: int, seq_len: int, reference: dict
   """
   deployed = nonzero = 0
   memory = fp32_memory = macs_step = bitops = fp32_bitops = 0.0
+  macs_inference = ace = conversions = adc = adc_walden = 0.0
   for record in records.values():
     size, nz = _real_size(record["values"]), _real_nonzero(record["values"])
     bits = float(record["bits"])
@@ -160,11 +215,19 @@ def deployed_report(records: dict, *, params: int, seq_len: int, reference: dict
     nonzero += nz
     memory += nz * bits + FLOAT_BITS * float(record["scales"])
     fp32_memory += FLOAT_BITS * size
+    act_bits = float(record.get("act_bits", FLOAT_BITS))
     m = size * float(record["macs_per_element"])
+    uses = 1 if record.get("per_sequence", False) else seq_len  # Per inference.
+    macs_inference += m * uses
+    ace += m * uses * bits * act_bits
+    n_conv = float(record.get("conversions", 0.0)) * uses
+    adc_bits = float(record.get("adc_bits", FLOAT_BITS))
+    conversions += n_conv
+    adc += n_conv * adc_bits
+    adc_walden += n_conv * 2.0**adc_bits
     if record.get("per_sequence", False):
       m /= seq_len
     macs_step += m
-    act_bits = float(record.get("act_bits", FLOAT_BITS))
     bitops += m * bits * act_bits
     fp32_bitops += m * FLOAT_BITS * FLOAT_BITS
   ref_params = deployed_count(**reference)
@@ -186,6 +249,17 @@ def deployed_report(records: dict, *, params: int, seq_len: int, reference: dict
     bitops_reduction_vs_reference=ref_bitops / max(bitops, 1.0),
     params_reduction_vs_reference=ref_params / max(deployed, 1),
     macs_reduction_vs_reference=ref_macs / max(macs_step, 1e-9),
+    ace=ace,
+    ace_fp32=macs_inference * FLOAT_BITS**2,
+    ace_reduction_vs_fp32=macs_inference * FLOAT_BITS**2 / max(ace, 1.0),
+    model_size_kb=memory / BITS_PER_KB,
+    model_size_kb_fp32=fp32_memory / BITS_PER_KB,
+    adc_complexity=adc,
+    adc_complexity_fp32=conversions * FLOAT_BITS,
+    adc_complexity_reduction_vs_fp32=conversions * FLOAT_BITS / max(adc, 1.0),
+    adc_energy_walden=adc_walden,
+    adc_energy_walden_fp32=conversions * 2.0**FLOAT_BITS,
+    adc_energy_walden_reduction_vs_fp32=conversions * 2.0**FLOAT_BITS / max(adc_walden, 1.0),
   )
 
 

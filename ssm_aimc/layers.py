@@ -67,6 +67,8 @@ def _deploy(
   """Records a stored tensor in the "deployed" collection (no-op unless it is mutable).
 
   `scales` is how many FP32 step sizes the tensor needs when quantized (0 when float).
+  A matrix product's record also says how many outputs per use an ADC converts
+  (`conversions`) and at what width (`adc_bits`), for `cost.deployed_report`.
   """
   n_scales = 0.0 if tq is None else jnp.where(quant.is_off(tq.bits), 0.0, float(scales))
   record = {
@@ -234,6 +236,8 @@ class QDense(nn.Module):
       scales=self.features if per_channel else 1,
       per_sequence=self.per_sequence,
       act_bits=act_bits,
+      conversions=self.features,
+      adc_bits=act_bits,
       **codes,
     )
     _deploy(self, "bias", bias, spec.bias if spec is not None else None, 0.0, **bias_codes)
@@ -366,7 +370,10 @@ class S4D(nn.Module):
     # MACs per stored real number and step: a complex a_bar x is 4 real MACs (2 per stored
     # real), b_bar u is 2 (1 per real), Re(c x) is 2 (1 per real), d u is 1; the reverse
     # pass of a bidirectional layer runs its own recurrence.
-    # The polar a_bar grid has two steps (decay, angle) per tensor or channel.
+    # The polar a_bar grid has two steps (decay, angle) per tensor or channel, as qs4d's A
+    # has (Re, Im). ADC conversions per step: the new state, Re and Im of every mode in
+    # every direction, at the state's width (a_bar's record); y, one per channel, for each
+    # read-out (c's and c_reverse's).
     _deploy(
       self,
       "a_bar",
@@ -375,6 +382,8 @@ class S4D(nn.Module):
       2.0 * directions,
       2 * n_scales(group["a_bar"]),
       act_bits=act_bits,
+      conversions=directions * 2 * p["a_bar"].size,
+      adc_bits=_bits(get("state")),
       **codes.get("a_bar", {}),
     )
     _deploy(
@@ -387,9 +396,8 @@ class S4D(nn.Module):
       act_bits=act_bits,
       **codes.get("b_bar", {}),
     )
-    _deploy(
-      self, "c", p["c"], get("c"), 1.0, n_scales("c"), act_bits=act_bits, **codes.get("c", {})
-    )
+    readout = dict(act_bits=act_bits, conversions=channels, adc_bits=act_bits)
+    _deploy(self, "c", p["c"], get("c"), 1.0, n_scales("c"), **readout, **codes.get("c", {}))
     _deploy(self, "d", p["d"], get("d"), 1.0, act_bits=act_bits, **codes.get("d", {}))
     if "c_reverse" in p:
       _deploy(
@@ -399,7 +407,7 @@ class S4D(nn.Module):
         get("c"),
         1.0,
         n_scales("c"),
-        act_bits=act_bits,
+        **readout,
         **codes.get("c_reverse", {}),
       )
 

@@ -1,9 +1,11 @@
-"""Tests of the cost accounting against hand counts."""
+"""Tests of the cost accounting against hand counts, the QS4D paper's metrics included."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import cost
+from ssm_aimc import cost, models, quant
 
 
 def test_hand_counted_example():
@@ -76,3 +78,51 @@ def test_count_params_excludes_by_path():
   params = {"a": {"kernel": np.zeros((2, 3)), "input_range": np.zeros(())}, "b": np.ones(4)}
   assert cost.count_params(params) == 11
   assert cost.count_params(params, exclude=lambda p: p.endswith("input_range")) == 10
+
+
+def _tiny_records(spec):
+  """Records of a tiny classifier: d_input 1, H 2, one block, one complex mode, 2 classes."""
+  config = models.ModelConfig(d_model=2, n_layers=1, d_state=2, dropout=0.0)
+  model = models.get_model("s4d", config, n_classes=2)
+  x = jnp.ones((1, 3, 1))
+  params = model.init(jax.random.PRNGKey(0), x)["params"]
+  return models.deployed_tensors(model, params, spec, x)
+
+
+def test_qs4d_metrics_of_a_tiny_model_by_hand():
+  spec = quant.QuantSpec.qs4d(2, 4, a_bits=3, state_bits=5)
+  report = cost.deployed_report(
+    _tiny_records(spec), params=0, seq_len=3, reference=dict(cost.REFERENCE, d_input=1, n_classes=2)
+  )
+  # (real MACs per step, weight bits, activation bits): encoder 1x2 at 2 bits; a_bar x
+  # (4 real MACs) at A's 3 bits; b_bar u (2) in float, as b is learned; Re(c x) (2) at 2;
+  # d u (2 channels) in float; GLU dense 2x4 at 2; all on 4-bit inputs, L = 3 steps.
+  per_step = [(2, 2), (8, 3), (4, 32), (4, 2), (2, 32), (8, 2)]
+  decoder = 4 * 2 * 4  # 2x2 at 2 bits, once per sequence.
+  assert report.ace == 3 * sum(m * w * 4 for m, w in per_step) + decoder == 2960
+  assert report.ace_fp32 == (3 * 28 + 4) * 32 * 32
+  assert report.ace_reduction_vs_fp32 == pytest.approx(90112 / 2960)
+  assert report.ace == pytest.approx(report.bitops_per_step * 3)
+  # Conversions per step (outputs, ADC bits): encoder (2, 4); the new state, Re and Im of
+  # 2 modes, (4, 5); the read-out y (2, 4); the GLU dense layer (4, 4); decoder (2, 4) once.
+  conversions = [(2, 4), (4, 5), (2, 4), (4, 4)]
+  assert report.adc_complexity == 3 * sum(n * b for n, b in conversions) + 2 * 4 == 164
+  assert report.adc_complexity_fp32 == (3 * 12 + 2) * 32
+  assert report.adc_complexity_reduction_vs_fp32 == pytest.approx(1216 / 164)
+  assert report.adc_energy_walden == 3 * sum(n * 2**b for n, b in conversions) + 2 * 16 == 800
+  assert report.adc_energy_walden_fp32 == 38 * 2.0**32
+  assert report.model_size_kb == report.memory_bits / 8000
+
+
+def test_model_size_of_a_tiny_float_model_by_hand():
+  report = cost.deployed_report(
+    _tiny_records(None), params=0, seq_len=3, reference=dict(cost.REFERENCE, d_input=1, n_classes=2)
+  )
+  # Stored reals: encoder 2 + 2, norm 2 + 2, a_bar, b_bar, c 4 each, d 2, GLU 8 + 4,
+  # decoder 4 + 2 = 40. Zeros are not stored: the biases and the norm's offset (2 + 2 + 4
+  # + 2) start at 0, and so do Im a_bar and Im b_bar (2 + 2; S4D-Lin's only mode has Im a 0).
+  assert report.model_size_kb_fp32 == 40 * 32 / 8 / 1000
+  assert report.model_size_kb == (40 - 10 - 4) * 32 / 8 / 1000
+  assert report.ace_reduction_vs_fp32 == 1.0 and report.adc_complexity_reduction_vs_fp32 == 1.0
+  # Float: every conversion is charged at 32 bits.
+  assert report.adc_complexity == (3 * 12 + 2) * 32
