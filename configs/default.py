@@ -31,13 +31,23 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model_name = "s4d"  # Registry name in ssm_aimc.models.MODELS.
 
   config.data = ml_collections.ConfigDict()
-  config.data.task = "digits"  # digits | mnist1d | mnist5k | smnist | psmnist | scifar.
-  config.data.data_dir = ""  # Folder with MNIST IDX / CIFAR-10 files (smnist, psmnist, scifar).
+  # digits | mnist1d | mnist5k | smnist | psmnist | scifar | hd | pathfinder.
+  config.data.task = "digits"
+  # Folder with the local files: MNIST IDX (smnist, psmnist), CIFAR-10 batches (scifar),
+  # Heidelberg Digits audio/ and lists (hd), LRA's pathfinder<res>/ (pathfinder).
+  config.data.data_dir = ""
   config.data.seed = 0  # Seed of the train/val/test split and of psmnist's permutation.
   config.data.val_fraction = 0.1  # Share of the training set held out for validation.
   config.data.test_fraction = 0.2  # Test share, for tasks without an official test split.
   config.data.normalize = True  # Standardise inputs with train-split mean/std.
   config.data.mnist1d_samples = 5000  # Samples generated for mnist1d (4:1 train:test).
+  config.data.grayscale = False  # scifar: one luma input instead of R, G, B (QS4D's sCIFAR).
+  config.data.hd_language = "english"  # hd: english (classes 0-9) | german (10-19) | all.
+  config.data.hd_classes = ()  # hd: classes kept, relabelled 0..k-1; () all. (0, 1): binary.
+  config.data.hd_subsample = 1  # hd: keep every k-th audio sample (8: 6966 steps).
+  config.data.pathfinder_resolution = 32  # pathfinder: image size, 32 | 64 | 128 | 256.
+  # pathfinder: curv_baseline (easy) | curv_contour_length_9 | curv_contour_length_14 (hard).
+  config.data.pathfinder_difficulty = "curv_baseline"
 
   config.model = ml_collections.ConfigDict()
   config.model.d_model = 64  # H, channels per block.

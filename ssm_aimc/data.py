@@ -11,7 +11,12 @@ Tasks (the `task` field of `DataConfig`, looked up in the `TASKS` registry):
   smnist    sequential MNIST from local IDX files in `data_dir`: L=784, d_input=1.
   psmnist   smnist with a fixed random pixel permutation: L=784, d_input=1.
   scifar    sequential CIFAR-10 from the local python batches in `data_dir`: L=1024,
-            d_input=3 (R, G, B as input features).
+            d_input=3 (R, G, B as input features), or 1 with `grayscale` (luma).
+  hd        Heidelberg Digits, raw audio from the local .flac files in `data_dir`: spoken
+            digits 0-9 in English (classes 0-9) and German (10-19), one sample per step,
+            every `hd_subsample`-th kept: L=the longest recording (zero-padded), d_input=1.
+  pathfinder  the Long Range Arena's Pathfinder from its local PNG release in `data_dir`:
+            L=res^2 (32x32 -> 1024), d_input=1, 2 classes (are the two dots connected?).
 
 Nothing is ever downloaded and nothing is cached on disk: the embedded tasks are built from
 installed packages, the others read files the user already has and raise `errors.DataError`
@@ -28,6 +33,7 @@ import math
 import os
 import pickle
 import random
+import re
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -42,6 +48,30 @@ _CIFAR_FORMAT = (
   "CIFAR-10 python batches (data_batch_1..5, test_batch), extracted from "
   "cifar-10-python.tar.gz of https://www.cs.toronto.edu/~kriz/cifar.html"
 )
+_HD_FORMAT = (
+  "Heidelberg Digits raw audio, extracted from https://zenkelab.org/datasets/hd_audio.tar.gz: "
+  "audio/*.flac named lang-<english|german>_speaker-XX_trial-YY_digit-Z.flac, and "
+  "train_filenames.txt / test_filenames.txt listing them, one name a line"
+)
+_PATHFINDER_FORMAT = (
+  "the Long Range Arena release, extracted from "
+  "https://storage.googleapis.com/long-range-arena/lra_release.gz (data_dir is the folder "
+  "holding pathfinder32/ ...): pathfinder<res>/<difficulty>/metadata/<i>.npy, text files whose "
+  "lines read '<image folder> <image file> <unused> <label 0|1> ...', and the res x res "
+  "grayscale PNGs they name under pathfinder<res>/<difficulty>/"
+)
+# Heidelberg Digits: the languages (in class order: English digits are classes 0-9, German
+# 10-19), and a file name's fields.
+HD_LANGUAGES = ("english", "german")
+HD_CLASSES = 10 * len(HD_LANGUAGES)
+_HD_NAME = re.compile(r"lang-(english|german)_speaker-\d+_trial-\d+_digit-(\d)\.flac")
+# Long Range Arena Pathfinder: image sizes and difficulty folders (easy, medium, hard).
+PATHFINDER_RESOLUTIONS = (32, 64, 128, 256)
+PATHFINDER_DIFFICULTIES = ("curv_baseline", "curv_contour_length_9", "curv_contour_length_14")
+# The release's one empty image (S4's and the QS4D authors' loaders skip it too).
+_PATHFINDER_EMPTY = (os.path.join("pathfinder32", "curv_baseline", "imgs", "0", "sample_172.png"),)
+# ITU-R BT.601 luma of R, G, B: torchvision's Grayscale and PIL's convert("L").
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 # IDX magic numbers: 0x08 = unsigned byte data, last byte = number of dimensions.
 _IDX_IMAGES_MAGIC = 2051
 _IDX_LABELS_MAGIC = 2049
@@ -63,6 +93,14 @@ class DataConfig:
       split (computed after the split, so nothing leaks from val/test).
     mnist1d_samples: total number of mnist1d samples generated (rounded down to a multiple
       of 10, one tenth per class); the package splits them 80/20 into train/test.
+    grayscale: scifar: one luma feature per pixel instead of R, G, B (as in the QS4D paper).
+    hd_language: hd: "english", "german" or "all".
+    hd_classes: hd: the classes kept, of the 20 (English digits 0-9, German 10-19); () keeps
+      every class of `hd_language`. Labels are the kept classes' ranks 0..k-1, so
+      (0, 1) is the predecessor paper's binary task with labels 0, 1.
+    hd_subsample: hd: keep every k-th audio sample (k = 8: 6966 steps at 48 kHz).
+    pathfinder_resolution: pathfinder: the image size (folder pathfinder<res>).
+    pathfinder_difficulty: pathfinder: one of PATHFINDER_DIFFICULTIES (easy to hard).
   """
 
   task: str = "digits"
@@ -72,18 +110,49 @@ class DataConfig:
   test_fraction: float = 0.2
   normalize: bool = True
   mnist1d_samples: int = 5000
+  grayscale: bool = False
+  hd_language: str = "english"
+  hd_classes: tuple[int, ...] = ()
+  hd_subsample: int = 1
+  pathfinder_resolution: int = 32
+  pathfinder_difficulty: str = "curv_baseline"
 
   def __post_init__(self):
     if self.task not in TASKS:
       raise errors.ConfigError(
         f"unknown task {self.task!r}; valid tasks: {', '.join(sorted(TASKS))}"
       )
+    choices = (
+      ("hd_language", HD_LANGUAGES + ("all",)),
+      ("pathfinder_resolution", PATHFINDER_RESOLUTIONS),
+      ("pathfinder_difficulty", PATHFINDER_DIFFICULTIES),
+    )
+    for field, valid in choices:
+      if getattr(self, field) not in valid:
+        raise errors.ConfigError(
+          f"data.{field} must be one of {valid}, got {getattr(self, field)!r}"
+        )
+    classes = self.hd_classes
+    if not (
+      isinstance(classes, tuple)
+      and all(_is_int(c) and 0 <= c < HD_CLASSES for c in classes)
+      and len(set(classes)) == len(classes)
+    ):
+      raise errors.ConfigError(f"data.hd_classes must be distinct integers 0..19, got {classes!r}")
+    if not (_is_int(self.hd_subsample) and self.hd_subsample >= 1):
+      raise errors.ConfigError(
+        f"data.hd_subsample must be an integer >= 1, got {self.hd_subsample!r}"
+      )
     for field in ("val_fraction", "test_fraction"):
       value = getattr(self, field)
       if not 0.0 < value < 1.0:
         raise errors.ConfigError(f"data.{field} must be in (0, 1), got {value}")
-    if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+    if not _is_int(self.seed) or self.seed < 0:
       raise errors.ConfigError(f"data.seed must be an integer >= 0, got {self.seed!r}")
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,6 +376,16 @@ def _find_file(what: str, candidates: list[str], expected: str) -> str:
   )
 
 
+def _read_lines(path: str, expected: str) -> list[str]:
+  """The lines of a text file; DataError naming it (and the `expected` format) if it cannot
+  be read as text."""
+  try:
+    with open(path) as f:
+      return f.read().splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise errors.DataError(f"cannot read {path} as text: {e}. Expected format: {expected}.") from e
+
+
 def _find_mnist_file(data_dir: str, name: str) -> str:
   """Path of MNIST file `name` (plain or .gz) in data_dir, then data_dir/MNIST/raw."""
   candidates = [
@@ -458,8 +537,14 @@ def read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
   return x, labels
 
 
+def luma(rgb: np.ndarray) -> np.ndarray:
+  """Grayscale of R, G, B values: (..., 3) -> (..., 1), ITU-R BT.601 luma weights."""
+  return rgb @ _LUMA[:, None]
+
+
 def _load_scifar(config: DataConfig) -> Dataset:
-  """Sequential CIFAR-10 from local python batches: (n, 1024, 3), official test split."""
+  """Sequential CIFAR-10 from local python batches: (n, 1024, 3), or (n, 1024, 1) luma with
+  `config.grayscale`; official test split."""
   _require_data_dir(config, f"the CIFAR-10 files ({_CIFAR_FORMAT})")
   parts = [
     read_cifar_batch(_find_cifar_file(config.data_dir, f"data_batch_{i}")) for i in range(1, 6)
@@ -467,8 +552,212 @@ def _load_scifar(config: DataConfig) -> Dataset:
   x = np.concatenate([p[0] for p in parts])
   y = np.concatenate([p[1] for p in parts])
   x_test, y_test = read_cifar_batch(_find_cifar_file(config.data_dir, "test_batch"))
+  if config.grayscale:
+    x, x_test = luma(x), luma(x_test)
   train, val = _split_train_val(x, y, config, np.random.default_rng(config.seed))
   return _finish("scifar", train, val, Split(x=x_test, y=y_test), config)
+
+
+# ----------------------------------------------------------------------------- Heidelberg Digits
+
+
+def _soundfile():
+  """The soundfile package (optional: the `tasks` extra), imported on first use."""
+  try:
+    import soundfile
+  except ImportError as e:
+    raise errors.ConfigError(
+      "task 'hd' reads .flac files with the soundfile package, which is not installed: "
+      "pip install 'ssm-aimc[tasks]' (or pip install soundfile)"
+    ) from e
+  return soundfile
+
+
+def read_hd_list(path: str) -> list[tuple[str, int]]:
+  """(file name, class) of every name in a Heidelberg Digits list (train_filenames.txt ...).
+
+  The class follows the dataset's convention: the digit Z of
+  lang-<language>_speaker-XX_trial-YY_digit-Z.flac, plus 10 for German.
+
+  Raises:
+    errors.DataError: unreadable, or a line that is not such a name (naming the file and
+      line).
+  """
+  names = []
+  for number, line in enumerate(_read_lines(path, _HD_FORMAT), 1):
+    name = line.strip()
+    if not name:
+      continue
+    match = _HD_NAME.fullmatch(name)
+    if match is None:
+      raise errors.DataError(
+        f"{path}, line {number}: {name!r} is not a Heidelberg Digits file name. "
+        f"Expected format: {_HD_FORMAT}."
+      )
+    names.append((name, 10 * HD_LANGUAGES.index(match.group(1)) + int(match.group(2))))
+  return names
+
+
+def read_hd_audio(path: str, subsample: int = 1) -> np.ndarray:
+  """One recording: every `subsample`-th sample, divided by its own peak |value| (as the
+  QS4D authors do, so loud and quiet speakers look alike): (T,) float32 in [-1, 1].
+
+  Raises:
+    errors.DataError: the file is missing, unreadable or not mono.
+  """
+  soundfile = _soundfile()
+  if not os.path.isfile(path):
+    raise errors.DataError(f"audio file {path} not found. Expected format: {_HD_FORMAT}.")
+  try:
+    audio, _ = soundfile.read(path, dtype="float32")
+  except (soundfile.SoundFileError, OSError) as e:
+    raise errors.DataError(f"cannot read {path}: {e}. Expected format: {_HD_FORMAT}.") from e
+  if audio.ndim != 1:
+    raise errors.DataError(f"{path} has {audio.shape[1]} channels; Heidelberg Digits is mono.")
+  audio = audio[::subsample]
+  peak = np.abs(audio).max(initial=0.0)
+  return audio / peak if peak > 0 else audio
+
+
+def _pad(recordings: list[np.ndarray], length: int) -> np.ndarray:
+  """Recordings of up to `length` samples, zero-padded at the end: (n, length, 1) float32."""
+  x = np.zeros((len(recordings), length, 1), np.float32)
+  for i, recording in enumerate(recordings):
+    x[i, : len(recording), 0] = recording
+  return x
+
+
+def hd_kept_classes(config: DataConfig) -> list[int]:
+  """The classes (of the 20) that `config.hd_language` and `config.hd_classes` keep, sorted;
+  a kept class's label is its index here."""
+  languages = HD_LANGUAGES if config.hd_language == "all" else (config.hd_language,)
+  classes = [
+    c
+    for c in range(HD_CLASSES)
+    if HD_LANGUAGES[c // 10] in languages and (not config.hd_classes or c in config.hd_classes)
+  ]
+  if not classes:
+    raise errors.ConfigError(
+      f"data.hd_classes {config.hd_classes} holds no class of hd_language "
+      f"{config.hd_language!r} (English digits are classes 0-9, German 10-19)"
+    )
+  return classes
+
+
+def _load_hd(config: DataConfig) -> Dataset:
+  """Heidelberg Digits from local .flac files: (n, L, 1), L the longest recording after
+  subsampling (shorter ones zero-padded at the end); the official train/test lists, val
+  carved from train."""
+  _require_data_dir(config, f"Heidelberg Digits ({_HD_FORMAT})")
+  label = {c: i for i, c in enumerate(hd_kept_classes(config))}
+  parts = []
+  for part in ("train", "test"):
+    list_name = f"{part}_filenames.txt"
+    list_path = _find_file(
+      f"Heidelberg Digits list {list_name!r}",
+      [os.path.join(config.data_dir, list_name)],
+      _HD_FORMAT,
+    )
+    kept = [(name, label[c]) for name, c in read_hd_list(list_path) if c in label]
+    if not kept:
+      raise errors.DataError(f"{list_path} lists no recording of the classes {sorted(label)}.")
+    audio = [
+      read_hd_audio(os.path.join(config.data_dir, "audio", name), config.hd_subsample)
+      for name, _ in kept
+    ]
+    parts.append((audio, np.array([y for _, y in kept])))
+  length = max(len(a) for audio, _ in parts for a in audio)
+  (x, y), (x_test, y_test) = ((_pad(audio, length), y) for audio, y in parts)
+  train, val = _split_train_val(x, y, config, np.random.default_rng(config.seed))
+  return _finish("hd", train, val, Split(x=x_test, y=y_test), config, n_classes=len(label))
+
+
+# ----------------------------------------------------------------------------- Pathfinder
+
+
+def read_pathfinder_metadata(path: str) -> list[tuple[str, int]]:
+  """(image path relative to the difficulty folder, label) of each line of one metadata
+  file; lines read '<image folder> <image file> <unused> <label 0|1> ...' (the release
+  keeps this text under a .npy name).
+
+  Raises:
+    errors.DataError: unreadable, or a line not of that form (naming the file and line).
+  """
+  samples = []
+  for number, line in enumerate(_read_lines(path, _PATHFINDER_FORMAT), 1):
+    fields = line.split()
+    if not fields:
+      continue
+    if len(fields) < 4 or fields[3] not in ("0", "1"):
+      raise errors.DataError(
+        f"{path}, line {number}: {line!r} does not read '<image folder> <image file> "
+        f"<unused> <label 0|1>'. Expected format: {_PATHFINDER_FORMAT}."
+      )
+    samples.append((os.path.join(fields[0], fields[1]), int(fields[3])))
+  return samples
+
+
+def read_png(path: str, resolution: int) -> np.ndarray:
+  """A resolution x resolution PNG as (resolution^2,) float32 in [0, 1], rows in order
+  (an RGB(A) image is reduced to its luma).
+
+  Raises:
+    errors.DataError: the file is missing, not a readable PNG, or of another size.
+  """
+  # Imported here: matplotlib is slow to import and only this task reads images.
+  from matplotlib import image as mpl_image
+
+  if not os.path.isfile(path):
+    raise errors.DataError(f"image {path} not found. Expected format: {_PATHFINDER_FORMAT}.")
+  try:
+    pixels = np.asarray(mpl_image.imread(path, format="png"), np.float32)
+  except Exception as e:  # Pillow raises many types for a broken file; all mean "bad file".
+    raise errors.DataError(
+      f"cannot read {path} as PNG: {e}. Expected format: {_PATHFINDER_FORMAT}."
+    ) from e
+  if pixels.ndim == 3:
+    pixels = luma(pixels[..., :3])[..., 0]
+  if pixels.shape != (resolution, resolution):
+    raise errors.DataError(
+      f"{path} is {pixels.shape}, expected {resolution} x {resolution} pixels "
+      f"(data.pathfinder_resolution). Expected format: {_PATHFINDER_FORMAT}."
+    )
+  return pixels.reshape(-1)
+
+
+def _metadata_files(folder: str) -> list[str]:
+  """The metadata/<i>.npy files of a Pathfinder difficulty folder, in the order of i."""
+  meta = os.path.join(folder, "metadata")
+  names = [n for n in os.listdir(meta) if n.endswith(".npy")] if os.path.isdir(meta) else []
+  if not names:
+    raise errors.DataError(
+      f"no metadata files {meta}/*.npy. Expected format: {_PATHFINDER_FORMAT}."
+    )
+  stems = [n[: -len(".npy")] for n in names]
+  bad = [n for n, stem in zip(names, stems, strict=True) if not stem.isdigit()]
+  if bad:
+    raise errors.DataError(f"metadata files {bad} in {meta} are not named <i>.npy.")
+  return [os.path.join(meta, n) for _, n in sorted(zip(map(int, stems), names, strict=True))]
+
+
+def _load_pathfinder(config: DataConfig) -> Dataset:
+  """LRA Pathfinder from the local PNG release: (n, res^2, 1) in [0, 1], 2 classes; no
+  official split, so test and val are carved off (stratified, seeded), as for digits."""
+  _require_data_dir(config, f"Pathfinder ({_PATHFINDER_FORMAT})")
+  res = config.pathfinder_resolution
+  difficulty = os.path.join(f"pathfinder{res}", config.pathfinder_difficulty)
+  samples = [
+    (image, label)
+    for path in _metadata_files(os.path.join(config.data_dir, difficulty))
+    for image, label in read_pathfinder_metadata(path)
+    if os.path.normpath(os.path.join(difficulty, image)) not in _PATHFINDER_EMPTY
+  ]
+  x = np.empty((len(samples), res * res, 1), np.float32)
+  for i, (image, _) in enumerate(samples):
+    x[i, :, 0] = read_png(os.path.join(config.data_dir, difficulty, image), res)
+  y = np.array([label for _, label in samples])
+  train, val, test = _split_test_train_val(x, y, config)
+  return _finish("pathfinder", train, val, test, config, n_classes=2)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -480,6 +769,8 @@ TASKS: dict[str, Callable[[DataConfig], Dataset]] = {
   "smnist": _load_smnist,
   "psmnist": _load_psmnist,
   "scifar": _load_scifar,
+  "hd": _load_hd,
+  "pathfinder": _load_pathfinder,
 }
 
 

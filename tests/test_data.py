@@ -4,6 +4,7 @@ deterministic batching."""
 import gzip
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -268,12 +269,230 @@ def test_scifar_refuses_arbitrary_pickled_objects(tmp_path):
     data.read_cifar_batch(str(tmp_path / "test_batch"))
 
 
+def test_scifar_grayscale_is_the_luma(tmp_path):
+  _fake_cifar(str(tmp_path))
+  config = data.DataConfig(task="scifar", data_dir=str(tmp_path), normalize=False, grayscale=True)
+  ds = data.load_dataset(config)
+  assert (ds.seq_len, ds.d_input) == (1024, 1)
+  luma = (0.299 * _RGB[0] + 0.587 * _RGB[1] + 0.114 * _RGB[2]) / 255.0
+  for split in (ds.train, ds.val, ds.test):
+    np.testing.assert_allclose(split.x, luma, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- Heidelberg Digits
+
+
+def _hd_name(language, digit, speaker, trial=0):
+  return f"lang-{language}_speaker-{speaker:02d}_trial-{trial}_digit-{digit}.flac"
+
+
+def _hd_signal(length, seed):
+  """A recording on the 16-bit grid, so FLAC stores it exactly."""
+  codes = np.random.default_rng(seed).integers(-20000, 20000, length)
+  return (codes / 32768.0).astype(np.float32)
+
+
+def _fake_hd(folder, train, test):
+  """Writes audio/<name> and the two lists; train/test: [(language, digit, length)].
+  Returns {name: signal}."""
+  soundfile = pytest.importorskip("soundfile")
+  os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
+  signals = {}
+  for part, rows in (("train", train), ("test", test)):
+    names = []
+    for i, (language, digit, length) in enumerate(rows):
+      name = _hd_name(language, digit, speaker=i, trial=len(signals))
+      signals[name] = _hd_signal(length, seed=len(signals))
+      soundfile.write(os.path.join(folder, "audio", name), signals[name], 48000, "PCM_16")
+      names.append(name)
+    with open(os.path.join(folder, f"{part}_filenames.txt"), "w") as f:
+      f.write("\n".join(names) + "\n")
+  return signals
+
+
+# Train: 2 recordings of English 0, 1, 2 and German 0, 1 (classes 10, 11); test: one of each.
+_HD_TRAIN = [
+  (language, digit, 30 + 7 * digit)
+  for language, digits in (("english", 3), ("german", 2))
+  for digit in range(digits)
+  for _ in range(2)
+]
+_HD_TEST = [("english", 0, 25), ("english", 1, 41), ("english", 2, 33), ("german", 0, 60)]
+
+
+def _hd(tmp_path, **overrides):
+  config = dict(task="hd", data_dir=str(tmp_path), normalize=False, val_fraction=0.2)
+  return data.load_dataset(data.DataConfig(**{**config, **overrides}))
+
+
+def test_hd_shapes_labels_and_zero_padding(tmp_path):
+  signals = _fake_hd(str(tmp_path), _HD_TRAIN, _HD_TEST)
+  ds = _hd(tmp_path)  # English: the German recordings (the longest, 60) are left out.
+  assert (ds.n_classes, ds.d_input, ds.seq_len) == (10, 1, 44)  # English digit 2: 30 + 14.
+  assert (len(ds.train) + len(ds.val), len(ds.test)) == (6, 3)
+  assert ds.test.y.tolist() == [0, 1, 2]
+  assert ds.train.x.dtype == np.float32 and ds.test.y.dtype == np.int32
+  # Each recording divided by its own peak, then zeros up to the longest.
+  names = open(tmp_path / "test_filenames.txt").read().split()
+  for row, name in enumerate(names[:3]):
+    signal = signals[name]
+    np.testing.assert_allclose(ds.test.x[row, : len(signal), 0], signal / np.abs(signal).max())
+    assert np.all(ds.test.x[row, len(signal) :] == 0.0)
+
+
+def test_hd_subsample_keeps_every_kth_sample(tmp_path):
+  signals = _fake_hd(str(tmp_path), _HD_TRAIN, _HD_TEST)
+  ds = _hd(tmp_path, hd_subsample=3)
+  assert ds.seq_len == 15  # ceil(44 / 3).
+  signal = signals[open(tmp_path / "test_filenames.txt").read().split()[1]][::3]
+  np.testing.assert_allclose(ds.test.x[1, : len(signal), 0], signal / np.abs(signal).max())
+
+
+def test_hd_language_and_class_filters(tmp_path):
+  _fake_hd(str(tmp_path), _HD_TRAIN, _HD_TEST)
+  binary = _hd(tmp_path, hd_classes=(0, 1))  # The predecessor paper's task.
+  assert binary.n_classes == 2 and binary.test.y.tolist() == [0, 1]
+  assert sorted(np.concatenate([binary.train.y, binary.val.y]).tolist()) == [0, 0, 1, 1]
+  german = _hd(tmp_path, hd_language="german", val_fraction=0.25)
+  assert german.n_classes == 10 and german.test.y.tolist() == [0]  # Class 10 is label 0.
+  assert german.seq_len == 60
+  both = _hd(tmp_path, hd_language="all", hd_classes=(2, 10), val_fraction=0.25)
+  assert both.n_classes == 2 and both.test.y.tolist() == [0, 1]  # English 2, German 0.
+  with pytest.raises(errors.ConfigError, match="no class of hd_language 'german'"):
+    _hd(tmp_path, hd_language="german", hd_classes=(0, 1))
+
+
+def test_hd_missing_and_malformed_files(tmp_path):
+  signals = _fake_hd(str(tmp_path), _HD_TRAIN, _HD_TEST)
+  name = sorted(signals)[0]
+  os.rename(tmp_path / "audio" / name, tmp_path / "moved.flac")
+  with pytest.raises(errors.DataError, match=name):
+    _hd(tmp_path, hd_language="all")
+  (tmp_path / "audio" / name).write_bytes(b"not a flac file")
+  with pytest.raises(errors.DataError, match=f"cannot read .*{name}"):
+    _hd(tmp_path, hd_language="all")
+  os.rename(tmp_path / "moved.flac", tmp_path / "audio" / name)
+  with open(tmp_path / "test_filenames.txt", "a") as f:
+    f.write("lang-english_speaker-01_digit-3.flac\n")
+  with pytest.raises(errors.DataError, match=r"test_filenames.txt, line 5: .*speaker-01_digit-3"):
+    _hd(tmp_path)
+  os.remove(tmp_path / "train_filenames.txt")
+  with pytest.raises(errors.DataError, match="train_filenames.txt"):
+    _hd(tmp_path)
+
+
+def test_hd_without_soundfile_says_how_to_install(tmp_path, monkeypatch):
+  _fake_hd(str(tmp_path), _HD_TRAIN, _HD_TEST)
+  monkeypatch.setitem(sys.modules, "soundfile", None)  # Makes `import soundfile` fail.
+  with pytest.raises(errors.ConfigError, match=r"pip install 'ssm-aimc\[tasks\]'"):
+    _hd(tmp_path)
+
+
+# ----------------------------------------------------------------------------- Pathfinder
+
+
+def _png(path, pixels):
+  from PIL import Image
+
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(pixels).save(path)
+
+
+def _fake_pathfinder(root, n=12, res=32):
+  """pathfinder<res>/curv_baseline with n images over the metadata files 0, 2 and 10 (read
+  in numeric order), and the release's empty image listed too. Returns (images, labels)."""
+  folder = os.path.join(root, f"pathfinder{res}", "curv_baseline")
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(n, res, res), dtype=np.uint8)
+  labels = np.arange(n) % 2
+  lines = []
+  for i in range(n):
+    _png(os.path.join(folder, "imgs", str(i % 3), f"sample_{i}.png"), images[i])
+    lines.append(f"imgs/{i % 3} sample_{i}.png {i} {labels[i]} 6 1.5")
+  if res == 32:  # The one empty file of the real release, which the loader skips.
+    open(os.path.join(folder, "imgs", "0", "sample_172.png"), "wb").close()
+    lines.append("imgs/0 sample_172.png 172 1 6 1.5")
+  os.makedirs(os.path.join(folder, "metadata"))
+  for stem, part in (("0", lines[:4]), ("2", lines[4:8]), ("10", lines[8:])):
+    with open(os.path.join(folder, "metadata", f"{stem}.npy"), "w") as f:
+      f.write("\n".join(part) + "\n")
+  return images, labels
+
+
+def _pathfinder(tmp_path, **overrides):
+  config = dict(task="pathfinder", data_dir=str(tmp_path), normalize=False, val_fraction=0.2)
+  return data.load_dataset(data.DataConfig(**{**config, **overrides}))
+
+
+def test_pathfinder_reads_the_lra_layout(tmp_path):
+  images, labels = _fake_pathfinder(str(tmp_path))
+  ds = _pathfinder(tmp_path)
+  assert (ds.n_classes, ds.seq_len, ds.d_input) == (2, 1024, 1)
+  assert (len(ds.train), len(ds.val), len(ds.test)) == (7, 2, 3)  # 12 images, no empty one.
+  x = np.concatenate([ds.train.x, ds.val.x, ds.test.x])
+  y = np.concatenate([ds.train.y, ds.val.y, ds.test.y])
+  expected = images.reshape(12, 1024).astype(np.float32) / 255.0
+  np.testing.assert_allclose(_sorted_rows(x, y), _sorted_rows(expected, labels), atol=1e-6)
+  # Another resolution reads its own folder.
+  _fake_pathfinder(str(tmp_path), n=6, res=64)
+  assert _pathfinder(tmp_path, pathfinder_resolution=64).seq_len == 4096
+
+
+def test_pathfinder_rgb_png_is_reduced_to_luma(tmp_path):
+  rgb = np.zeros((32, 32, 3), np.uint8)
+  rgb[..., 1] = 200
+  _png(str(tmp_path / "rgb.png"), rgb)
+  np.testing.assert_allclose(
+    data.read_png(str(tmp_path / "rgb.png"), 32), 0.587 * 200 / 255, rtol=1e-6
+  )
+
+
+def test_pathfinder_missing_and_malformed_files(tmp_path):
+  _fake_pathfinder(str(tmp_path))
+  folder = tmp_path / "pathfinder32" / "curv_baseline"
+  image = folder / "imgs" / "1" / "sample_4.png"
+  payload = image.read_bytes()
+  image.write_bytes(b"not a png")
+  with pytest.raises(errors.DataError, match="cannot read .*sample_4.png"):
+    _pathfinder(tmp_path)
+  os.remove(image)
+  with pytest.raises(errors.DataError, match="sample_4.png not found"):
+    _pathfinder(tmp_path)
+  _png(str(image), np.zeros((16, 16), np.uint8))
+  with pytest.raises(errors.DataError, match=r"sample_4.png is \(16, 16\), expected 32 x 32"):
+    _pathfinder(tmp_path)
+  image.write_bytes(payload)
+  with open(folder / "metadata" / "2.npy", "a") as f:
+    f.write("imgs/0 sample_99.png 99 yes\n")
+  with pytest.raises(errors.DataError, match=r"2.npy, line 5: 'imgs/0 sample_99.png 99 yes'"):
+    _pathfinder(tmp_path)
+  with pytest.raises(errors.DataError, match="curv_contour_length_9.metadata"):
+    _pathfinder(tmp_path, pathfinder_difficulty="curv_contour_length_9")
+
+
 # ----------------------------------------------------------------------------- config errors
 
 
 def test_unknown_task_lists_valid_names():
   with pytest.raises(errors.ConfigError, match="digits"):
     data.load_dataset(data.DataConfig(task="imagenet"))
+
+
+@pytest.mark.parametrize(
+  "field, value",
+  [
+    ("hd_language", "french"),
+    ("hd_classes", (20,)),
+    ("hd_classes", (1, 1)),
+    ("hd_classes", [0, 1]),
+    ("hd_subsample", 0),
+    ("pathfinder_resolution", 48),
+    ("pathfinder_difficulty", "hard"),
+  ],
+)
+def test_bad_task_option(field, value):
+  with pytest.raises(errors.ConfigError, match=f"data.{field}"):
+    data.DataConfig(**{field: value})
 
 
 @pytest.mark.parametrize("field", ["val_fraction", "test_fraction"])
