@@ -468,6 +468,12 @@ def calibrate(
   """
   config = config or ChipConfig()
   check_streamable(tensors)
+  if (manifest.get("quant") or {}).get("scheme") == "qs4d":
+    raise errors.ConfigError(
+      "The step-mode chip runs exports of the ssm_aimc quantization scheme only: the qs4d "
+      "scheme scales every activation by its sequence's absmax, which no converter range "
+      "fixed before the sequence starts can hold."
+    )
   unit = _unit_ranges(manifest, tensors)
   ideal = analog_lib.AnalogSpec.make(devices_lib.IDEAL, drift=False)
   chip = program_arrays(

@@ -4,8 +4,10 @@
   tensors.npz     per stored tensor either integer codes (+ their FP32 steps) or, for the
                   groups left in float, the float values; the polar a_bar as decay levels
                   and angle codes with their two steps;
-  manifest.json   the architecture, and per tensor its group bits, shape, storage kind and
-                  the input quantizer (bits, step) of every matrix product.
+  manifest.json   the architecture, the quantization scheme (and the state's width), and
+                  per tensor its group bits, shape, storage kind and the input quantizer
+                  (bits, and the step under the ssm_aimc scheme; the qs4d scheme's steps
+                  are each example's absmax) of every matrix product.
 `load_export` turns the files back into the exact tensors the model computed with, and
 `forward` runs the classifier from those tensors alone (no Flax, no training parameters):
 the reloaded model gives the same outputs as the trained one (tests/test_export.py).
@@ -79,10 +81,11 @@ def export_model(
   manifest = {
     "format_version": FORMAT_VERSION,
     "arch": arch,
+    "quant": None
+    if spec is None
+    else {"scheme": spec.scheme, "state_bits": float(spec.state.bits)},
     "tensors": entries,
-    "input_quantizers": {
-      k: {"bits": float(v["bits"]), "scale": float(v["scale"])} for k, v in inputs.items()
-    },
+    "input_quantizers": {k: {n: float(v) for n, v in q.items()} for k, q in inputs.items()},
   }
   os.makedirs(directory, exist_ok=True)
   tmp = os.path.join(directory, f".{TENSORS}.tmp.npz")
@@ -96,7 +99,7 @@ def export_model(
 
 
 def _input_quantizers(model, params, spec, x) -> dict:
-  """{module path: {bits, scale}} of every activation quantizer (empty for float)."""
+  """{module path: {bits[, scale]}} of every activation quantizer (empty for float)."""
   if spec is None:
     return {}
   collect = jax.jit(
@@ -138,10 +141,17 @@ def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
   """Logits (B, n_classes) of the exported classifier on x (B, L, d_input)."""
   arch = manifest["arch"]
   inputs = manifest["input_quantizers"]
+  # Exports of float models, and those written before the scheme was recorded, have none.
+  info = manifest.get("quant") or {"scheme": None, "state_bits": quant.OFF_BITS}
+  scheme, state_fn = info["scheme"], None
+  if not quant.is_off(info["state_bits"]):
+    state_fn = layers.state_quantizer(scheme, arch["method"], info["state_bits"])
 
   def act(path, h):
     if path not in inputs:
       return h
+    if scheme == "qs4d":
+      return layers.qs4d_activations(h, inputs[path]["bits"])
     return quant.fake_quant(h, inputs[path]["bits"], jnp.float32(inputs[path]["scale"]))
 
   def dense(path, h):
@@ -157,6 +167,7 @@ def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
       p["d"],
       method=arch["method"],
       c_reverse=p["c_reverse"],
+      state_fn=state_fn,
     )
     return jax.vmap(apply)(act(path, u)).astype(u.dtype)
 

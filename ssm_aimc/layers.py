@@ -102,7 +102,8 @@ def quantize_input(module: nn.Module, x: jax.Array, spec: Quant) -> tuple[jax.Ar
     return x, x_range
   tq = spec.activations
   if _qs4d(spec):
-    return jax.vmap(lambda v: quant.qs4d_fake_quant(v, tq.bits))(x), x_range
+    module.sow("input_quant", "input", {"bits": tq.bits})
+    return qs4d_activations(x, tq.bits), x_range
   scale = jnp.abs(x_range) / quant.q_max(tq.bits)
   module.sow("input_quant", "input", {"bits": tq.bits, "scale": scale})
   if tq.mode is quant.ScaleMode.LSQ:
@@ -138,6 +139,21 @@ def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """
   lead = x.shape[:-1]
   return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(*lead, kernel.shape[-1])
+
+
+def qs4d_activations(x: jax.Array, bits: jax.Array) -> jax.Array:
+  """The qs4d scheme's activation quantizer on x (B, ...): `quant.qs4d_fake_quant` with
+  one absmax step per example (see `quantize_input`)."""
+  return jax.vmap(lambda v: quant.qs4d_fake_quant(v, bits))(x)
+
+
+def state_quantizer(scheme: str | None, method: str, bits) -> Callable | None:
+  """The map an S4D layer applies to its new state every step, or None: the qs4d scheme
+  quantizes the state (Re and Im, one absmax step per example and step) on the sequential
+  path, the only one that has a state. `scheme` None is the float model."""
+  if scheme != "qs4d" or method != "sequential":
+    return None
+  return lambda x: quant.qs4d_fake_quant_complex(x, bits)
 
 
 def _codes(x: jax.Array, tq: quant.TensorQuant, scale: jax.Array) -> dict:
@@ -355,8 +371,7 @@ class S4D(nn.Module):
     state_fn = None
     if _qs4d(spec):
       group = {"a_bar": "a", "b_bar": "b_bar" if self.train_b else "a"}
-      if self.method == "sequential":
-        state_fn = lambda x: quant.qs4d_fake_quant_complex(x, spec.state.bits)
+      state_fn = state_quantizer(spec.scheme, self.method, spec.state.bits)
     elif spec is not None:
       codes = _ssm_codes(p, spec)
       p = quant.quantize_ssm(p, spec)

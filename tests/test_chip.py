@@ -169,3 +169,9 @@ def test_bad_chip_config_raises_config_error(kwargs):
 def test_bad_read_rng_raises_config_error():
   with pytest.raises(errors.ConfigError, match="read_rng"):
     chip.ChipConfig(read_rng="mt19937")
+
+
+def test_the_chip_refuses_qs4d_exports(tmp_path):
+  manifest, tensors, x = _exported(tmp_path, quant.QuantSpec.qs4d(4, 8))
+  with pytest.raises(errors.ConfigError, match="ssm_aimc quantization scheme only"):
+    chip.calibrate(manifest, tensors, x)

@@ -75,3 +75,28 @@ def test_float_model_exports_by_value(tmp_path):
   np.testing.assert_allclose(
     export.forward(manifest, tensors, x), model.apply({"params": params}, x), rtol=1e-6, atol=1e-6
   )
+
+
+@pytest.mark.parametrize("name", ["s4d", "s4d_bidirectional"])
+def test_qs4d_round_trip_gives_identical_tensors_and_outputs(tmp_path, name):
+  """The qs4d scheme's weights export as codes, its float-computed a_bar and b_bar by
+  value, and the exported program quantizes activations and (sequential) the state as the
+  model does."""
+  spec = quant.QuantSpec.qs4d(2, 4, a_bits=3, state_bits=3)
+  model, params, x, arch = build(name, spec)
+  manifest = export.export_model(model, params, spec, x[:1], str(tmp_path), arch)
+  loaded_manifest, tensors = export.load_export(str(tmp_path))
+  assert loaded_manifest["quant"] == {"scheme": "qs4d", "state_bits": 3.0}
+  records = models.deployed_tensors(model, params, spec, x[:1])
+  chex.assert_trees_all_equal(tensors, {path: rec["values"] for path, rec in records.items()})
+  kinds = {p: e["kind"] for p, e in manifest["tensors"].items()}
+  assert kinds["block_0/glu_dense/kernel"] == kinds["block_0/s4d/c"] == "codes"
+  assert kinds["block_0/s4d/a_bar"] == kinds["block_0/s4d/b_bar"] == "float"
+  codes = np.load(tmp_path / export.TENSORS)["block_0.s4d.c.codes"]
+  assert codes.dtype == np.int8 and np.abs(codes).max() == 2  # q = 4: codes -2..2.
+  y_model = model.apply({"params": params}, x, spec=spec)
+  y_export = export.forward(loaded_manifest, tensors, x)
+  np.testing.assert_allclose(y_export, y_model, rtol=1e-6, atol=1e-6)
+  # The state and activation quantizers are really there: without them, other outputs.
+  unquantized = dict(loaded_manifest, quant=None, input_quantizers={})
+  assert not np.allclose(export.forward(unquantized, tensors, x), y_model, atol=1e-3)
