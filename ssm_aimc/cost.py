@@ -26,7 +26,9 @@ reduction 1 - 1/ratio in %):
                     weight bits x activation bits. The MACs are those of macs_per_step, run
                     L times (the decoder once): encoder; per block the recurrence a_bar x,
                     the input b_bar u, the read-out Re(c x), d u and the GLU dense layer.
-                    Weight bits: the tensor's storage width (32 when float); activation
+                    Weight bits: the tensor's storage width (32 when float; under the
+                    qs4d scheme a_bar, and b_bar when b is fixed, carry A's width, as they
+                    are computed from the quantized A and step: `layers.S4D`); activation
                     bits: the width of the layer's input, for the recurrence and read-out
                     too, as in bitops (so ace = bitops_per_step x L). Norms, GELU, GLU
                     gating, biases and pooling are not MACs.
@@ -40,8 +42,9 @@ reduction 1 - 1/ratio in %):
                     the read-out y, H; the GLU dense layer 2H; the decoder's classes once),
                     outputs at the activation width. Linear in bits: a successive-
                     approximation ADC makes one comparator decision per bit, so this counts
-                    decisions; it is the scaling the paper's printed ratios follow (sCIFAR
-                    FP -> PTQ -68.75 % = 1 - 10/32 at 10 bits, PTQ -> QAT -50 % at 5).
+                    decisions; it is the scaling that fits the paper's printed ratios
+                    (sCIFAR FP -> PTQ -68.75 % = 1 - 10/32 at 10 bits, then -50 % at 5 bits;
+                    2^bits would give -99.9... %).
   adc_energy_walden the same conversions weighted by 2^bits: ADC energy at a fixed Walden
                     figure of merit, P / (2^ENOB f_s) (R. H. Walden, "Analog-to-digital
                     converter survey and analysis", IEEE JSAC 17(4), 1999; the trend of B.
