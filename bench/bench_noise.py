@@ -75,7 +75,7 @@ def main(_):
 
   params = runner.calibrate(pop.setup, exp, state.params)
   test = pop.setup.dataset.test
-  run = lambda: noise_eval.evaluate(
+  run = lambda: noise_eval.chip_accuracies(
     pop.chip_eval_fn,
     params,
     test,

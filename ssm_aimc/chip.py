@@ -530,7 +530,8 @@ def run(
 
 
 def make_eval_fn(manifest: dict, config: ChipConfig | None = None, recurrence: str = "digital"):
-  """Jitted correct counts of a batch on S chips, in `noise_eval.evaluate`'s signature:
+  """Jitted correct counts of a batch on S chips, in `noise_eval.chip_accuracies`'s
+  signature:
   fn((tensors, ranges), x, y, mask, spec, keys_program (S, 2), keys_read (S, 2), batch_index)
   -> (S,). Chip s keeps its programming across batches and reads fresh noise in each."""
   config = config or ChipConfig()

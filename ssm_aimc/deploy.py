@@ -74,7 +74,8 @@ def _chips(exp: experiment.Experiment, specs: dict, eval_fn, params, test: data.
 
   def run(spec, label, n_seeds=d.seeds, seed=exp.hardware.eval_seed, per_call=d.seeds_per_call):
     progress = label if exp.progress_bar and label else None
-    return noise_eval.evaluate(eval_fn, params, test, bs, spec, n_seeds, seed, per_call, progress)
+    args = (eval_fn, params, test, bs, spec, n_seeds, seed, per_call, progress)
+    return noise_eval.summary(noise_eval.chip_accuracies(*args))
 
   first_name, first_spec = next(iter(specs.items()))
   # The converters and periphery alone: an ideal device, one chip.

@@ -13,6 +13,7 @@ draws accuracy against the scale (mean and std over seeds).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -59,13 +60,7 @@ def correct_counts(
 
 def make_eval_fn(apply_fn: Callable, spec: quant.QuantSpec | None) -> Callable:
   """The jitted `correct_counts` of one model and quantization spec."""
-
-  def fn(params, x, y, mask, analog, keys_program, keys_read, batch_index):
-    return correct_counts(
-      apply_fn, spec, params, x, y, mask, analog, keys_program, keys_read, batch_index
-    )
-
-  return jax.jit(fn)
+  return jax.jit(functools.partial(correct_counts, apply_fn, spec))
 
 
 def chip_keys(seed: int, n_seeds: int) -> tuple[jax.Array, jax.Array]:
@@ -131,25 +126,6 @@ def summary(accuracies: np.ndarray) -> dict:
     "noise_seeds": int(len(accuracies)),
     "analog_accuracies": [float(a) for a in accuracies],
   }
-
-
-def evaluate(
-  eval_fn: Callable,
-  params,
-  split: data.Split,
-  batch_size: int,
-  analog: analog_lib.AnalogSpec,
-  n_seeds: int,
-  seed: int = 0,
-  seeds_per_call: int = 20,
-  progress: str | None = None,
-) -> dict:
-  """`summary` of the accuracies of one model on `n_seeds` chips (`chip_accuracies`)."""
-  return summary(
-    chip_accuracies(
-      eval_fn, params, split, batch_size, analog, n_seeds, seed, seeds_per_call, progress
-    )
-  )
 
 
 def at_prog_noise_scales(

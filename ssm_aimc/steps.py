@@ -66,15 +66,9 @@ def train_step(
   return state, metrics
 
 
-def eval_step(
-  apply_fn: Callable,
-  spec: quant.QuantSpec | None,
-  params,
-  x: jax.Array,
-  y: jax.Array,
-  mask: jax.Array,
-):
-  """Summed loss, correct count and example count of a (padded) batch; mask (B,) of 0/1."""
+def eval_step(apply_fn: Callable, spec: quant.QuantSpec | None, params, x, y, mask):
+  """Summed loss, correct count and example count of a padded batch: x (B, L, d_input),
+  y (B,) labels, mask (B,) of 0/1."""
   logits = apply_fn({"params": params}, x, train=False, spec=spec)
   correct = (jnp.argmax(logits, -1) == y) * mask
   return {

@@ -2,6 +2,7 @@
 chips one at a time, a chip is frozen across batches, one compiled step serves every noise
 scale, results and plots are written, bad hardware settings fail cleanly."""
 
+import functools
 import json
 import os
 
@@ -10,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import data, errors, experiment, layers, noise_eval, runner, steps, train
+from ssm_aimc import data, errors, experiment, layers, noise_eval, runner, train
 from ssm_aimc.hardware import analog, devices
-from tests.test_train import SMOKE, launch, tiny_config
+from tests.test_train import SMOKE, counted_train_step, launch, tiny_config
 
 
 def _hardware_config(**overrides):
@@ -34,9 +35,9 @@ def test_vmapped_chips_equal_chips_one_at_a_time(built):
   exp, params = built
   spec = analog.AnalogSpec.make(devices.PCM_LIKE, prog_noise_scale=4.0)
   test = _small_test_split(exp)
-  together = noise_eval.evaluate(exp.chip_eval_fn, params, test, 32, spec, 3, seeds_per_call=3)
-  alone = noise_eval.evaluate(exp.chip_eval_fn, params, test, 32, spec, 3, seeds_per_call=1)
-  np.testing.assert_allclose(together["analog_accuracies"], alone["analog_accuracies"])
+  accuracies = functools.partial(noise_eval.chip_accuracies, exp.chip_eval_fn, params, test, 32)
+  together, alone = accuracies(spec, 3, seeds_per_call=3), accuracies(spec, 3, seeds_per_call=1)
+  np.testing.assert_allclose(together, alone)
   # Independent path: chip 1 by hand, with the documented keys.
   keys_program, keys_read = noise_eval.chip_keys(0, 3)
   apply = jax.jit(
@@ -48,9 +49,11 @@ def test_vmapped_chips_equal_chips_one_at_a_time(built):
   for index, (x, y, mask) in enumerate(data.padded_batches(test, 32)):
     logits = apply(x, keys_program[1], jax.random.fold_in(keys_read[1], index))
     correct += float(jnp.sum((jnp.argmax(logits, -1) == y) * mask))
-  assert together["analog_accuracies"][1] == pytest.approx(correct / len(test), abs=1e-9)
-  assert together["analog_accuracy_mean"] == pytest.approx(np.mean(alone["analog_accuracies"]))
-  assert together["analog_accuracy_std"] == pytest.approx(np.std(alone["analog_accuracies"]))
+  assert together[1] == pytest.approx(correct / len(test), abs=1e-9)
+  summary = noise_eval.summary(together)
+  assert summary["analog_accuracies"] == list(together)
+  assert summary["analog_accuracy_mean"] == pytest.approx(np.mean(alone))
+  assert summary["analog_accuracy_std"] == pytest.approx(np.std(alone))
 
 
 def test_a_chip_is_frozen_across_batches(built):
@@ -59,9 +62,9 @@ def test_a_chip_is_frozen_across_batches(built):
   exp, params = built
   spec = analog.AnalogSpec.make(devices.PCM_LIKE, prog_noise_scale=4.0, read_noise_scale=0.0)
   test = _small_test_split(exp)
-  big = noise_eval.evaluate(exp.chip_eval_fn, params, test, 64, spec, 3)
-  small = noise_eval.evaluate(exp.chip_eval_fn, params, test, 16, spec, 3)
-  np.testing.assert_allclose(big["analog_accuracies"], small["analog_accuracies"], atol=1e-9)
+  big = noise_eval.chip_accuracies(exp.chip_eval_fn, params, test, 64, spec, 3)
+  small = noise_eval.chip_accuracies(exp.chip_eval_fn, params, test, 16, spec, 3)
+  np.testing.assert_allclose(big, small, atol=1e-9)
   # ... and different chips differ somewhere (the noise is real).
   keys_program, _ = noise_eval.chip_keys(0, 2)
   apply = jax.jit(
@@ -75,13 +78,7 @@ def test_a_chip_is_frozen_across_batches(built):
 
 def test_train_step_compiles_once_for_every_noise_scale(built):
   exp, _ = built
-  traces = []
-
-  def counted(*args):
-    traces.append(1)
-    return steps.train_step(*args)
-
-  step = jax.jit(counted)
+  step, traces = counted_train_step()
   x, y = next(data.batches(exp.setup.dataset.train, 32, seed=0, epoch=0))
   state = exp.state
   for factor in (0.0, 0.5, 1.0):

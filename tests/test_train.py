@@ -39,6 +39,17 @@ def tiny_config(**overrides):
   return config
 
 
+def counted_train_step():
+  """(jitted steps.train_step, the list it appends to at every trace)."""
+  traces = []
+
+  def counted(*args):
+    traces.append(1)
+    return steps.train_step(*args)
+
+  return jax.jit(counted), traces
+
+
 def launch(*args, timeout=240):
   return subprocess.run(
     [sys.executable, os.path.join(ROOT, "launch.py"), *args],
@@ -253,13 +264,7 @@ def test_qat_run_reports_quantized_cost_and_compiles_once_per_structure(tmp_path
   spec8 = experiment.from_config(
     tiny_config(**{"quant.enabled": True, "quant.weight_bits": 8})
   ).quant.spec
-  traces = []
-
-  def counted(*args):
-    traces.append(1)
-    return steps.train_step(*args)
-
-  step = jax.jit(counted)
+  step, traces = counted_train_step()
   x, y = next(data.batches(pop.setup.dataset.train, 32, seed=0, epoch=0))
   state, m2 = step(pop.state, x, y, jax.random.PRNGKey(0), pop.specs)
   state, m8 = step(state, x, y, jax.random.PRNGKey(0), spec8)
