@@ -21,7 +21,7 @@ from absl import logging
 # The repository root: config files are imported as modules (configs.default, ...).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ssm_aimc import errors, experiment, runs  # noqa: E402
+from ssm_aimc import experiment, runs  # noqa: E402
 from ssm_aimc import workdir as workdir_lib  # noqa: E402
 
 # The runs log as launch.py's do, without orbax's per-checkpoint INFO chatter.
@@ -83,21 +83,9 @@ def noise_models(out: str, task: str, seed: int) -> runs.Runs:
 
 
 def cached(path: str, exp: experiment.Experiment, compute) -> dict:
-  """compute()'s results, kept in the JSON file `path` with the experiment that made them
-  (key "config"): reused for the same experiment, a ConfigError (never overwritten) when
-  the file holds another's or none."""
-  config = json.loads(workdir_lib.to_json(experiment.to_dict(exp)))
-  if os.path.exists(path):
-    stored = workdir_lib.read_json(path)
-    if stored.get("config") != config:
-      why = workdir_lib.first_difference(stored["config"], config) if "config" in stored else ""
-      raise errors.ConfigError(
-        f"{path} holds results of another config ({why or 'none recorded'}); remove it."
-      )
-    return stored
-  results = {**compute(), "config": config}
-  workdir_lib.write_json(path, results)
-  return results
+  """compute()'s results kept in `path` with the experiment that made them
+  (`workdir.cached_json`)."""
+  return workdir_lib.cached_json(path, experiment.to_dict(exp), compute)
 
 
 def write(folder: str, name: str, text: str, obj) -> None:

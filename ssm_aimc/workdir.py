@@ -101,6 +101,11 @@ def first_difference(a, b, path: str = "") -> str:
       if a.get(key, "<missing>") != b.get(key, "<missing>"):
         return first_difference(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{path}.{key}")
     return ""
+  if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+      if x != y:
+        return first_difference(x, y, f"{path}[{i}]")
+    return ""
   return f"{path.lstrip('.')}: {a!r} there, {b!r} now"
 
 
@@ -110,12 +115,35 @@ def check_owner(workdir: str, exp: experiment.Experiment) -> None:
   path = os.path.join(workdir, CONFIG)
   if not os.path.exists(path):
     return
-  stored, wanted = _normalised(read_json(path)), _normalised(experiment.to_dict(exp))
+  try:  # Fields added since the run was written take their defaults, as in from_config.
+    stored = experiment.to_dict(experiment.from_config(read_json(path)))
+  except errors.ConfigError as e:
+    raise errors.ConfigError(
+      f"{workdir} holds a run whose config.json this version cannot read ({e}); it is left "
+      "as it is. Remove it or pass another --workdir."
+    ) from e
+  stored, wanted = _normalised(stored), _normalised(experiment.to_dict(exp))
   if stored != wanted:
     raise errors.ConfigError(
       f"{workdir} holds a run of another config ({first_difference(stored, wanted)}); it is "
       "left as it is. Remove it or pass another --workdir (or --config.claim.models_dir)."
     )
+
+
+def cached_json(path: str, key, compute) -> dict:
+  """compute()'s dict, kept in the JSON file `path` with `key` under "config" (a JSON-able
+  description of what made it: an experiment's to_dict, or a list of them): reused for the
+  same key, a ConfigError (the file never overwritten) when it holds another's or none."""
+  key = json.loads(to_json(key))
+  if os.path.exists(path):
+    stored = read_json(path)
+    if stored.get("config") != key:
+      why = first_difference(stored["config"], key) if "config" in stored else "none recorded"
+      raise errors.ConfigError(f"{path} holds results of another config ({why}); remove it.")
+    return stored
+  results = {**compute(), "config": key}
+  write_json(path, results)
+  return results
 
 
 def finished(workdir: str, exp: experiment.Experiment, done_file: str = RESULTS) -> bool:
