@@ -10,8 +10,10 @@ import os
 
 
 def save(fig, path: str, dpi: int = 120) -> str:
-  """Lays out `fig` and writes it as PNG to a temporary name, then moves it into place."""
-  fig.tight_layout()
+  """Lays out `fig` (tightly, unless it has a layout engine of its own) and writes it as PNG
+  to a temporary name, then moves it into place."""
+  if fig.get_layout_engine() is None:
+    fig.tight_layout()
   tmp = f"{path}.tmp{os.getpid()}.png"
   fig.savefig(tmp, dpi=dpi)
   os.replace(tmp, path)

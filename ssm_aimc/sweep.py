@@ -69,7 +69,8 @@ KNOB_COLUMNS = (
 METRIC_COLUMNS = tuple(
   """test_accuracy test_loss val_accuracy train_loss diverged analog_accuracy_mean
   analog_accuracy_std noise_seeds params memory_bits fp32_memory_bits compression_vs_fp32
-  compression_vs_reference macs_per_step bitops_per_step bitops_reduction_vs_fp32 tiles
+  compression_vs_reference macs_per_step bitops_per_step bitops_reduction_vs_fp32 ace
+  ace_reduction_vs_fp32 model_size_kb adc_complexity adc_complexity_reduction_vs_fp32 tiles
   energy_per_inference_j energy_vs_fp32 pareto""".split()
 )
 COLUMNS = ("index", *KNOB_COLUMNS, *METRIC_COLUMNS)
@@ -261,7 +262,8 @@ def train_members(
   loaded = None
   if first.init_checkpoint:
     state = runner.new_state(setup, first, runner.init_params(setup, first.seed))
-    loaded = workdir_lib.load_state(first.init_checkpoint, state)[0].params
+    # On the host: every member's training donates its own device copy of these.
+    loaded = jax.device_get(workdir_lib.load_state(first.init_checkpoint, state)[0].params)
   size, padded = population_lib.chunks(len(members), chunk_size, layout)
   n_chunks = -(-len(members) // size)
   results = []

@@ -16,6 +16,7 @@ from ssm_aimc import claims, errors, experiment, runs
 from ssm_aimc import workdir as workdir_lib
 from ssm_aimc.claims import (
   c1_cost,
+  c1_qs4d,
   c2_size_vs_precision,
   c3_robustness,
   c4_pruning,
@@ -176,7 +177,7 @@ def test_largest_kept_ratio():
   assert c4_pruning.largest_kept(rows, 0.1)["ratio"] == 0
 
 
-def _fake_run(folder, claim, verdict):
+def _fake_run(folder, claim, verdict, **extra):
   os.makedirs(folder)
   with open(os.path.join(folder, claims_common.FIGURE), "wb") as f:
     f.write(b"png")
@@ -199,6 +200,7 @@ def _fake_run(folder, claim, verdict):
     "device": "2-core CPU",
     "date": "today",
     "command": f"python launch.py --config=configs/claims/{claim}.py --mode=claim",
+    **extra,
   }
   _write(os.path.join(folder, report.CLAIM_JSON), record)
 
@@ -216,6 +218,12 @@ def test_write_report_gathers_sections_in_claim_order(tmp_path):
   assert "![C1](figs/c1.png)" in text and "summary of C2" in text
   assert "models reused from earlier claims: float" in text and "2.0 min when run alone" in text
   assert open(tmp_path / "figs" / "c2.png", "rb").read() == b"png"
+  # A claim measured by the authors' protocol comes before ours, each with its own figure.
+  _fake_run(runs_dir / "b", "C1", claims.PARTLY, protocol=claims_common.AUTHORS, name="c1_x")
+  text = open(claims.write_report(str(runs_dir), str(tmp_path / "CLAIMS.md"), "figs")).read()
+  authors = text.index("## C1: title C1 (the authors' protocol) — **partly supported**")
+  assert authors < text.index("## C1: title C1 (our protocol)") < text.index("## C2")
+  assert "![C1](figs/c1_x.png)" in text and "![C1](figs/c1.png)" in text
 
 
 # ---------------------------------------------------------------------------------------
@@ -226,7 +234,7 @@ def test_write_report_gathers_sections_in_claim_order(tmp_path):
 
 
 def _settings(claim, **settings):
-  config = _claim_config(claim.ID.lower())
+  config = _claim_config(next(name for name, module in claims.CLAIMS.items() if module is claim))
   for key, value in settings.items():
     config.claim[key] = value
   return claims_common.settings(claim.Settings, experiment.from_config(config).claim)
@@ -285,6 +293,55 @@ def test_cost_reduction_judges_the_best_model_within_the_loss(tmp_path):
   assert _judge(c1_cost, _c1_numbers(qat_ternary=_cost(0.975, 2e4, 2))) == claims.SUPPORTED
   # Nothing reaches 10x within the loss: not supported even though all keep accuracy.
   assert _judge(c1_cost, numbers, target_reduction=1000.0) == claims.NOT_SUPPORTED
+
+
+def _metrics(accuracy, ace, kb, adc, widths=None):
+  row = {"test_accuracy": accuracy, "val_accuracy": accuracy, "ace": ace, "model_size_kb": kb}
+  return row | {"adc_complexity": adc} | ({} if widths is None else {"widths": widths})
+
+
+def _c1_qs4d_numbers(qat_minimal_accuracy=0.972):
+  return {
+    "fp": _metrics(0.98, 1024e6, 100.0, 3200.0),
+    "ptq": {"all": {2: 0.5, 8: 0.978, 10: 0.98}, "A": {2: 0.9, 4: 0.979}, "dt": {2: 0.1}},
+    "qat": {"all": {2: 0.97, 4: 0.979, 8: 0.98}, "A": {1: 0.96, 2: 0.98}, "dt": {2: 0.2}},
+    "ptq_minimal": _metrics(0.975, 1024e6 / 16, 20.0, 800.0, {"A": 4}),
+    "qat_minimal": _metrics(qat_minimal_accuracy, 1024e6 / 128, 10.0, 400.0, {"A": 2}),
+  }
+
+
+def test_bits_per_group_judge_the_minimal_qat_models_ace(tmp_path):
+  numbers = _c1_qs4d_numbers()
+  outcome = _render(c1_qs4d, numbers, tmp_path)
+  assert outcome.protocol == claims_common.AUTHORS
+  # Fewest bits within 0.5 point of 98 %: (QAT, PTQ); a group that never gets there: None.
+  assert outcome.numbers["bits_to_float"] == {"all": (4, 8), "A": (2, 4), "dt": (None, None)}
+  assert outcome.numbers["reductions"]["qat"] == pytest.approx(
+    {"ace": 128.0, "model_size_kb": 10.0, "adc_complexity": 8.0}
+  )
+  assert outcome.verdict == claims.SUPPORTED  # 128x ACE at 0.8 points.
+  assert "| dt | float | float |" in outcome.table and "-93.75 %" in outcome.table
+  assert _judge(c1_qs4d, numbers, target_reduction=200.0) == claims.PARTLY
+  assert _judge(c1_qs4d, numbers, target_reduction=2000.0) == claims.NOT_SUPPORTED
+  assert _judge(c1_qs4d, numbers, max_loss_points=0.5) == claims.NOT_SUPPORTED
+  assert _judge(c1_qs4d, _c1_qs4d_numbers(qat_minimal_accuracy=0.99)) == claims.SUPPORTED
+
+
+def test_bits_per_group_minimal_widths_and_quantized_experiments():
+  curves = {"all": {2: 0.97, 4: 0.98}, "A": {1: 0.975, 3: 0.98}, "C": {1: 0.1}}
+  # "all" is no group of the minimal model; a group that never reaches float stays float.
+  assert c1_qs4d.minimal_widths(curves, 0.98, 0.5) == {"A": 1}
+  base = experiment.from_config(_claim_config("c1_qs4d", "smoke"))
+  exp = c1_qs4d.quantized(base, {"A": 3, "en-/decoder": 2, "state": 5})
+  q = exp.quant
+  assert (q.scheme, q.weight_bits, q.act_bits, q.a_bar_bits) == ("qs4d", 32, 32, 32)
+  bits = dict(q.group_bits)
+  assert (bits["a"], bits["encoder"], bits["decoder"], bits["state"], bits["c"]) == (3, 2, 2, 5, 0)
+  assert exp.model.method == "sequential"  # The state is rounded on the sequential path only.
+  assert c1_qs4d.quantized(base, {"all": 4}).quant.weight_bits == 4
+  assert c1_qs4d.quantized(base, {"C": 4}).model.method == base.model.method
+  with pytest.raises(errors.ConfigError, match="unknown"):
+    c1_qs4d.Settings("float", ("A", "B"), (1,), (1,), 1, 0.5, 1.0, 100.0)
 
 
 def _sweep_row(h, bits, accuracy, pareto):

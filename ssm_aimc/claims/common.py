@@ -9,6 +9,10 @@ from collections.abc import Mapping
 from ssm_aimc import errors, figures
 
 SUPPORTED, PARTLY, NOT_SUPPORTED = "supported", "partly supported", "not supported"
+# Whose way of measuring a claim follows: the QS4D authors' (their code and figures) first,
+# this project's own beside it.
+AUTHORS, OURS = "the authors' protocol", "our protocol"
+PROTOCOLS = (AUTHORS, OURS)
 FIGURE = "claim.png"
 # Keys of every claim section (ssm_aimc.claims); the others are the claim's own settings.
 SHARED_KEYS = ("name", "models_dir", "models")
@@ -28,6 +32,7 @@ class Outcome:
     table: markdown table of the numbers behind it.
     numbers: the same numbers for machines.
     figure: file name of the figure in the claim's workdir.
+    protocol: AUTHORS or OURS: whose way of measuring the claim this follows.
   """
 
   claim: str
@@ -39,6 +44,7 @@ class Outcome:
   table: str
   numbers: dict
   figure: str = FIGURE
+  protocol: str = OURS
 
 
 def settings(cls, claim: Mapping):
@@ -82,12 +88,13 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
   return "\n".join(lines)
 
 
-def new_figure(cols: int = 1, width: float = 6.0):
+def new_figure(cols: int = 1, width: float = 6.0, rows: int = 1):
+  """A figure of rows x cols panels of `width` x 4 inches (axes as `Figure.subplots`)."""
   # The object-oriented API: no pyplot state, no backend switch (notebooks keep theirs).
   from matplotlib.figure import Figure  # noqa: PLC0415
 
-  fig = Figure(figsize=(width * cols, 4.0))
-  return fig, fig.subplots(1, cols)
+  fig = Figure(figsize=(width * cols, 4.0 * rows), layout="constrained" if rows > 1 else None)
+  return fig, fig.subplots(rows, cols)
 
 
 def finish_figure(fig, axes, title: str, workdir: str, grid: str = "both") -> None:

@@ -14,6 +14,7 @@ from ssm_aimc import errors, figures, runs, train
 from ssm_aimc import workdir as workdir_lib
 from ssm_aimc.claims import (
   c1_cost,
+  c1_qs4d,
   c2_size_vs_precision,
   c3_robustness,
   c4_pruning,
@@ -26,6 +27,7 @@ CLAIM_MD = "claim.md"
 # claim.name -> the module of the claim: Settings, measure, judge, render.
 CLAIMS = {
   "c1": c1_cost,
+  "c1_qs4d": c1_qs4d,
   "c2": c2_size_vs_precision,
   "c3": c3_robustness,
   "c4": c4_pruning,
@@ -70,6 +72,7 @@ def run_claim(config, workdir: str) -> dict:
     "device": _device_name(),
     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     "command": _command(name, workdir),
+    "name": name,
   }
   workdir_lib.write_json(os.path.join(workdir, CLAIM_JSON), record)
   figures.write_text(os.path.join(workdir, CLAIM_MD), section(record, common.FIGURE))
@@ -95,6 +98,19 @@ def _device_name() -> str:
   return f"{device.platform} {device.device_kind}"
 
 
+def _protocol(record: dict) -> str:
+  return record.get("protocol", common.OURS)
+
+
+def _order(record: dict) -> tuple:
+  """Claims in order, each claim's protocols in `common.PROTOCOLS` order."""
+  return record["claim"], common.PROTOCOLS.index(_protocol(record))
+
+
+def _heading(record: dict) -> str:
+  return f"{record['claim']}: {record['title']} ({_protocol(record)})"
+
+
 def _minutes(seconds: float) -> str:
   return f"{seconds / 60:.1f} min"
 
@@ -104,7 +120,7 @@ def section(record: dict, figure: str) -> str:
   reused = f" (models reused from earlier claims: {', '.join(record['reused'])})"
   return "\n".join(
     [
-      f"## {record['claim']}: {record['title']} — **{record['verdict']}**",
+      f"## {_heading(record)} — **{record['verdict']}**",
       "",
       f"*Claim.* {record['statement']}",
       "",
@@ -131,21 +147,18 @@ def write_report(runs_dir: str, out: str, figure_dir: str = "docs/claims") -> st
   if not paths:
     raise errors.DataError(f"No {CLAIM_JSON} under {runs_dir}/*: run the claims first.")
   found = sorted(
-    ((workdir_lib.read_json(p), os.path.dirname(p)) for p in paths), key=lambda f: f[0]["claim"]
+    ((workdir_lib.read_json(p), os.path.dirname(p)) for p in paths), key=lambda f: _order(f[0])
   )
   root = os.path.dirname(os.path.abspath(out))
   os.makedirs(os.path.join(root, figure_dir), exist_ok=True)
   sections = []
   for record, folder in found:
-    target = os.path.join(figure_dir, f"{record['claim'].lower()}.png")
+    target = os.path.join(figure_dir, f"{record.get('name', record['claim'].lower())}.png")
     shutil.copyfile(os.path.join(folder, record["figure"]), os.path.join(root, target))
     sections.append(section(record, target))
   overview = common.markdown_table(
     ["claim", "verdict", "time in this run"],
-    [
-      [f"{r['claim']} {r['title']}", f"**{r['verdict']}**", _minutes(r["wall_time_s"])]
-      for r, _ in found
-    ],
+    [[_heading(r), f"**{r['verdict']}**", _minutes(r["wall_time_s"])] for r, _ in found],
   )
   text = "\n".join(
     [
@@ -154,7 +167,9 @@ def write_report(runs_dir: str, out: str, figure_dir: str = "docs/claims") -> st
       "Written by `make reproduce` (`python -m ssm_aimc.claims`) from the claim runs in "
       f"`{runs_dir}`; every number below is one of those runs. Verdicts follow the rule "
       "printed with each claim. Claims: QS4D (arXiv 2507.06079), on the embedded task at CPU "
-      "size; the `:paper` variant of each config is the paper-scale run.",
+      "size; the `:paper` variant of each config is the paper-scale run. Where the authors' "
+      "own way of measuring a claim is known (their public code and figures), it comes first "
+      "and gives the claim's verdict; this project's own protocol follows as a second row.",
       "",
       overview,
       "",
