@@ -41,7 +41,7 @@ CLAIMS    ?= runs/claims
 CLAIMS_MD ?= CLAIMS.md
 VARIANT   ?=
 FLAGS     ?=
-CLAIM_CONFIGS := c1_cost c1_qs4d c2_size_vs_precision c3_robustness c4_pruning c5_deployment
+CLAIM_CONFIGS := c1_cost c1_qs4d c2_size_vs_precision c2_qs4d c3_robustness c4_pruning c5_deployment
 reproduce: $(STAMP)
 	for c in $(CLAIM_CONFIGS); do \
 	  $(PY) launch.py --config=configs/claims/$$c.py$(VARIANT) --workdir=$(CLAIMS)/$$c \

@@ -143,9 +143,9 @@ def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
   inputs = manifest["input_quantizers"]
   # Exports of float models, and those written before the scheme was recorded, have none.
   info = manifest.get("quant") or {"scheme": None, "state_bits": quant.OFF_BITS}
-  scheme, state_fn = info["scheme"], None
+  scheme, hooks = info["scheme"], {}
   if not quant.is_off(info["state_bits"]):
-    state_fn = layers.state_quantizer(scheme, arch["method"], info["state_bits"])
+    hooks = layers.state_quantizer(scheme, arch["method"], x.shape[1], info["state_bits"])
 
   def act(path, h):
     if path not in inputs:
@@ -167,7 +167,7 @@ def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
       p["d"],
       method=arch["method"],
       c_reverse=p["c_reverse"],
-      state_fn=state_fn,
+      **hooks,
     )
     return jax.vmap(apply)(act(path, u)).astype(u.dtype)
 

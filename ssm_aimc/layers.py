@@ -147,13 +147,21 @@ def qs4d_activations(x: jax.Array, bits: jax.Array) -> jax.Array:
   return jax.vmap(lambda v: quant.qs4d_fake_quant(v, bits))(x)
 
 
-def state_quantizer(scheme: str | None, method: str, bits) -> Callable | None:
-  """The map an S4D layer applies to its new state every step, or None: the qs4d scheme
-  quantizes the state (Re and Im, one absmax step per example and step) on the sequential
-  path, the only one that has a state. `scheme` None is the float model."""
-  if scheme != "qs4d" or method != "sequential":
-    return None
-  return lambda x: quant.qs4d_fake_quant_complex(x, bits)
+def state_quantizer(scheme: str | None, method: str, length: int, bits) -> dict:
+  """The qs4d scheme's state group as hooks of `ssm.apply_ssm` ({} for another scheme or
+  the float model): on the sequential path the recurrent state itself (Re and Im, one absmax
+  step per example and step, `state_fn`); on the convolution paths, as the QS4D authors'
+  code does on its FFT path, the kernel K (one absmax step over the layer's (L, H) kernel,
+  at the same number of states, `kernel_fn`); the associative scan has no rounding point.
+  `method` "auto" is resolved for sequences of `length`."""
+  method = ssm.select_method(length) if method == "auto" else method
+  if scheme != "qs4d":
+    return {}
+  if method == "sequential":
+    return {"state_fn": lambda x: quant.qs4d_fake_quant_complex(x, bits)}
+  if method in ("fft", "toeplitz"):
+    return {"kernel_fn": lambda k: quant.qs4d_fake_quant(k, bits)}
+  return {}
 
 
 def _codes(x: jax.Array, tq: quant.TensorQuant, scale: jax.Array) -> dict:
@@ -368,10 +376,10 @@ class S4D(nn.Module):
     # held at A's width, and so is b_bar = (a_bar - 1) / A_q when b is fixed at 1 (the
     # authors' S4D); a learned b, and d, stay float.
     group = {"a_bar": "a_bar", "b_bar": "b_bar"}
-    state_fn = None
+    hooks = {}
     if _qs4d(spec):
       group = {"a_bar": "a", "b_bar": "b_bar" if self.train_b else "a"}
-      state_fn = state_quantizer(spec.scheme, self.method, spec.state.bits)
+      hooks = state_quantizer(spec.scheme, self.method, u.shape[1], spec.state.bits)
     elif spec is not None:
       codes = _ssm_codes(p, spec)
       p = quant.quantize_ssm(p, spec)
@@ -429,17 +437,17 @@ class S4D(nn.Module):
     if analog is not None:
       p = analog_lib.analog_ssm(*analog_keys(self), p, analog)
 
-    def run(state_fn=None):
+    def run(hooks):
       one_sequence = lambda u_seq: ssm.apply_ssm(
-        p["a_bar"], p["b_bar"], p["c"], p["d"], u_seq, self.method, p.get("c_reverse"), state_fn
+        p["a_bar"], p["b_bar"], p["c"], p["d"], u_seq, self.method, p.get("c_reverse"), **hooks
       )
       return jax.vmap(one_sequence)(u).astype(u.dtype)
 
-    if state_fn is None:
-      return run()
+    if not hooks:
+      return run({})
     # A cond, not a where in every step: with the state off, the float program runs as is
     # (even an identity select in the scan body changes how XLA fuses and rounds it).
-    return jax.lax.cond(quant.is_off(spec.state.bits), run, lambda: run(state_fn))
+    return jax.lax.cond(quant.is_off(spec.state.bits), lambda: run({}), lambda: run(hooks))
 
 
 class S4DBlock(nn.Module):

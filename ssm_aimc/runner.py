@@ -133,6 +133,21 @@ def _stacked_step(layout: population_lib.Layout):
   return jax.jit(layout.map(member_step, (True,) * 6), donate_argnums=0)
 
 
+@functools.lru_cache(maxsize=8)
+def _stacked_evals(layout: population_lib.Layout, apply_fn):
+  """(eval, chip eval) programs of a stacked population: one compile per layout, model and
+  shape, shared by every population (chunk) of them."""
+
+  def member_eval(params, spec, x, y, mask):
+    return steps.eval_step(apply_fn, spec, params, x, y, mask)
+
+  def member_counts(params, spec, analog, x, y, mask, kp, kr, index):
+    return noise_eval.correct_counts(apply_fn, spec, params, x, y, mask, analog, kp, kr, index)
+
+  evaluate = jax.jit(layout.map(member_eval, (True, True, False, False, False)))
+  return evaluate, jax.jit(layout.map(member_counts, (True,) * 3 + (False,) * 6))
+
+
 def _stack_or_none(layout, trees: list):
   return None if trees[0] is None else layout.stack(trees)
 
@@ -177,14 +192,7 @@ class Population:
         state, x, y, key, spec, analog
       )
 
-      def member_eval(params, spec, x, y, mask):
-        return steps.eval_step(apply_fn, spec, params, x, y, mask)
-
-      def member_counts(params, spec, analog, x, y, mask, kp, kr, index):
-        return noise_eval.correct_counts(apply_fn, spec, params, x, y, mask, analog, kp, kr, index)
-
-      self._eval = jax.jit(layout.map(member_eval, (True, True, False, False, False)))
-      self.chip_eval_fn = jax.jit(layout.map(member_counts, (True,) * 3 + (False,) * 6))
+      self._eval, self.chip_eval_fn = _stacked_evals(layout, apply_fn)
     else:
       # The quantization spec is baked into the single run's evaluation programs (as
       # --mode=train always compiled them); the train step takes it as an argument.

@@ -247,15 +247,18 @@ def _apply_causal(
   u: jax.Array,
   method: str,
   state_fn: Callable[[jax.Array], jax.Array] | None,
+  kernel_fn: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
   """2 Re(c . x_k) for the causal recurrence driven by u (L, H); without the d u term."""
   length, channels = u.shape
   if state_fn is not None and method != "sequential":
     raise ValueError(f"A state_fn needs method 'sequential', not {method!r}.")
-  if method == "fft":
-    return causal_conv(u, ssm_kernel(a_bar, b_bar, c, length))
-  if method == "toeplitz":
-    return causal_conv_toeplitz(u, ssm_kernel(a_bar, b_bar, c, length))
+  if kernel_fn is not None and method not in ("fft", "toeplitz"):
+    raise ValueError(f"A kernel_fn needs a convolution method (fft, toeplitz), not {method!r}.")
+  if method in ("fft", "toeplitz"):
+    kernel = ssm_kernel(a_bar, b_bar, c, length)
+    kernel = kernel if kernel_fn is None else kernel_fn(kernel)
+    return (causal_conv if method == "fft" else causal_conv_toeplitz)(u, kernel)
   if method in ("associative", "sequential"):
     n_modes = a_bar.shape[-1]
     u = u.astype(_accumulation_dtype(u))
@@ -275,6 +278,7 @@ def apply_ssm(
   method: str = "auto",
   c_reverse: jax.Array | None = None,
   state_fn: Callable[[jax.Array], jax.Array] | None = None,
+  kernel_fn: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
   """The discrete S4D map u -> y for one sequence.
 
@@ -288,15 +292,18 @@ def apply_ssm(
       a causal layer.
     state_fn: optional map applied to each direction's new state (H n,) at every step
       (`linear_recurrence`); needs method "sequential".
+    kernel_fn: optional map applied to each direction's convolution kernel (L, H) (e.g. a
+      quantizer of it, the rounding point the convolution paths have); needs method "fft"
+      or "toeplitz".
 
   Returns:
     (L, H) float32 output.
   """
   if method == "auto":
     method = select_method(u.shape[0])
-  y = _apply_causal(a_bar, b_bar, c, u, method, state_fn)
+  y = _apply_causal(a_bar, b_bar, c, u, method, state_fn, kernel_fn)
   if c_reverse is not None:
-    y = y + _apply_causal(a_bar, b_bar, c_reverse, u[::-1], method, state_fn)[::-1]
+    y = y + _apply_causal(a_bar, b_bar, c_reverse, u[::-1], method, state_fn, kernel_fn)[::-1]
   return y + d * u
 
 

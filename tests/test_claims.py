@@ -21,6 +21,7 @@ from ssm_aimc.claims import (
   c3_robustness,
   c4_pruning,
   c5_deployment,
+  grid,
   report,
 )
 from ssm_aimc.claims import common as claims_common
@@ -332,14 +333,14 @@ def test_bits_per_group_minimal_widths_and_quantized_experiments():
   # "all" is no group of the minimal model; a group that never reaches float stays float.
   assert c1_qs4d.minimal_widths(curves, 0.98, 0.5) == {"A": 1}
   base = experiment.from_config(_claim_config("c1_qs4d", "smoke"))
-  exp = c1_qs4d.quantized(base, {"A": 3, "en-/decoder": 2, "state": 5})
+  exp = grid.quantized(base, {"A": 3, "en-/decoder": 2, "state": 5})
   q = exp.quant
   assert (q.scheme, q.weight_bits, q.act_bits, q.a_bar_bits) == ("qs4d", 32, 32, 32)
   bits = dict(q.group_bits)
   assert (bits["a"], bits["encoder"], bits["decoder"], bits["state"], bits["c"]) == (3, 2, 2, 5, 0)
   assert exp.model.method == "sequential"  # The state is rounded on the sequential path only.
-  assert c1_qs4d.quantized(base, {"all": 4}).quant.weight_bits == 4
-  assert c1_qs4d.quantized(base, {"C": 4}).model.method == base.model.method
+  assert grid.quantized(base, {"all": 4}).quant.weight_bits == 4
+  assert grid.quantized(base, {"C": 4}).model.method == base.model.method
   with pytest.raises(errors.ConfigError, match="unknown"):
     c1_qs4d.Settings("float", ("A", "B"), (1,), (1,), 1, 0.5, 1.0, 100.0)
 

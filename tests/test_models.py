@@ -231,13 +231,14 @@ def test_qs4d_with_every_width_off_is_the_float_model_bit_for_bit(name, method):
     spec = quant.QuantSpec.qs4d(bits, bits, bits)
     y_off = model.apply({"params": params}, x, spec=spec)
     np.testing.assert_array_equal(np.asarray(y_float), np.asarray(y_off))
-    # Gradients to rounding: on the sequential path the backward pass of the state's cond
-    # (`layers.S4D`) is another program.
+    # Gradients to rounding: where the state group has a rounding point (the state on the
+    # sequential path, the kernel on the convolution paths, "auto" on a CPU) the backward
+    # pass of its cond (`layers.S4D`) is another program.
     grads = [
       jax.grad(lambda p, s=s: jnp.sum(model.apply({"params": p}, x, spec=s) ** 2))(params)
       for s in (None, spec)
     ]
-    if method == "sequential":
+    if layers.state_quantizer("qs4d", method, x.shape[1], bits):
       chex.assert_trees_all_close(*grads, rtol=1e-6, atol=1e-7)
     else:
       chex.assert_trees_all_equal(*grads)
@@ -283,14 +284,32 @@ def test_qs4d_one_compiled_forward_vmaps_over_stacked_widths():
   assert not np.allclose(outs[0], outs[-1])
 
 
-def test_qs4d_state_is_quantized_on_the_sequential_path_only():
+def test_qs4d_state_group_rounds_the_state_or_the_kernel():
+  """The state group rounds the recurrent state on the sequential path, the convolution
+  kernel on the fft / toeplitz paths (the authors' rounding point), nothing on the
+  associative scan; the two convolution paths round the same kernel."""
   fine = quant.QuantSpec.qs4d(32, 32, 32)
   coarse = dataclasses.replace(fine, state=quant.TensorQuant.make(2))
-  for method, changes in (("sequential", True), ("fft", False), ("associative", False)):
+  outputs = {}
+  for method, changes in (
+    ("sequential", True),
+    ("fft", True),
+    ("toeplitz", True),
+    ("associative", False),
+  ):
     model, params, x = _model_and_params(method=method)
     y_fine = model.apply({"params": params}, x, spec=fine)
-    y_coarse = model.apply({"params": params}, x, spec=coarse)
+    outputs[method] = y_coarse = model.apply({"params": params}, x, spec=coarse)
     assert np.allclose(y_fine, y_coarse) != changes, method
+  np.testing.assert_allclose(outputs["fft"], outputs["toeplitz"], atol=1e-5)
+  assert not np.allclose(outputs["fft"], outputs["sequential"])
+  # The kernel on its grid: 2-bit state group -> 4 states, 5 levels of one step per layer.
+  a_bar = 0.9 * jnp.exp(0.3j * jnp.arange(4.0)).reshape(2, 2)
+  kernel = ssm.ssm_kernel(a_bar, jnp.ones((2, 2), jnp.complex64), a_bar + 0.5, 6)
+  hooks = layers.state_quantizer("qs4d", "fft", 6, jnp.float32(2))
+  assert len(np.unique(np.asarray(hooks["kernel_fn"](kernel)))) <= 5
+  assert layers.state_quantizer("ssm_aimc", "fft", 6, 2) == {}
+  assert set(layers.state_quantizer("qs4d", "auto", 6, 2)) == {"kernel_fn"}  # fft on a CPU.
 
 
 @pytest.mark.parametrize("train_b", [True, False])

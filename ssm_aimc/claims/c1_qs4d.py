@@ -14,28 +14,13 @@ float accuracy on its own curve (a group that never did stays float).
 """
 
 import dataclasses
-import os
 
-from ssm_aimc import errors, experiment, sweep, train
-from ssm_aimc import population as population_lib
+from ssm_aimc import errors, experiment
 from ssm_aimc import workdir as workdir_lib
-from ssm_aimc.claims import c1_cost, common
+from ssm_aimc.claims import c1_cost, common, grid
 
 ID, TITLE, PROTOCOL = "C1", c1_cost.TITLE, common.AUTHORS
 STATEMENT = c1_cost.STATEMENT
-# The authors' groups (their panel names) -> the fields of config.quant each one sets.
-GROUPS = {
-  "all": ("weight_bits", "act_bits", "a_bar_bits"),
-  "A": ("group_bits.a",),
-  "C": ("group_bits.c",),
-  "state": ("group_bits.state",),
-  "activations": ("group_bits.activations",),
-  "mixing": ("group_bits.glu",),
-  "en-/decoder": ("group_bits.encoder", "group_bits.decoder"),
-  "dt": ("group_bits.log_dt",),
-}
-# The state is rounded on the sequential recurrence only (the parallel paths have no step).
-SEQUENTIAL = ("all", "state")
 # Read off the authors' Fig. "CIFAR10" (sCIFAR grayscale, fp 84.26 %; +-1 bit): the bits a
 # group needs to reach the float accuracy, (QAT, PTQ).
 PAPER_BITS = {
@@ -60,8 +45,6 @@ PAPER_METRICS = {
   "model_size_kb": {"sCIFAR": (79.17, 44.44), "Pathfinder": (80.39, 28.57), "HD": (76.19, 65.52)},
   "adc_complexity": {"sCIFAR": (68.75, 50.0), "Pathfinder": (78.26, 28.57), "HD": (62.93, 75.0)},
 }
-KEPT = ("test_accuracy", "val_accuracy", *METRICS)  # What a model's row keeps.
-FLOAT_BITS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +53,7 @@ class Settings:
 
   Attributes:
     baseline: the float model (one of claim.models), trained as usual.
-    groups: the groups swept (keys of GROUPS).
+    groups: the groups swept (keys of grid.GROUPS).
     ptq_bits, qat_bits: the widths of each group's PTQ and QAT curves.
     qat_epochs: fine-tuning epochs of every QAT model (from the float model).
     reach_points: a width reaches the float test accuracy within this many points.
@@ -88,57 +71,9 @@ class Settings:
   target_reduction: float
 
   def __post_init__(self):
-    unknown = [g for g in self.groups if g not in GROUPS]
+    unknown = [g for g in self.groups if g not in grid.GROUPS]
     if unknown:
-      raise errors.ConfigError(f"claim.groups: unknown {unknown}; valid: {list(GROUPS)}.")
-
-
-def quantized(exp: experiment.Experiment, widths: dict) -> experiment.Experiment:
-  """`exp` under the qs4d scheme: {group: bits} of `widths` (GROUPS' names), every other
-  group float; on the sequential recurrence when the state is quantized."""
-  overrides = {"quant.enabled": True, "quant.scheme": "qs4d", "quant.mode": "tensor"}
-  overrides.update({f"quant.{field}": FLOAT_BITS for field in GROUPS["all"]})
-  for group, bits in widths.items():
-    overrides.update({f"quant.{field}": bits for field in GROUPS[group]})
-  if any(group in SEQUENTIAL for group in widths):
-    overrides["model.method"] = "sequential"
-  return experiment.override(exp, overrides)
-
-
-def _by_structure(exps: list) -> list[list[int]]:
-  """Indices of `exps` grouped by model (one structure, one compiled program each)."""
-  groups: dict = {}
-  for i, exp in enumerate(exps):
-    groups.setdefault(exp.model, []).append(i)
-  return list(groups.values())
-
-
-def _evaluated(exps: list, float_dir: str) -> list[dict]:
-  """PTQ: the float checkpoint under each experiment."""
-  rows = [{}] * len(exps)
-  for idx in _by_structure(exps):
-    for i, r in zip(idx, train.evaluate_many([exps[i] for i in idx], float_dir), strict=True):
-      rows[i] = {k: r[k] for k in KEPT}
-  return rows
-
-
-def _trained(exps: list, writer) -> list[dict]:
-  """QAT: each experiment fine-tuned and evaluated as a sweep member would be."""
-  rows = [{}] * len(exps)
-  for idx in _by_structure(exps):
-    members = [sweep.Member({}, exps[i], ((None, None),)) for i in idx]
-    results = sweep.train_members(members, population_lib.Layout(), writer=writer)
-    for i, r in zip(idx, results, strict=True):
-      rows[i] = {"test_accuracy": r.test_accuracy, "val_accuracy": r.val_accuracy}
-      rows[i].update({k: r.cost[k] for k in METRICS})
-  return rows
-
-
-def _kept(workdir: str, name: str, exps: list, compute) -> list[dict]:
-  """compute(exps)'s rows, kept in workdir/<name>.json with the experiments that made them."""
-  key = [experiment.to_dict(e) for e in exps]
-  path = os.path.join(workdir, f"{name}.json")
-  return workdir_lib.cached_json(path, key, lambda: {"rows": compute(exps)})["rows"]
+      raise errors.ConfigError(f"claim.groups: unknown {unknown}; valid: {list(grid.GROUPS)}.")
 
 
 def bits_to_reach(curve: dict, fp_accuracy: float, reach_points: float) -> int | None:
@@ -158,7 +93,7 @@ def minimal_widths(curves: dict, fp_accuracy: float, reach_points: float) -> dic
 def measure(exp, runs, workdir: str) -> dict:
   """The float model, the PTQ and QAT curves of every group and the two minimal models:
   {"fp": row, "ptq"/"qat": {group: {bits: test accuracy}}, "ptq_minimal"/"qat_minimal":
-  row with its "widths"}; a row holds KEPT. Each stage is kept in workdir (ptq.json,
+  row with its "widths"}; a row holds grid.ROW_KEYS. Each stage is kept in workdir (ptq.json,
   qat.json, ptq_minimal.json, qat_minimal.json) with its experiments: reused for the same
   ones, refused (ConfigError) for others."""
   s = common.settings(Settings, exp.claim)
@@ -172,27 +107,30 @@ def measure(exp, runs, workdir: str) -> dict:
   writer = workdir_lib.MetricsWriter(workdir)
   ptq_grid = [(g, b) for g in s.groups for b in s.ptq_bits]
   qat_grid = [(g, b) for g in s.groups for b in s.qat_bits]
-  ptq = _kept(
+  ptq = grid.kept(
     workdir,
     "ptq",
-    [quantized(float_exp, {g: b}) for g, b in ptq_grid],
-    lambda e: _evaluated(e, float_dir),
+    [grid.quantized(float_exp, {g: b}) for g, b in ptq_grid],
+    lambda e: grid.evaluated(e, float_dir),
   )
-  qat = _kept(
-    workdir, "qat", [quantized(qat_exp, {g: b}) for g, b in qat_grid], lambda e: _trained(e, writer)
+  qat = grid.kept(
+    workdir,
+    "qat",
+    [grid.quantized(qat_exp, {g: b}) for g, b in qat_grid],
+    lambda e: grid.trained(e, writer),
   )
   curves = {"ptq": {}, "qat": {}}
-  for protocol, grid, rows in (("ptq", ptq_grid, ptq), ("qat", qat_grid, qat)):
-    for (group, bits), row in zip(grid, rows, strict=True):
+  for protocol, points, rows in (("ptq", ptq_grid, ptq), ("qat", qat_grid, qat)):
+    for (group, bits), row in zip(points, rows, strict=True):
       curves[protocol].setdefault(group, {})[bits] = row["test_accuracy"]
-  out = {"fp": {k: fp[k] for k in KEPT}, **curves}
+  out = {"fp": {k: fp[k] for k in grid.ROW_KEYS}, **curves}
   for protocol, base, compute in (
-    ("ptq", float_exp, lambda e: _evaluated(e, float_dir)),
-    ("qat", qat_exp, lambda e: _trained(e, writer)),
+    ("ptq", float_exp, lambda e: grid.evaluated(e, float_dir)),
+    ("qat", qat_exp, lambda e: grid.trained(e, writer)),
   ):
     widths = minimal_widths(curves[protocol], fp["test_accuracy"], s.reach_points)
     name = f"{protocol}_minimal"
-    (row,) = _kept(workdir, name, [quantized(base, widths)], compute)
+    (row,) = grid.kept(workdir, name, [grid.quantized(base, widths)], compute)
     out[name] = {**row, "widths": widths}
   return out
 

@@ -15,6 +15,7 @@ from ssm_aimc import workdir as workdir_lib
 from ssm_aimc.claims import (
   c1_cost,
   c1_qs4d,
+  c2_qs4d,
   c2_size_vs_precision,
   c3_robustness,
   c4_pruning,
@@ -29,6 +30,7 @@ CLAIMS = {
   "c1": c1_cost,
   "c1_qs4d": c1_qs4d,
   "c2": c2_size_vs_precision,
+  "c2_qs4d": c2_qs4d,
   "c3": c3_robustness,
   "c4": c4_pruning,
   "c5": c5_deployment,
