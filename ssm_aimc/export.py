@@ -146,7 +146,9 @@ def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
   # Exports of float models, and those written before the scheme was recorded, have none.
   info = manifest.get("quant") or {"scheme": None, "state_bits": quant.OFF_BITS}
   scheme, state_fn = info["scheme"], None
-  if not quant.is_off(info["state_bits"]):
+  with jax.ensure_compile_time_eval():  # A host number: decided once, also under jit.
+    state_on = not quant.is_off(info["state_bits"])
+  if state_on:
     state_fn = layers.state_quantizer(scheme, arch["method"], info["state_bits"])
 
   def act(path, h):
