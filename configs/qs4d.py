@@ -21,6 +21,10 @@ command line trains postnorm unless given `--prenorm`; the paper's configs say p
   python launch.py --config=configs/qs4d.py --workdir=runs/qs4d   # digits, CPU-sized
   python launch.py --config=configs/qs4d.py:smoke --workdir=/tmp/qs4d_smoke   # seconds
 
+Measured on digits, seed 0: test accuracy 97.50 % (default.py's LayerNorm residual model:
+98.33 +- 0.56 % over seeds 0-2), 212 s on the 2-core CPU shared with other jobs; :smoke
+22 s.
+
 The paper's tasks and sizes (for a GPU; not yet run in this project), each reading the
 local files named in --config.data.data_dir:
 - paper_scifar: sCIFAR grayscale, 4 layers, H=128, N=128, dropout 0.1, 200 epochs (the
