@@ -154,7 +154,7 @@ _SINGLE_STEP = jax.jit(steps.train_step, donate_argnums=0)
 @functools.lru_cache(maxsize=8)
 def _stacked_step(layout: population_lib.Layout):
   def member_step(state, x, y, key, spec, analog):
-    return steps.train_step(state, x, y, key, spec, analog)  # Its batch_stats are its own.
+    return steps.train_step(state, x, y, key, spec, analog)
 
   return jax.jit(layout.map(member_step, (True,) * 6), donate_argnums=0)
 
