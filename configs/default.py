@@ -55,8 +55,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.d_state = 32  # N, real state size per channel (N/2 complex modes).
   config.model.dropout = 0.1  # Dropout inside each block.
   config.model.pooling = "mean"  # mean | last: how the sequence becomes one vector.
-  config.model.prenorm = True  # LayerNorm before the SSM (True) or after the residual.
-  config.model.a_init = "lin"  # lin | inv: S4D-Lin or S4D-Inv initialisation of A.
+  config.model.prenorm = True  # The norm before the SSM (True) or after the residual.
+  # layer | batch: LayerNorm, or BatchNorm over batch and time (running statistics in the
+  # "batch_stats" collection, folded into a per-channel scale and shift at inference).
+  config.model.norm = "layer"
+  config.model.residual = True  # Each block adds its input to its output (skip connection).
+  config.model.activation = "glu"  # glu | relu: each block's output activation.
+  # lin | inv | lin_quarter: S4D-Lin, S4D-Inv, or S4D-Lin with Im a_n = pi/4 n (QS4D's).
+  config.model.a_init = "lin"
   config.model.discretization = "zoh"  # zoh | bilinear.
   config.model.method = "auto"  # auto | fft | associative | sequential (same numbers).
   config.model.step_min = 1e-3  # Smallest initial step size.

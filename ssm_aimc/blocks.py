@@ -1,4 +1,5 @@
-"""The S4D classifier's maths as pure functions: LayerNorm, the residual block, pooling and
+"""The S4D classifier's maths as pure functions: the norms (LayerNorm; BatchNorm as its
+statistics and its folded per-channel scale and shift), the block, pooling and
 encoder -> blocks -> pooling -> decoder.
 
 Three programs compute this classifier: the Flax model (`layers.S4DBlock`,
@@ -13,7 +14,8 @@ Pure JAX; no flax (`jax.nn.gelu` and `jax.nn.glu` are what `flax.linen` re-expor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +25,17 @@ from ssm_aimc import errors
 Fn = Callable[[jax.Array], jax.Array]
 
 POOLINGS = ("mean", "last")
+NORMS = ("layer", "batch")
 LAYER_NORM_EPSILON = 1e-6
+BATCH_NORM_EPSILON = 1e-5  # flax's and PyTorch's default.
+# Share of a running average kept at every training step (flax's convention; PyTorch's
+# momentum 0.1, the default of the QS4D authors' nn.BatchNorm1d, is 1 - 0.9).
+BATCH_NORM_MOMENTUM = 0.9
+# The block's output activation on its dense layer's output, and that layer's width in
+# units of H: GLU gates one half of 2H with the other, ReLU keeps H.
+ACTIVATIONS = {"glu": (functools.partial(jax.nn.glu, axis=-1), 2), "relu": (jax.nn.relu, 1)}
+# Block options of an export's "arch" that exports written before them lack: their value then.
+BLOCK_DEFAULTS = {"norm": "layer", "residual": True, "activation": "glu"}
 
 
 def layer_norm(
@@ -38,6 +50,47 @@ def layer_norm(
   return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias
 
 
+def batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Mean and (biased) variance of x (..., H) over every axis but the last: (H,), (H,)."""
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axis=axes)
+  return mean, jnp.mean(jnp.square(x - mean), axis=axes)
+
+
+def fold_batch_norm(
+  mean: jax.Array,
+  var: jax.Array,
+  scale: jax.Array,
+  bias: jax.Array,
+  epsilon: float = BATCH_NORM_EPSILON,
+) -> tuple[jax.Array, jax.Array]:
+  """BatchNorm (x - mean) / sqrt(var + epsilon) * scale + bias as the per-channel affine map
+  x * gain + shift (`channel_affine`): returns (gain, shift), each (H,) like its inputs."""
+  gain = scale * jax.lax.rsqrt(var + epsilon)
+  return gain, bias - mean * gain
+
+
+def channel_affine(x: jax.Array, gain: jax.Array, shift: jax.Array) -> jax.Array:
+  """x (..., H) * gain + shift, per channel: a BatchNorm folded by `fold_batch_norm`."""
+  return x * gain + shift
+
+
+def stored_norm(kind: str, scale: jax.Array, bias: jax.Array) -> Fn:
+  """A block's norm at inference from its two stored vectors (H,): "layer" the LayerNorm of
+  (scale, bias), "batch" the folded BatchNorm x * scale + bias."""
+  if kind == "batch":
+    return functools.partial(channel_affine, gain=scale, shift=bias)
+  return functools.partial(layer_norm, scale=scale, bias=bias)
+
+
+def block_options(arch: Mapping) -> tuple[str, dict]:
+  """(norm kind, `residual_block`'s prenorm, residual and activation) of the blocks of an
+  architecture dict (an export's "arch"); an export written before an option existed
+  gets its old value (BLOCK_DEFAULTS)."""
+  options = {k: arch.get(k, v) for k, v in BLOCK_DEFAULTS.items()}
+  return options.pop("norm"), {"prenorm": arch["prenorm"], **options}
+
+
 def residual_block(
   x: jax.Array,
   norm: Fn,
@@ -45,20 +98,27 @@ def residual_block(
   glu_dense: Fn,
   prenorm: bool,
   dropout: Fn | None = None,
+  residual: bool = True,
+  activation: str = "glu",
 ) -> jax.Array:
-  """One residual S4D block: x + dropout(GLU(glu_dense(dropout(GELU(S4D(norm(x))))))).
+  """One S4D block: x + dropout(GLU(glu_dense(dropout(GELU(S4D(norm(x))))))).
 
   With prenorm=False the norm moves from the SSM's input to the block's output:
-  norm(x + ...(S4D(x))). The norm, GELU and GLU gate are digital periphery on a chip.
+  norm(x + ...(S4D(x))); with residual=False the block drops its skip connection (the
+  QS4D authors' backbone) and returns its branch alone. The norm, GELU and the output
+  activation are digital periphery on a chip.
 
   Args:
     x: (..., H) the residual stream (a whole sequence (B, L, H) or one step (B, H)).
-    norm: the block's LayerNorm.
+    norm: the block's norm.
     sequence_layer: the S4D layer, (..., H) -> (..., H).
-    glu_dense: the dense layer before the GLU, (..., H) -> (..., 2H).
+    glu_dense: the block's output dense layer, (..., H) -> (..., k H) with k the width of
+      `activation` in ACTIVATIONS (GLU: 2; ReLU: 1).
     prenorm: where the norm sits (see above).
-    dropout: applied after the GELU and after the GLU (called twice, in that order), or
-      None for none.
+    dropout: applied after the GELU and after the output activation (called twice, in that
+      order), or None for none.
+    residual: add the block's input to its branch.
+    activation: "glu" or "relu" (ACTIVATIONS), on glu_dense's output.
 
   Returns:
     (..., H).
@@ -67,10 +127,10 @@ def residual_block(
   z = jax.nn.gelu(sequence_layer(z))
   if dropout is not None:
     z = dropout(z)
-  z = jax.nn.glu(glu_dense(z), axis=-1)
+  z = ACTIVATIONS[activation][0](glu_dense(z))
   if dropout is not None:
     z = dropout(z)
-  x = x + z
+  x = x + z if residual else z
   return x if prenorm else norm(x)
 
 

@@ -6,9 +6,10 @@ array read: inputs go through a DAC, the programmed conductances (programming no
 when the chip is programmed, drift to t_inference) are read with fresh read noise at every
 MVM, and each array piece's output is digitised by an ADC. The recurrent state leaves the
 arrays through the ADC and comes back through the DAC at every step, so it is quantized
-every step. LayerNorm, GELU, the GLU gate, bias and residual adds and pooling are digital
-periphery whose stored values (the residual stream, the digital state register, the pooled
-features) are rounded to `ChipConfig.periphery_bits`.
+every step. The norm (a LayerNorm, or a BatchNorm folded into a per-channel scale and
+shift), GELU, the output activation (GLU gate or ReLU), bias and residual adds and pooling
+are digital periphery whose stored values (the residual stream, the digital state
+register, the pooled features) are rounded to `ChipConfig.periphery_bits`.
 
 Arrays, in crossbar orientation (inputs on rows, outputs on columns; differential pairs as
 in `ssm_aimc.hardware.analog.program`), each a weight tensor of shape (*group, in, out):
@@ -357,10 +358,11 @@ def _forward(
   """The step program over x (B, L, d_in): (logits (B, classes), stats of the calibration).
 
   Per step: encoder MVM -> per block [norm -> recurrence MVM (+ digital a_bar or old state)
-  -> state register -> read-out MVM -> GELU -> GLU MVM -> gate -> residual] -> pooling;
-  the decoder MVM runs once on the pooled features.
+  -> state register -> read-out MVM -> GELU -> output MVM -> GLU gate or ReLU (-> residual)]
+  -> pooling; the decoder MVM runs once on the pooled features.
   """
   arch = manifest["arch"]
+  norm_kind, options = blocks.block_options(arch)
   names = sorted(chip)
   pieces = {n: row_pieces(n, chip[n].w.shape, config.tile) for n in names}
   batch, length, _ = x.shape
@@ -398,10 +400,12 @@ def _forward(
 
       h = blocks.residual_block(
         h,
-        norm=functools.partial(_norm, tensors, block),
+        norm=blocks.stored_norm(
+          norm_kind, tensors[f"{block}/norm/scale"], tensors[f"{block}/norm/bias"]
+        ),
         sequence_layer=s4d,
         glu_dense=functools.partial(dense, f"{block}/glu_dense"),
-        prenorm=arch["prenorm"],
+        **options,
       )
       h = per.store(f"{block}/h", h)
     pool = per.store("pool", pool + h) if arch["pooling"] == "mean" else h
@@ -420,11 +424,6 @@ def _forward(
   stats = {k: jnp.max(v, axis=0) for k, v in stats.items()}
   stats.update(per.stats)
   return logits, stats
-
-
-def _norm(tensors: dict, block: str, h: jax.Array) -> jax.Array:
-  """The LayerNorm of `block` (digital periphery)."""
-  return blocks.layer_norm(h, tensors[f"{block}/norm/scale"], tensors[f"{block}/norm/bias"])
 
 
 # ---------------------------------------------------------------------------------------

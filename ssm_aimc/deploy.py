@@ -119,7 +119,7 @@ def deploy(config, workdir: str) -> dict:
   out_dir = os.path.join(workdir, d.folder)
   os.makedirs(out_dir, exist_ok=True)
   export_dir = os.path.join(out_dir, train.EXPORT_DIR)
-  train.export_params(setup, exp, run.params, export_dir)
+  train.export_params(setup, exp, run.params, export_dir, run.batch_stats)
   manifest, tensors = export.load_export(export_dir)
   chip_lib.check_streamable(tensors)
   x_cal, _ = next(data.batches(setup.dataset.train, exp.batch_size, seed=exp.seed, epoch=0))
@@ -130,7 +130,9 @@ def deploy(config, workdir: str) -> dict:
   logging.info("Software (exported model): test accuracy %.4f.", software)
   eval_fn = chip_lib.make_eval_fn(manifest, d.chip, recurrence)
   chips = _chips(exp, specs, eval_fn, (tensors, ranges), test)
-  records = models.deployed_tensors(setup.model, run.params, exp.quant.spec, setup.example)
+  records = models.deployed_tensors(
+    setup.model, run.params, exp.quant.spec, setup.example, run.batch_stats
+  )
   mapping, energies = energy_report(exp, records, setup.dataset.seq_len)
   results = _results(exp, run, software, chips, specs, mapping, energies)
   results["wall_time_s"] = time.time() - start_time
@@ -186,7 +188,7 @@ def _results(exp, run, software: float, chips: dict, specs: dict, mapping, energ
       "aimc": aimc["latency_s"],
       **{f"digital_{p}": v["latency_s"] for p, v in digital.items()},
     },
-    **runner.cost_report(run.setup, run.params, exp.quant.spec).as_dict(),
+    **runner.cost_report(run.setup, run.params, exp.quant.spec, run.batch_stats).as_dict(),
     "energy": {"aimc": aimc, **{f"digital_{p}": v for p, v in digital.items()}},
     "mapping": {"totals": mapping.totals(), "arrays": mapping.rows()},
     "chip": {

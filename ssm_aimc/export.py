@@ -3,7 +3,8 @@
 `export_model` writes what a chip-programming tool reads:
   tensors.npz     per stored tensor either integer codes (+ their FP32 steps) or, for the
                   groups left in float, the float values; the polar a_bar as decay levels
-                  and angle codes with their two steps;
+                  and angle codes with their two steps; a BatchNorm folded by its running
+                  statistics into the per-channel scale and shift of its norm;
   manifest.json   the architecture, the quantization scheme (and the state's width), and
                   per tensor its group bits, shape, storage kind and the input quantizer
                   (bits, and the step under the ssm_aimc scheme; the qs4d scheme's steps
@@ -44,6 +45,7 @@ def export_model(
   x_example: jax.Array,
   directory: str,
   arch: dict,
+  batch_stats=None,
 ) -> dict:
   """Writes `directory`/tensors.npz and manifest.json; returns the manifest.
 
@@ -53,9 +55,11 @@ def export_model(
     x_example: (1, L, d_input) input fixing shapes.
     arch: JSON-able architecture (model config fields, n_classes, model name) stored in
       the manifest for `forward`.
+    batch_stats: the BatchNorm running statistics of a model with BatchNorm; each norm is
+      stored folded by them into its per-channel scale and shift (block_i/norm/scale, bias).
   """
-  records = models.deployed_tensors(model, params, spec, x_example)
-  inputs = _input_quantizers(model, params, spec, x_example)
+  records = models.deployed_tensors(model, params, spec, x_example, batch_stats)
+  inputs = _input_quantizers(model, models.variables(params, batch_stats), spec, x_example)
   arrays, entries = {}, {}
   for path, rec in records.items():
     key = path.replace("/", ".")
@@ -98,14 +102,12 @@ def export_model(
   return manifest
 
 
-def _input_quantizers(model, params, spec, x) -> dict:
+def _input_quantizers(model, variables, spec, x) -> dict:
   """{module path: {bits[, scale]}} of every activation quantizer (empty for float)."""
   if spec is None:
     return {}
-  collect = jax.jit(
-    lambda p, x, s: model.apply({"params": p}, x, spec=s, mutable=["input_quant"])[1]
-  )
-  state = collect(params, x, spec)
+  collect = jax.jit(lambda v, x, s: model.apply(v, x, spec=s, mutable=["input_quant"])[1])
+  state = collect(variables, x, spec)
   flat = flax.traverse_util.flatten_dict(
     state["input_quant"], sep="/", is_leaf=lambda _, v: isinstance(v, tuple)
   )
@@ -144,7 +146,9 @@ def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
   # Exports of float models, and those written before the scheme was recorded, have none.
   info = manifest.get("quant") or {"scheme": None, "state_bits": quant.OFF_BITS}
   scheme, hooks = info["scheme"], {}
-  if not quant.is_off(info["state_bits"]):
+  with jax.ensure_compile_time_eval():  # A host number: decided once, also under jit.
+    state_on = not quant.is_off(info["state_bits"])
+  if state_on:
     hooks = layers.state_quantizer(scheme, arch["method"], x.shape[1], info["state_bits"])
 
   def act(path, h):
@@ -171,15 +175,19 @@ def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:
     )
     return jax.vmap(apply)(act(path, u)).astype(u.dtype)
 
+  norm_kind, options = blocks.block_options(arch)
+
   def block(i):
     path = f"block_{i}"
-    scale, bias = tensors[f"{path}/norm/scale"], tensors[f"{path}/norm/bias"]
+    norm = blocks.stored_norm(
+      norm_kind, tensors[f"{path}/norm/scale"], tensors[f"{path}/norm/bias"]
+    )
     return lambda h: blocks.residual_block(
       h,
-      norm=lambda v: blocks.layer_norm(v, scale, bias),
+      norm=norm,
       sequence_layer=functools.partial(s4d, f"{path}/s4d"),
       glu_dense=functools.partial(dense, f"{path}/glu_dense"),
-      prenorm=arch["prenorm"],
+      **options,
     )
 
   residual = [block(i) for i in range(arch["n_layers"])]

@@ -1,5 +1,5 @@
-"""Thin Flax linen shells over the pure maths: quantizable Dense and LayerNorm, the S4D layer
-and the residual block.
+"""Thin Flax linen shells over the pure maths: quantizable Dense, LayerNorm and BatchNorm, the
+S4D layer and the residual block.
 
 Parameters are stored as real arrays (complex numbers as trailing real pairs) and decoded
 once per call into the complex (a_bar, b_bar, c) that `ssm_aimc.ssm` consumes. All layers
@@ -15,8 +15,9 @@ spec's static `scheme` picks the quantizers and where they act (`quant.SCHEME_GR
 continuous-time A, log_step and C before discretisation, every activation with its own
 absmax step, and the state at every step of the sequential path.
 
-Two variable collections besides "params" are written only when the caller makes them
-mutable (otherwise the ops are traced away):
+A model with BatchNorm (`QBatchNorm`) also has the collection "batch_stats" (its running
+averages, updated when training makes it mutable). Two more collections are written only
+when the caller makes them mutable (otherwise the ops are traced away):
   "calibration"  per-quantizer statistics used to initialise activation ranges and LSQ
                  steps (`models.calibrate`),
   "deployed"     every tensor as it would be stored on hardware (quantized values, bit
@@ -42,6 +43,8 @@ from ssm_aimc.hardware import analog as analog_lib
 DEFAULT_INPUT_RANGE = 4.0
 # Percentile of |activation| that calibration takes as the clip range (robust to outliers).
 CALIBRATION_PERCENTILE = 99.99
+# The collection of BatchNorm running statistics (flax's name), mutable in training.
+BATCH_STATS = "batch_stats"
 # The specs injected into every layer's call; None is the float (digital) path.
 Quant = quant.QuantSpec | None
 Analog = analog_lib.AnalogSpec | None
@@ -271,20 +274,67 @@ class QDense(nn.Module):
     return matmul(x, kernel) + bias
 
 
+def _stored_norm_vectors(module: nn.Module, scale: jax.Array, bias: jax.Array, spec: Quant):
+  """A norm's two stored vectors (H,), quantized as the group "bias" says and recorded as
+  deployed tensors "scale" and "bias"; returns them as the norm computes with them."""
+  tq = spec.bias if spec is not None else None
+  (scale, scale_codes), (bias, bias_codes) = quantize_small(scale, tq), quantize_small(bias, tq)
+  _deploy(module, "scale", scale, tq, 0.0, **scale_codes)
+  _deploy(module, "bias", bias, tq, 0.0, **bias_codes)
+  return scale, bias
+
+
 class QLayerNorm(nn.Module):
-  """LayerNorm over the last axis whose scale and offset can be quantized (group "bias")."""
+  """LayerNorm over the last axis whose scale and offset can be quantized (group "bias").
+
+  Called as every norm of `NORMS` is, with `train` (which a LayerNorm does not use)."""
 
   epsilon: float = blocks.LAYER_NORM_EPSILON
 
   @nn.compact
-  def __call__(self, x: jax.Array, spec: Quant = None) -> jax.Array:
+  def __call__(self, x: jax.Array, spec: Quant = None, train: bool = False) -> jax.Array:
+    del train  # The same in training and inference.
     scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
     bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
-    tq = spec.bias if spec is not None else None
-    (scale, scale_codes), (bias, bias_codes) = quantize_small(scale, tq), quantize_small(bias, tq)
-    _deploy(self, "scale", scale, tq, 0.0, **scale_codes)
-    _deploy(self, "bias", bias, tq, 0.0, **bias_codes)
+    scale, bias = _stored_norm_vectors(self, scale, bias, spec)
     return blocks.layer_norm(x, scale, bias, self.epsilon)
+
+
+class QBatchNorm(nn.Module):
+  """BatchNorm over every axis but the last (batch and time), as flax's `nn.BatchNorm`, and
+  computed as a chip's periphery holds it: folded into a per-channel gain and shift
+  (`blocks.fold_batch_norm`), which are what is quantized (group "bias") and deployed.
+
+  Training (`train=True`) normalises with the batch's statistics and moves the running
+  averages towards them (the caller makes "batch_stats" mutable, as `steps.train_step`
+  does); inference uses the running averages. Parameters scale, bias (H,); "batch_stats":
+  mean, var (H,).
+  """
+
+  momentum: float = blocks.BATCH_NORM_MOMENTUM
+  epsilon: float = blocks.BATCH_NORM_EPSILON
+
+  @nn.compact
+  def __call__(self, x: jax.Array, spec: Quant = None, train: bool = False) -> jax.Array:
+    shape = (x.shape[-1],)
+    scale = self.param("scale", nn.initializers.ones, shape)
+    bias = self.param("bias", nn.initializers.zeros, shape)
+    running_mean = self.variable(BATCH_STATS, "mean", jnp.zeros, shape, jnp.float32)
+    running_var = self.variable(BATCH_STATS, "var", jnp.ones, shape, jnp.float32)
+    if train:
+      mean, var = blocks.batch_moments(x)
+      if not self.is_initializing():
+        for running, value in ((running_mean, mean), (running_var, var)):
+          running.value = self.momentum * running.value + (1.0 - self.momentum) * value
+    else:
+      mean, var = running_mean.value, running_var.value
+    gain, shift = blocks.fold_batch_norm(mean, var, scale, bias, self.epsilon)
+    gain, shift = _stored_norm_vectors(self, gain, shift, spec)
+    return blocks.channel_affine(x, gain, shift)
+
+
+# The block norms of `blocks.NORMS`; each stores "scale" and "bias" as deployed tensors.
+NORMS = {"layer": QLayerNorm, "batch": QBatchNorm}
 
 
 class S4D(nn.Module):
@@ -456,27 +506,36 @@ class S4DBlock(nn.Module):
   Attributes:
     ssm: constructor of the sequence layer, called with `name=` (e.g. a
       `functools.partial(S4D, d_state=...)`), so every block owns its own parameters.
-    dropout: dropout rate after the activation and after the GLU.
+    dropout: dropout rate after the activation and after the output activation.
     prenorm: normalise before the SSM (True) or after the residual (False).
+    norm: constructor of the norm (a value of `NORMS`), called with `name="norm"`.
+    residual: add the skip connection (False: the QS4D authors' block, its branch alone).
+    activation: the output activation, "glu" or "relu" (`blocks.ACTIVATIONS`); the dense
+      layer before it keeps the name glu_dense and the quantization group "glu" for both.
   """
 
   ssm: Callable[..., nn.Module]
   dropout: float = 0.0
   prenorm: bool = True
+  norm: Callable[..., nn.Module] = QLayerNorm
+  residual: bool = True
+  activation: str = "glu"
 
   @nn.compact
   def __call__(
     self, x: jax.Array, train: bool = False, spec: Quant = None, analog: Analog = None
   ) -> jax.Array:
-    """x: (B, L, H) -> (B, L, H). The norm, GELU and GLU gate are digital periphery."""
-    channels = x.shape[-1]
+    """x: (B, L, H) -> (B, L, H). The norm, GELU and output activation are digital periphery."""
+    width = blocks.ACTIVATIONS[self.activation][1] * x.shape[-1]
     # Modules are made where they are first called, in the order of the block's maths, so
-    # the two dropouts are Dropout_0 (after the GELU) and Dropout_1 (after the GLU).
+    # the two dropouts are Dropout_0 (after the GELU) and Dropout_1 (after the activation).
     return blocks.residual_block(
       x,
-      norm=lambda v: QLayerNorm(name="norm")(v, spec),
+      norm=lambda v: self.norm(name="norm")(v, spec, train),
       sequence_layer=lambda z: self.ssm(name="s4d")(z, spec, analog),
-      glu_dense=lambda z: QDense(2 * channels, group="glu", name="glu_dense")(z, spec, analog),
+      glu_dense=lambda z: QDense(width, group="glu", name="glu_dense")(z, spec, analog),
       prenorm=self.prenorm,
       dropout=lambda z: nn.Dropout(self.dropout, deterministic=not train)(z),
+      residual=self.residual,
+      activation=self.activation,
     )

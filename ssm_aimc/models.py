@@ -3,7 +3,9 @@
 `ModelConfig` is the typed description of a model (the ml_collections config stops in
 train.py); `MODELS` maps registry names to constructors and `get_model` builds one.
 `calibrate` sets the quantizer parameters from data, and `deployed_tensors` lists every
-tensor as it would be stored on hardware.
+tensor as it would be stored on hardware. A model with BatchNorm (`norm="batch"`) has
+running statistics besides its params: every function that runs the model takes them as
+`batch_stats` (None or {} for a model without), and `variables` joins the two.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 from ssm_aimc import blocks, errors, layers, quant, ssm
 
 POOLINGS = blocks.POOLINGS
+BATCH_STATS = layers.BATCH_STATS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,12 +31,16 @@ class ModelConfig:
 
   Attributes:
     d_model: H, channels of every block.
-    n_layers: number of residual S4D blocks.
+    n_layers: number of S4D blocks.
     d_state: N, real state size per channel (N/2 complex modes).
     dropout: dropout rate inside the blocks.
     pooling: "mean" over time or "last" step before the decoder.
-    prenorm: LayerNorm before (True) or after (False) each block's SSM.
-    a_init: "lin" or "inv" S4D initialisation of A.
+    prenorm: the norm before (True) or after (False) each block's SSM.
+    norm: "layer" (LayerNorm) or "batch" (BatchNorm over batch and time, with running
+      statistics in the "batch_stats" collection).
+    residual: each block adds its input to its output (False: the QS4D authors' blocks).
+    activation: each block's output activation, "glu" or "relu".
+    a_init: "lin", "inv" or "lin_quarter" (S4D-Lin at pi/4 n) initialisation of A.
     discretization: "zoh" or "bilinear".
     method: SSM evaluation path ("auto", "fft", "associative", "sequential").
     step_min, step_max: initial step size range.
@@ -46,6 +53,9 @@ class ModelConfig:
   dropout: float = 0.1
   pooling: str = "mean"
   prenorm: bool = True
+  norm: str = "layer"
+  residual: bool = True
+  activation: str = "glu"
   a_init: str = "lin"
   discretization: str = "zoh"
   method: str = "auto"
@@ -67,8 +77,12 @@ class ModelConfig:
         f"model.step_min/step_max must satisfy 0 < step_min <= step_max, got "
         f"{self.step_min}, {self.step_max}."
       )
+    if not isinstance(self.residual, bool):
+      raise errors.ConfigError(f"model.residual must be True or False, got {self.residual!r}.")
     for name, valid in (
       ("pooling", POOLINGS),
+      ("norm", blocks.NORMS),
+      ("activation", tuple(blocks.ACTIVATIONS)),
       ("a_init", ssm.A_INITS),
       ("discretization", ssm.DISCRETIZATIONS),
       ("method", ssm.METHODS + ("auto",)),
@@ -111,7 +125,15 @@ class S4DClassifier(nn.Module):
 
     # Each module is made where the skeleton first calls it, so modules are created in the
     # order of the maths (encoder, blocks, decoder).
-    block = functools.partial(layers.S4DBlock, ssm=s4d, dropout=cfg.dropout, prenorm=cfg.prenorm)
+    block = functools.partial(
+      layers.S4DBlock,
+      ssm=s4d,
+      dropout=cfg.dropout,
+      prenorm=cfg.prenorm,
+      norm=layers.NORMS[cfg.norm],
+      residual=cfg.residual,
+      activation=cfg.activation,
+    )
     residual = [
       lambda h, name=f"block_{i}": block(name=name)(h, train, spec, analog)
       for i in range(cfg.n_layers)
@@ -148,18 +170,25 @@ def is_quantizer_param(path: str) -> bool:
   return path.rsplit("/", 1)[-1] in QUANTIZER_PARAMS
 
 
-def calibrate(model: nn.Module, params, spec: quant.QuantSpec, x: jax.Array):
+def variables(params, batch_stats=None) -> dict:
+  """The Flax variables of a classifier: {"params": params}, and its BatchNorm running
+  statistics under "batch_stats" when it has any (None or {}: none)."""
+  return {"params": params, BATCH_STATS: batch_stats} if batch_stats else {"params": params}
+
+
+def calibrate(model: nn.Module, params, spec: quant.QuantSpec, x: jax.Array, batch_stats=None):
   """Quantizer parameters set from one batch x: activation clip ranges and LSQ steps.
 
   Activation ranges are the 99.99th percentile of |input| of each quantizer, measured with
   weights quantized as `spec` says but activations in float (standard post-training
-  calibration); LSQ weight steps take LSQ's initial value 2 mean|w| / sqrt(q_max).
+  calibration), in inference mode (BatchNorm on `batch_stats`); LSQ weight steps take
+  LSQ's initial value 2 mean|w| / sqrt(q_max).
 
   Returns:
     a copy of params with every `input_range` and `kernel_scale` replaced.
   """
   float_acts = dataclasses.replace(spec, activations=quant.TensorQuant.off())
-  state = _collector(model, "calibration")(params, x, float_acts)
+  state = _collector(model, "calibration")(variables(params, batch_stats), x, float_acts)
   stats = flax.traverse_util.flatten_dict(state["calibration"], sep="/")
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   for path, values in stats.items():
@@ -169,27 +198,31 @@ def calibrate(model: nn.Module, params, spec: quant.QuantSpec, x: jax.Array):
   return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 
-def deployed_tensors(model: nn.Module, params, spec: quant.QuantSpec | None, x: jax.Array):
+def deployed_tensors(
+  model: nn.Module, params, spec: quant.QuantSpec | None, x: jax.Array, batch_stats=None
+):
   """Every stored tensor as hardware would hold it: {path: record}.
 
   Each record has `values` (quantized; complex for SSM tensors), `bits` (storage width;
   32 for float), `macs_per_element` (MACs per stored real number and time step) and, for
-  matrix products, `act_bits` and `per_sequence`. x only fixes shapes (one example
-  suffices).
+  matrix products, `act_bits` and `per_sequence`. A BatchNorm is stored folded by its
+  running statistics `batch_stats` into a per-channel scale and shift. x only fixes shapes
+  (one example suffices).
   """
-  state = _collector(model, "deployed")(params, x, spec)
+  state = _collector(model, "deployed")(variables(params, batch_stats), x, spec)
   flat = flax.traverse_util.flatten_dict(state["deployed"], sep="/", is_leaf=_is_record)
   return {path: record[0] for path, record in flat.items()}
 
 
 @functools.lru_cache(maxsize=64)
 def _collector(model: nn.Module, collection: str) -> Callable:
-  """Jitted forward pass returning the mutable `collection`, one per (model, collection).
+  """Jitted forward pass of the model's variables returning the mutable `collection`, one
+  per (model, collection).
 
   Cached so that the spec, a traced argument, can change without a new compile: a sweep
   calibrates and costs every member of a population with one program per architecture.
   """
-  return jax.jit(lambda p, x, s: model.apply({"params": p}, x, spec=s, mutable=[collection])[1])
+  return jax.jit(lambda v, x, s: model.apply(v, x, spec=s, mutable=[collection])[1])
 
 
 def _is_record(_, value) -> bool:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from ssm_aimc import data, figures, layers, quant
+from ssm_aimc import data, figures, layers, models, quant
 from ssm_aimc.hardware import analog as analog_lib
 
 
@@ -36,17 +36,19 @@ def correct_counts(
   keys_program: jax.Array,
   keys_read: jax.Array,
   batch_index: jax.Array,
+  batch_stats=None,
 ) -> jax.Array:
   """Correct predictions of one padded batch on S chips: (S,) from keys (S, 2) each.
 
   The read key of chip s on this batch is fold_in(keys_read[s], batch_index): fresh read
-  noise for every batch, the same programming for all of them.
+  noise for every batch, the same programming for all of them. BatchNorm runs on the
+  running statistics `batch_stats` (digital periphery: no noise).
   """
 
   def one_chip(key_program, key_read):
     key_read = jax.random.fold_in(key_read, batch_index)
     logits = apply_fn(
-      {"params": params},
+      models.variables(params, batch_stats),
       x,
       train=False,
       spec=spec,

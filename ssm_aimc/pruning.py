@@ -66,10 +66,10 @@ class PruneConfig:
 
 
 def layer_scores(
-  model, params, spec: quant.QuantSpec | None, x: jax.Array, score: str = "h2"
+  model, params, spec: quant.QuantSpec | None, x: jax.Array, score: str = "h2", batch_stats=None
 ) -> dict[str, jax.Array]:
   """{S4D layer path: (H, n) mode scores} of the model as deployed under `spec`."""
-  records = models.deployed_tensors(model, params, spec, x)
+  records = models.deployed_tensors(model, params, spec, x, batch_stats)
   out = {}
   for path in prune.s4d_paths(params):
     value = lambda name, path=path: (
@@ -92,10 +92,12 @@ def keep_masks(scores: dict[str, jax.Array], ratio: float, scope: str) -> dict[s
 
 
 def masks_at(
-  cfg: PruneConfig, model, params, spec, x: jax.Array, ratio: float
+  cfg: PruneConfig, model, params, spec, x: jax.Array, ratio: float, batch_stats=None
 ) -> tuple[dict[str, jax.Array], dict]:
-  """(mode keep masks, parameter-mask tree) of `params` at `ratio`."""
-  modes = keep_masks(layer_scores(model, params, spec, x, cfg.score), ratio, cfg.scope)
+  """(mode keep masks, parameter-mask tree) of `params` (and BatchNorm `batch_stats`) at
+  `ratio`."""
+  scores = layer_scores(model, params, spec, x, cfg.score, batch_stats)
+  modes = keep_masks(scores, ratio, cfg.scope)
   return modes, prune.model_masks(params, modes)
 
 

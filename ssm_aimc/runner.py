@@ -13,6 +13,11 @@ pruning masks) comes in through the optional `checkpoints` and `pruning` hooks.
 
 Evaluation is the same for every layout too: counts fetched per batch and summed on the
 host in float64 (`Population.evaluate`, `Population.chip_accuracies`).
+
+A model with BatchNorm has running statistics besides its params (`models.variables`):
+they live in the TrainState's `batch_stats`, come from `init_variables`, are updated by
+every training step and travel with the params wherever those go (the best state,
+evaluation, calibration, cost); a model without carries an empty `batch_stats`.
 """
 
 from __future__ import annotations
@@ -75,17 +80,23 @@ def build(exp: experiment.Experiment) -> Setup:
 @functools.lru_cache(maxsize=16)
 def _init_fn(model, seq_len: int, d_input: int):
   dummy = jnp.zeros((1, seq_len, d_input), jnp.float32)
-  return jax.jit(lambda key: model.init(key, dummy)["params"])
+  return jax.jit(lambda key: model.init(key, dummy, mutable=["params", models.BATCH_STATS]))
 
 
-def init_params(setup: Setup, seed: int):
-  """The initial params of `seed`: key fold_in(PRNGKey(seed), 0), one compiled init per
-  model and input shape in this process."""
+def init_variables(setup: Setup, seed: int) -> dict:
+  """The initial variables of `seed`, {"params": ...} and for a model with BatchNorm
+  {"batch_stats": ...}: key fold_in(PRNGKey(seed), 0), one compiled init per model and
+  input shape in this process."""
   fn = _init_fn(setup.model, setup.dataset.seq_len, setup.dataset.d_input)
   return fn(jax.random.fold_in(jax.random.PRNGKey(seed), 0))
 
 
-def calibrate(setup: Setup, exp: experiment.Experiment, params):
+def init_params(setup: Setup, seed: int):
+  """The initial params of `seed` (`init_variables`)."""
+  return init_variables(setup, seed)["params"]
+
+
+def calibrate(setup: Setup, exp: experiment.Experiment, params, batch_stats=None):
   """Quantizer ranges and LSQ steps from the first training batch of `exp`'s order.
 
   Runs when the model is quantized or simulated on analog hardware (whose DAC and ADC use
@@ -95,18 +106,33 @@ def calibrate(setup: Setup, exp: experiment.Experiment, params):
     return params
   spec = exp.quant.spec if exp.quant.spec is not None else quant.QuantSpec.off()
   x, _ = next(data.batches(setup.dataset.train, exp.batch_size, seed=exp.seed, epoch=0))
-  return models.calibrate(setup.model, params, spec, jnp.asarray(x))
+  return models.calibrate(setup.model, params, spec, jnp.asarray(x), batch_stats)
 
 
-def new_state(setup: Setup, exp: experiment.Experiment, params, tx=None) -> steps.TrainState:
-  """A fresh TrainState of `params` with `exp`'s optimizer (or `tx`)."""
+def new_state(
+  setup: Setup, exp: experiment.Experiment, params, tx=None, batch_stats=None
+) -> steps.TrainState:
+  """A fresh TrainState of `params` (and BatchNorm `batch_stats`) with `exp`'s optimizer
+  (or `tx`)."""
   tx = setup.optimizer(exp) if tx is None else tx
-  return steps.TrainState.create(apply_fn=setup.model.apply, params=params, tx=tx)
+  return steps.TrainState.create(
+    apply_fn=setup.model.apply, params=params, tx=tx, batch_stats=batch_stats or {}
+  )
 
 
-def cost_report(setup: Setup, params, spec: quant.QuantSpec | None) -> cost.CostReport:
-  """Cost of `params` under `spec`, from the deployed tensors."""
-  records = models.deployed_tensors(setup.model, params, spec, setup.example)
+def initial_state(setup: Setup, exp: experiment.Experiment, params=None) -> steps.TrainState:
+  """`exp`'s TrainState at step 0 from its seed's initial variables (the params replaced
+  by `params` when given)."""
+  init = init_variables(setup, exp.seed)
+  params = init["params"] if params is None else params
+  return new_state(setup, exp, params, batch_stats=init.get(models.BATCH_STATS))
+
+
+def cost_report(
+  setup: Setup, params, spec: quant.QuantSpec | None, batch_stats=None
+) -> cost.CostReport:
+  """Cost of `params` (and BatchNorm `batch_stats`) under `spec`, from the deployed tensors."""
+  records = models.deployed_tensors(setup.model, params, spec, setup.example, batch_stats)
   ds = setup.dataset
   reference = dict(cost.REFERENCE, d_input=ds.d_input, n_classes=ds.n_classes)
   return cost.deployed_report(
@@ -138,14 +164,16 @@ def _stacked_evals(layout: population_lib.Layout, apply_fn):
   """(eval, chip eval) programs of a stacked population: one compile per layout, model and
   shape, shared by every population (chunk) of them."""
 
-  def member_eval(params, spec, x, y, mask):
-    return steps.eval_step(apply_fn, spec, params, x, y, mask)
+  def member_eval(params, batch_stats, spec, x, y, mask):
+    return steps.eval_step(apply_fn, spec, params, x, y, mask, batch_stats)
 
-  def member_counts(params, spec, analog, x, y, mask, kp, kr, index):
-    return noise_eval.correct_counts(apply_fn, spec, params, x, y, mask, analog, kp, kr, index)
+  def member_counts(params, spec, analog, x, y, mask, kp, kr, index, batch_stats):
+    return noise_eval.correct_counts(
+      apply_fn, spec, params, x, y, mask, analog, kp, kr, index, batch_stats
+    )
 
-  evaluate = jax.jit(layout.map(member_eval, (True, True, False, False, False)))
-  return evaluate, jax.jit(layout.map(member_counts, (True,) * 3 + (False,) * 6))
+  evaluate = jax.jit(layout.map(member_eval, (True,) * 3 + (False,) * 3))
+  return evaluate, jax.jit(layout.map(member_counts, (True,) * 3 + (False,) * 6 + (True,)))
 
 
 def _stack_or_none(layout, trees: list):
@@ -163,10 +191,21 @@ class Population:
   """
 
   @classmethod
-  def start(cls, setup: Setup, members: list, layout: population_lib.Layout, params: list):
-    """A population starting from `params` (one tree per member) at step 0."""
+  def start(
+    cls,
+    setup: Setup,
+    members: list,
+    layout: population_lib.Layout,
+    params: list,
+    batch_stats: list | None = None,
+  ):
+    """A population starting from `params` (one tree per member) and, for a model with
+    BatchNorm, `batch_stats` (one tree per member) at step 0."""
     tx, rates = cls.optimizer(setup, members, layout.stacked)
-    states = [new_state(setup, m, p, tx) for m, p in zip(members, params, strict=True)]
+    batch_stats = [None] * len(members) if batch_stats is None else batch_stats
+    states = [
+      new_state(setup, m, p, tx, s) for m, p, s in zip(members, params, batch_stats, strict=True)
+    ]
     if rates is not None:
       states = [
         s.replace(opt_state=optax.tree_utils.tree_set(s.opt_state, learning_rate=jnp.float32(r)))
@@ -253,31 +292,39 @@ class Population:
     )
     return metrics
 
-  def evaluate(self, params, split: data.Split) -> dict:
-    """{"loss", "accuracy"}: (P,) float64 over a whole split (one padded batch shape)."""
+  def evaluate(self, params, split: data.Split, batch_stats=None) -> dict:
+    """{"loss", "accuracy"}: (P,) float64 over a whole split (one padded batch shape), of
+    `params` and, for a model with BatchNorm, its running statistics `batch_stats`."""
     bs = self.members[0].eval_batch_size
+    batch_stats = batch_stats or {}
     totals = None
     for x, y, mask in data.padded_batches(split, bs):
       args = (
-        (params, x, y, mask)
+        (params, x, y, mask, batch_stats)
         if not self.layout.stacked
-        else (params, self.specs, *self.layout.shared((x, y, mask)))
+        else (params, batch_stats, self.specs, *self.layout.shared((x, y, mask)))
       )
       out = {k: np.asarray(v, np.float64) for k, v in self.layout.fetch(self._eval(*args)).items()}
       totals = out if totals is None else {k: totals[k] + out[k] for k in out}
     count = np.maximum(totals["count"], 1.0)
     return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
 
-  def chip_accuracies(self, params, split: data.Split, analogs, progress: str | None = None):
+  def chip_accuracies(
+    self, params, split: data.Split, analogs, progress: str | None = None, batch_stats=None
+  ):
     """(P, chips) accuracies on the simulated chips of `hardware` (eval_seeds, eval_seed,
-    seeds_per_call): chip s is the same for every member; `analogs` the members' specs."""
+    seeds_per_call): chip s is the same for every member; `analogs` the members' specs,
+    `batch_stats` their BatchNorm running statistics (None: none)."""
     hw, stacked = self.members[0].hardware, self.layout.stacked
-    eval_fn, fetch = self.chip_eval_fn, np.asarray
+    batch_stats = batch_stats or {}
+    eval_fn = functools.partial(self.chip_eval_fn, batch_stats=batch_stats)
+    fetch = np.asarray
     if stacked:
       shared, fetch = self.layout.shared, self.layout.fetch
 
       def eval_fn(p, x, y, mask, analog, kp, kr, index):
-        return self.chip_eval_fn(p, self.specs, analog, *shared((x, y, mask, kp, kr, index)))
+        args = shared((x, y, mask, kp, kr, index))
+        return self.chip_eval_fn(p, self.specs, analog, *args, batch_stats)
 
     bs = self.members[0].eval_batch_size
     chips = (hw.eval_seeds, hw.eval_seed, hw.seeds_per_call)
@@ -288,10 +335,10 @@ class Population:
 
 
 def single(exp: experiment.Experiment, params=None) -> Population:
-  """A single run of `exp` at step 0, from its seed's initial params unless `params`."""
+  """A single run of `exp` at step 0, from its seed's initial variables (its params
+  replaced by `params` when given)."""
   setup = build(exp)
-  params = init_params(setup, exp.seed) if params is None else params
-  return Population(setup, [exp], population_lib.Layout(), [new_state(setup, exp, params)])
+  return Population(setup, [exp], population_lib.Layout(), [initial_state(setup, exp, params)])
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,6 +352,7 @@ class Fit:
 
   Attributes:
     best: the params with the best validation accuracy (stacked as the layout holds them).
+    best_batch_stats: the BatchNorm running statistics of that state ({}: none).
     best_val: (P,) that accuracy; best_step: (P,) its step.
     epoch_losses: (epochs, P) mean training loss of every epoch run.
     losses: (steps, P) training loss of every step run.
@@ -312,6 +360,7 @@ class Fit:
   """
 
   best: object
+  best_batch_stats: object
   best_val: np.ndarray
   best_step: np.ndarray
   epoch_losses: np.ndarray
@@ -427,7 +476,8 @@ def fit(
       of the non-finite error).
     pruning: masks at every epoch start, start_epoch(state, epoch) -> (state, masks), and
       fully_pruned(step): whether a step may become the best (train.py's).
-    best: (params, val accuracy (P,), step (P,)) already reached (a resumed run), or None.
+    best: ((params, batch_stats), val accuracy (P,), step (P,)) already reached (a resumed
+      run), or None.
     label: prefix of log lines and records ("" for a single run).
     start_time: for the records' wall_time_s (default: now).
   """
@@ -435,14 +485,15 @@ def fit(
   start_time = time.time() if start_time is None else start_time
   step = int(np.asarray(pop.layout.fetch(pop.state.step))[0])
   guard = _Guard(pop.size, raises=not pop.layout.stacked, checkpoints=checkpoints)
-  params, best_val, best_step = best or (None, np.full(pop.size, -np.inf), np.full(pop.size, -1))
+  # The best state as (params, batch_stats): its running statistics go with its params.
+  variables, best_val, best_step = best or (None, np.full(pop.size, -np.inf), np.full(pop.size, -1))
   histories, epoch_losses = [np.zeros((0, pop.size))], [np.zeros((0, pop.size))]
   for epoch in range(step // spe, exp.num_epochs):
     if pruning is not None:
       pop.state, pop.masks = pruning.start_epoch(pop.state, epoch)
     step, train_loss, train_acc, history = _train_epoch(pop, epoch, step, guard, writer, label)
     guard(train_loss, step, "mean training loss of the epoch")
-    val = pop.evaluate(pop.state.params, pop.setup.dataset.val)
+    val = pop.evaluate(pop.state.params, pop.setup.dataset.val, pop.state.batch_stats)
     guard(val["loss"], step, "validation loss")
     record = {
       "epoch": epoch + 1,
@@ -462,13 +513,15 @@ def fit(
     # While a gradual schedule is still pruning, a less-pruned state must not become "best".
     improved = val["accuracy"] > best_val
     if (pruning is None or pruning.fully_pruned(step)) and improved.any():
-      params = pop.layout.select(improved, params, pop.state.params)
+      variables = pop.layout.select(improved, variables, (pop.state.params, pop.state.batch_stats))
       best_val = np.where(improved, val["accuracy"], best_val)
       best_step = np.where(improved, step, best_step)
       if checkpoints is not None:
         checkpoints.new_best(pop.state, float(val["accuracy"][0]))
+  params, batch_stats = variables or (None, None)
   return Fit(
     params,
+    batch_stats,
     best_val,
     best_step,
     np.concatenate(epoch_losses),

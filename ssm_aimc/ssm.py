@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 METHODS = ("associative", "sequential", "fft", "toeplitz")
 DISCRETIZATIONS = ("zoh", "bilinear")
-A_INITS = ("lin", "inv")
+A_INITS = ("lin", "inv", "lin_quarter")
 
 
 # ---------------------------------------------------------------------------------------
@@ -55,8 +55,9 @@ def init_a(n_modes: int, kind: str = "lin") -> tuple[jax.Array, jax.Array]:
 
   Args:
     n_modes: n, the number of complex modes (real state size N = 2n).
-    kind: "lin" (S4D-Lin, a_k = -1/2 + i pi k) or "inv" (S4D-Inv,
-      a_k = -1/2 + i N/pi (N/(2k+1) - 1)).
+    kind: "lin" (S4D-Lin, a_k = -1/2 + i pi k), "inv" (S4D-Inv,
+      a_k = -1/2 + i N/pi (N/(2k+1) - 1)) or "lin_quarter" (S4D-Lin at a quarter of the
+      frequencies, a_k = -1/2 + i pi/4 k: the QS4D authors' initialisation).
 
   Returns:
     (log_neg_re_a, im_a), each of shape (n,): the stored parameters, decoded by `decode_a`
@@ -66,6 +67,8 @@ def init_a(n_modes: int, kind: str = "lin") -> tuple[jax.Array, jax.Array]:
   log_neg_re_a = jnp.full((n_modes,), math.log(0.5), jnp.float32)
   if kind == "lin":
     im_a = math.pi * k
+  elif kind == "lin_quarter":
+    im_a = math.pi / 4 * k
   elif kind == "inv":
     state_size = 2 * n_modes
     im_a = state_size / math.pi * (state_size / (2 * k + 1) - 1)

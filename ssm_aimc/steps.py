@@ -8,18 +8,23 @@ structure, and `jax.vmap` over stacked specs trains a population (ssm_aimc.popul
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from ssm_aimc import layers, prune, quant
+from ssm_aimc import layers, models, prune, quant
 from ssm_aimc.hardware import analog as analog_lib
 
 
 class TrainState(train_state.TrainState):
-  """Flax TrainState (step, params, opt_state, apply_fn, tx)."""
+  """Flax TrainState (step, params, opt_state, apply_fn, tx) and `batch_stats`, the model's
+  BatchNorm running statistics ({} for a model without BatchNorm)."""
+
+  batch_stats: Any = flax.struct.field(default_factory=dict)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -40,7 +45,8 @@ def train_step(
 
   `masks` (a 0/1 tree shaped like the params, `ssm_aimc.prune.model_masks`) holds pruned
   entries fixed: the optimizer's updates are multiplied by it. With `analog`, every step
-  programs a fresh chip (noise-aware training).
+  programs a fresh chip (noise-aware training). BatchNorm normalises with the batch's
+  statistics and the state's running averages move towards them.
   """
   step_key = jax.random.fold_in(key, state.step)
   rngs = {"dropout": step_key}
@@ -49,10 +55,19 @@ def train_step(
     rngs[layers.READ_RNG] = jax.random.fold_in(step_key, 2)
 
   def loss_fn(params):
-    logits = state.apply_fn({"params": params}, x, train=True, spec=spec, analog=analog, rngs=rngs)
-    return jnp.mean(cross_entropy(logits, y)), logits
+    logits, updated = state.apply_fn(
+      models.variables(params, state.batch_stats),
+      x,
+      train=True,
+      spec=spec,
+      analog=analog,
+      rngs=rngs,
+      mutable=[models.BATCH_STATS],
+    )
+    return jnp.mean(cross_entropy(logits, y)), (logits, updated.get(models.BATCH_STATS, {}))
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.replace(batch_stats=batch_stats)
   if masks is None:
     state = state.apply_gradients(grads=grads)
   else:
@@ -66,10 +81,12 @@ def train_step(
   return state, metrics
 
 
-def eval_step(apply_fn: Callable, spec: quant.QuantSpec | None, params, x, y, mask):
+def eval_step(
+  apply_fn: Callable, spec: quant.QuantSpec | None, params, x, y, mask, batch_stats=None
+):
   """Summed loss, correct count and example count of a padded batch: x (B, L, d_input),
-  y (B,) labels, mask (B,) of 0/1."""
-  logits = apply_fn({"params": params}, x, train=False, spec=spec)
+  y (B,) labels, mask (B,) of 0/1; BatchNorm on the running statistics `batch_stats`."""
+  logits = apply_fn(models.variables(params, batch_stats), x, train=False, spec=spec)
   correct = (jnp.argmax(logits, -1) == y) * mask
   return {
     "loss_sum": jnp.sum(cross_entropy(logits, y) * mask),

@@ -207,8 +207,8 @@ def layout_of(strategy: str, mesh=None) -> population_lib.Layout:
 
 def _member_result(pop, fit, i: int, test, analog_rows) -> MemberResult:
   setup, exp = pop.setup, pop.members[i]
-  params = pop.layout.member(fit.best, i)
-  records = models.deployed_tensors(setup.model, params, exp.quant.spec, setup.example)
+  params, stats = pop.layout.member((fit.best, fit.best_batch_stats), i)
+  records = models.deployed_tensors(setup.model, params, exp.quant.spec, setup.example, stats)
   mapping, energies = deploy.energy_report(exp, records, setup.dataset.seq_len)
   chip_cost = {
     "tiles": mapping.tiles,
@@ -223,29 +223,34 @@ def _member_result(pop, fit, i: int, test, analog_rows) -> MemberResult:
     test_loss=float(test["loss"][i]),
     diverged=bool(fit.diverged[i]),
     analog=[rows[i] for rows in analog_rows],
-    cost={**runner.cost_report(setup, params, exp.quant.spec).as_dict(), **chip_cost},
+    cost={**runner.cost_report(setup, params, exp.quant.spec, stats).as_dict(), **chip_cost},
   )
 
 
 def _train_chunk(setup, chunk: list[Member], padded: int, layout, loaded, writer, label: str):
   """Trains one chunk, padded to `padded` members (copies of its last: one compiled shape
-  for every chunk); returns the results of the real members."""
+  for every chunk), from the variables `loaded` (None: each member's initial ones);
+  returns the results of the real members."""
   n_real = len(chunk)
   batch = chunk + [chunk[-1]] * (padded - n_real)
   exps = [m.exp for m in batch]
+  starts = [runner.init_variables(setup, e.seed) if loaded is None else loaded for e in exps]
+  stats = [start.get(models.BATCH_STATS) for start in starts]
   params = [
-    runner.calibrate(setup, e, loaded if loaded is not None else runner.init_params(setup, e.seed))
-    for e in exps
+    runner.calibrate(setup, e, start["params"], s)
+    for e, start, s in zip(exps, starts, stats, strict=True)
   ]
-  pop = runner.Population.start(setup, exps, layout, params)
+  pop = runner.Population.start(setup, exps, layout, params, stats)
   fit = runner.fit(pop, writer=writer, label=label)
   runner.best_or_raise(fit)
-  test = pop.evaluate(fit.best, setup.dataset.test)
+  test = pop.evaluate(fit.best, setup.dataset.test, fit.best_batch_stats)
   analog_rows = []
   if exps[0].hardware.enabled:
     for j in range(len(batch[0].evals)):
       specs = layout.stack([m.exp.hardware.spec.scaled(np.float32(m.evals[j][1])) for m in batch])
-      accuracies = pop.chip_accuracies(fit.best, setup.dataset.test, specs)
+      accuracies = pop.chip_accuracies(
+        fit.best, setup.dataset.test, specs, batch_stats=fit.best_batch_stats
+      )
       analog_rows.append([noise_eval.summary(a) for a in accuracies])
   return [_member_result(pop, fit, i, test, analog_rows) for i in range(n_real)]
 
@@ -261,9 +266,9 @@ def train_members(
   setup = runner.build(first)
   loaded = None
   if first.init_checkpoint:
-    state = runner.new_state(setup, first, runner.init_params(setup, first.seed))
+    state, _ = workdir_lib.load_state(first.init_checkpoint, runner.initial_state(setup, first))
     # On the host: every member's training donates its own device copy of these.
-    loaded = jax.device_get(workdir_lib.load_state(first.init_checkpoint, state)[0].params)
+    loaded = jax.device_get(models.variables(state.params, state.batch_stats))
   size, padded = population_lib.chunks(len(members), chunk_size, layout)
   n_chunks = -(-len(members) // size)
   results = []

@@ -53,18 +53,25 @@ def quant_summary(spec: quant.QuantSpec | None) -> dict:
   return {**out, "mode": spec.encoder.mode.value, "a_bar_param": spec.a_bar_param}
 
 
-def export_params(setup: runner.Setup, exp: experiment.Experiment, params, directory: str):
-  """Writes the integer export (codes + steps + manifest) of `params` to `directory`."""
+def export_params(
+  setup: runner.Setup, exp: experiment.Experiment, params, directory: str, batch_stats=None
+):
+  """Writes the integer export (codes + steps + manifest) of `params` (and BatchNorm
+  `batch_stats`) to `directory`."""
   arch = {
     **dataclasses.asdict(exp.model),
     "n_classes": setup.dataset.n_classes,
     "model_name": exp.model_name,
     "task": setup.dataset.name,
   }
-  return export.export_model(setup.model, params, exp.quant.spec, setup.example, directory, arch)
+  return export.export_model(
+    setup.model, params, exp.quant.spec, setup.example, directory, arch, batch_stats
+  )
 
 
-def analog_results(pop: runner.Population, params, workdir: str | None = None) -> dict:
+def analog_results(
+  pop: runner.Population, params, workdir: str | None = None, batch_stats=None
+) -> dict:
   """Test accuracy on `hardware.eval_seeds` simulated chips, and at every scale of
   `hardware.prog_noise_scales` (with accuracy_vs_noise.png in workdir); {} without hardware.
   """
@@ -75,7 +82,7 @@ def analog_results(pop: runner.Population, params, workdir: str | None = None) -
   test = pop.setup.dataset.test
 
   def at(analog):
-    return noise_eval.summary(pop.chip_accuracies(params, test, analog)[0])
+    return noise_eval.summary(pop.chip_accuracies(params, test, analog, batch_stats=batch_stats)[0])
 
   out = {"hardware": spec.summary(), **at(spec)}
   logging.info(
@@ -113,12 +120,13 @@ class _Checkpoints:
     self.last_good = self.latest = self.last.latest_step()
 
   def best_so_far(self, state) -> tuple | None:
-    """(params, val accuracy (1,), step (1,)) of a resumed run's best state, or None."""
+    """((params, batch_stats), val accuracy (1,), step (1,)) of a resumed run's best state,
+    or None."""
     step, val = self.best.latest_step(), workdir_lib.best_val_accuracy(self.best)
     if step is None or val is None:
       return None
-    params = workdir_lib.restore_state(self.best, step, state).params
-    return params, np.array([val]), np.array([step])
+    best = workdir_lib.restore_state(self.best, step, state)
+    return (best.params, best.batch_stats), np.array([val]), np.array([step])
 
   def after_epoch(self, epoch: int, state) -> None:
     if (epoch + 1) % self.exp.checkpoint_every_epochs == 0 or epoch + 1 == self.exp.num_epochs:
@@ -147,7 +155,7 @@ class _Pruning:
     setup, exp = self.pop.setup, self.pop.members[0]
     ratio = self.cfg.ratio_at(int(state.step), setup.total_steps)
     modes, masks = pruning.masks_at(
-      self.cfg, setup.model, state.params, exp.quant.spec, setup.example, ratio
+      self.cfg, setup.model, state.params, exp.quant.spec, setup.example, ratio, state.batch_stats
     )
     logging.info(
       "Pruning at step %d: ratio %.3f, %d modes kept.",
@@ -182,10 +190,10 @@ def pruned_experiment(exp: experiment.Experiment, d_state: int) -> experiment.Ex
 def _start_pruning(pop: runner.Population, workdir: str, fresh: bool) -> _Pruning:
   """The pruning hook; on a fresh run also prune_start.json (accuracy before and right after
   pruning, memory before), kept across resumes."""
-  setup, exp = pop.setup, pop.members[0]
+  setup, exp, stats = pop.setup, pop.members[0], pop.state.batch_stats
   if fresh:
-    unpruned = pop.evaluate(pop.state.params, setup.dataset.test)["accuracy"][0]
-    unpruned_bits = runner.cost_report(setup, pop.state.params, exp.quant.spec).memory_bits
+    unpruned = pop.evaluate(pop.state.params, setup.dataset.test, stats)["accuracy"][0]
+    unpruned_bits = runner.cost_report(setup, pop.state.params, exp.quant.spec, stats).memory_bits
   hook = _Pruning(pop, first_epoch=int(pop.state.step) // setup.steps_per_epoch)
   if fresh:
     workdir_lib.write_json(
@@ -194,7 +202,7 @@ def _start_pruning(pop: runner.Population, workdir: str, fresh: bool) -> _Prunin
         "ratio": hook.ratio,
         "test_accuracy_unpruned": float(unpruned),
         "test_accuracy_before_finetune": float(
-          pop.evaluate(pop.state.params, setup.dataset.test)["accuracy"][0]
+          pop.evaluate(pop.state.params, setup.dataset.test, stats)["accuracy"][0]
         ),
         "unpruned_memory_bits": unpruned_bits,
       },
@@ -202,12 +210,15 @@ def _start_pruning(pop: runner.Population, workdir: str, fresh: bool) -> _Prunin
   return hook
 
 
-def _export_pruned(pop: runner.Population, params, workdir: str) -> dict:
+def _export_pruned(pop: runner.Population, params, batch_stats, workdir: str) -> dict:
   """Writes the physically smaller model to workdir/pruned (a workdir of its own: config.json
-  with the new d_state and a best/ checkpoint) and returns its results keys."""
+  with the new d_state and a best/ checkpoint) and returns its results keys. Pruning keeps
+  every channel, so BatchNorm's running statistics `batch_stats` go over as they are."""
   setup, exp = pop.setup, pop.members[0]
   cfg = exp.prune
-  modes, _ = pruning.masks_at(cfg, setup.model, params, exp.quant.spec, setup.example, cfg.ratio)
+  modes, _ = pruning.masks_at(
+    cfg, setup.model, params, exp.quant.spec, setup.example, cfg.ratio, batch_stats
+  )
   tree, d_state = pruning.compact(params, modes)
   small_exp = pruned_experiment(exp, d_state)
   small = runner.build(small_exp)
@@ -215,13 +226,14 @@ def _export_pruned(pop: runner.Population, params, workdir: str) -> dict:
   directory = os.path.join(workdir, PRUNED_DIR)
   os.makedirs(directory, exist_ok=True)
   manager = workdir_lib.checkpoint_manager(os.path.join(directory, workdir_lib.BEST_DIR), 1)
-  state = runner.new_state(small, small_exp, runner.init_params(small, small_exp.seed))
-  workdir_lib.save(manager, state.replace(params=small_params))
+  state = runner.initial_state(small, small_exp)
+  workdir_lib.save(manager, state.replace(params=small_params, batch_stats=batch_stats))
   workdir_lib.write_config(directory, small_exp)
   if small_exp.quant.spec is not None:
-    export_params(small, small_exp, small_params, os.path.join(directory, EXPORT_DIR))
+    export_dir = os.path.join(directory, EXPORT_DIR)
+    export_params(small, small_exp, small_params, export_dir, batch_stats)
   small_pop = runner.Population(small, [small_exp], population_lib.Layout(), [state])
-  test = small_pop.evaluate(small_params, small.dataset.test)
+  test = small_pop.evaluate(small_params, small.dataset.test, batch_stats)
   start = workdir_lib.read_json(os.path.join(workdir, PRUNE_START))
   return {
     "prune": {
@@ -236,7 +248,7 @@ def _export_pruned(pop: runner.Population, params, workdir: str) -> dict:
     "test_accuracy_before_finetune": start["test_accuracy_before_finetune"],
     "unpruned_memory_bits": start.get("unpruned_memory_bits"),
     "pruned_model_test_accuracy": float(test["accuracy"][0]),
-    "report": runner.cost_report(small, small_params, small_exp.quant.spec),
+    "report": runner.cost_report(small, small_params, small_exp.quant.spec, batch_stats),
   }
 
 
@@ -248,17 +260,17 @@ def _export_pruned(pop: runner.Population, params, workdir: str) -> dict:
 def _start_state(setup: runner.Setup, exp: experiment.Experiment, ckpts: _Checkpoints):
   """The run's first state: resumed, else from `init_checkpoint`, else scratch (then
   calibrated when quantized or analog)."""
-  state = runner.new_state(setup, exp, runner.init_params(setup, exp.seed))
+  state = runner.initial_state(setup, exp)
   if ckpts.latest is not None:
     state = workdir_lib.restore_state(ckpts.last, ckpts.latest, state)
     logging.info("Resumed from %s at step %d.", ckpts.directory, ckpts.latest)
     return state
   if exp.init_checkpoint:
     loaded, step = workdir_lib.load_state(exp.init_checkpoint, state)
-    state = state.replace(params=loaded.params)
+    state = state.replace(params=loaded.params, batch_stats=loaded.batch_stats)
     logging.info("Initialised params from %s (step %d).", exp.init_checkpoint, step)
   if exp.quant.enabled or exp.hardware.enabled:
-    state = state.replace(params=runner.calibrate(setup, exp, state.params))
+    state = state.replace(params=runner.calibrate(setup, exp, state.params, state.batch_stats))
     logging.info(
       "Quantization %s; activation ranges calibrated.", quant_summary(exp.quant.spec) or "off"
     )
@@ -310,17 +322,17 @@ def write_results(directory: str, name: str, results: dict) -> None:
 
 def _final_results(pop: runner.Population, fit: runner.Fit, workdir: str, start_time: float):
   """Test metrics of the best state (by val accuracy), exports and the cost report."""
-  setup, exp, params = pop.setup, pop.members[0], fit.best
-  test = pop.evaluate(params, setup.dataset.test)
-  val = pop.evaluate(params, setup.dataset.val)
-  report = runner.cost_report(setup, params, exp.quant.spec)
+  setup, exp, params, stats = pop.setup, pop.members[0], fit.best, fit.best_batch_stats
+  test = pop.evaluate(params, setup.dataset.test, stats)
+  val = pop.evaluate(params, setup.dataset.val, stats)
+  report = runner.cost_report(setup, params, exp.quant.spec, stats)
   extra = {}
   if exp.quant.spec is not None:
     extra["export_dir"] = os.path.join(workdir, EXPORT_DIR)
-    export_params(setup, exp, params, extra["export_dir"])
-  extra.update(analog_results(pop, params, workdir))
+    export_params(setup, exp, params, extra["export_dir"], stats)
+  extra.update(analog_results(pop, params, workdir, stats))
   if exp.prune.enabled:
-    pruned = _export_pruned(pop, params, workdir)
+    pruned = _export_pruned(pop, params, stats, workdir)
     # The cost keys describe the model as exported: the physically smaller one.
     report = pruned.pop("report")
     extra.update(pruned)
@@ -351,6 +363,7 @@ class Inference:
     setup, pop: the experiment built, and its single-run population (evaluation programs).
     params: the best params (activation ranges calibrated when the checkpoint never fitted
       them and the experiment quantizes or simulates hardware: post-training quantization).
+    batch_stats: their BatchNorm running statistics ({} for a model without BatchNorm).
     step: the checkpoint's step.
     trained_quantized: the checkpoint was trained with quantization.
   """
@@ -359,37 +372,40 @@ class Inference:
   setup: runner.Setup
   pop: runner.Population
   params: object
+  batch_stats: object
   step: int
   trained_quantized: bool
 
 
-def _best_params(setup: runner.Setup, exps: list, workdir: str) -> tuple[list, int]:
+def _best_params(setup: runner.Setup, exps: list, workdir: str) -> tuple[list, object, int]:
   """The best params of `workdir` for each of `exps` (activation ranges calibrated under
   each one when the checkpoint never fitted them and it quantizes or simulates hardware:
-  post-training quantization), and the checkpoint's step."""
-  first = exps[0]
-  state = runner.new_state(setup, first, runner.init_params(setup, first.seed))
-  state, step = workdir_lib.load_state(workdir, state, which="best")
+  post-training quantization), their BatchNorm running statistics and the checkpoint's
+  step."""
+  template = runner.initial_state(setup, exps[0])
+  state, step = workdir_lib.load_state(workdir, template, which="best")
   fitted = workdir_lib.trained_with(workdir, "quant") or workdir_lib.trained_with(
     workdir, "hardware"
   )
   calibrate = lambda e: not fitted and (e.quant.enabled or e.hardware.enabled)
+  stats = state.batch_stats
   params = [
-    runner.calibrate(setup, e, state.params) if calibrate(e) else state.params for e in exps
+    runner.calibrate(setup, e, state.params, stats) if calibrate(e) else state.params for e in exps
   ]
   if any(calibrate(e) for e in exps):
     logging.info("Activation ranges calibrated on one training batch.")
-  return params, step
+  return params, stats, step
 
 
 def load_for_inference(config, workdir: str) -> Inference:
   """The best checkpoint of `workdir` under `config`'s quantization and hardware."""
   exp = as_experiment(config)
   setup = runner.build(exp)
-  (params,), step = _best_params(setup, [exp], workdir)
-  state = runner.new_state(setup, exp, params)
+  (params,), stats, step = _best_params(setup, [exp], workdir)
+  state = runner.new_state(setup, exp, params, batch_stats=stats)
   pop = runner.Population(setup, [exp], population_lib.Layout(), [state])
-  return Inference(exp, setup, pop, params, step, workdir_lib.trained_with(workdir, "quant"))
+  quantized = workdir_lib.trained_with(workdir, "quant")
+  return Inference(exp, setup, pop, params, stats, step, quantized)
 
 
 def evaluate_many(exps: list, workdir: str, chunk_size: int = 16) -> list[dict]:
@@ -401,20 +417,21 @@ def evaluate_many(exps: list, workdir: str, chunk_size: int = 16) -> list[dict]:
     per experiment, in order: test_accuracy, test_loss, val_accuracy and the cost report.
   """
   setup = runner.build(exps[0])
-  params, _ = _best_params(setup, exps, workdir)
+  params, stats, _ = _best_params(setup, exps, workdir)
   out = []
   for start in range(0, len(exps), chunk_size):
     members, trees = exps[start : start + chunk_size], params[start : start + chunk_size]
-    pop = runner.Population.start(setup, members, population_lib.Layout("vmap"), trees)
-    test = pop.evaluate(pop.state.params, setup.dataset.test)
-    val = pop.evaluate(pop.state.params, setup.dataset.val)
+    layout = population_lib.Layout("vmap")
+    pop = runner.Population.start(setup, members, layout, trees, [stats] * len(members))
+    test = pop.evaluate(pop.state.params, setup.dataset.test, pop.state.batch_stats)
+    val = pop.evaluate(pop.state.params, setup.dataset.val, pop.state.batch_stats)
     for i, (exp, tree) in enumerate(zip(members, trees, strict=True)):
       out.append(
         {
           "test_accuracy": float(test["accuracy"][i]),
           "test_loss": float(test["loss"][i]),
           "val_accuracy": float(val["accuracy"][i]),
-          **runner.cost_report(setup, tree, exp.quant.spec).as_dict(),
+          **runner.cost_report(setup, tree, exp.quant.spec, stats).as_dict(),
         }
       )
   return out
@@ -431,9 +448,9 @@ def evaluate(config, workdir: str) -> dict:
   start_time = time.time()
   exp = as_experiment(config)
   run = load_for_inference(exp, workdir)
-  test = run.pop.evaluate(run.params, run.setup.dataset.test)
-  report = runner.cost_report(run.setup, run.params, exp.quant.spec)
-  analog = analog_results(run.pop, run.params, workdir)
+  test = run.pop.evaluate(run.params, run.setup.dataset.test, run.batch_stats)
+  report = runner.cost_report(run.setup, run.params, exp.quant.spec, run.batch_stats)
+  analog = analog_results(run.pop, run.params, workdir, run.batch_stats)
   results = {
     "task": run.setup.dataset.name,
     "model": exp.model_name,

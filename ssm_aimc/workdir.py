@@ -170,8 +170,12 @@ def checkpoint_manager(directory: str, max_to_keep: int, best: bool = False):
 
 
 def checkpoint_item(state) -> dict:
-  """The saved part of a TrainState: step, params and optimizer state."""
-  return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+  """The saved part of a TrainState: step, params and optimizer state, and the BatchNorm
+  running statistics of a model that has them (a model without saves what it always did)."""
+  item = {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+  if state.batch_stats:
+    item["batch_stats"] = state.batch_stats
+  return item
 
 
 def save(manager, state, metrics: dict | None = None) -> None:
@@ -180,7 +184,8 @@ def save(manager, state, metrics: dict | None = None) -> None:
 
 
 def restore_state(manager, step: int, state):
-  """Restores step/params/opt_state saved at `step` into a state of the same structure."""
+  """Restores step/params/opt_state (and batch_stats) saved at `step` into a state of the
+  same structure."""
   abstract = jax.tree.map(ocp.tree.to_shape_dtype_struct, checkpoint_item(state))
   try:
     item = manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -188,7 +193,7 @@ def restore_state(manager, step: int, state):
     raise errors.CheckpointError(
       f"Could not restore checkpoint step {step} from {manager.directory}: {e}"
     ) from e
-  return state.replace(step=item["step"], params=item["params"], opt_state=item["opt_state"])
+  return state.replace(**item)
 
 
 def load_state(workdir: str, state, which: str = "best"):

@@ -14,9 +14,10 @@ W4A8 = quant.QuantSpec.uniform(4, 8, a_bar_bits=8, mode=quant.ScaleMode.CHANNEL)
 IDEAL = analog.AnalogSpec.make(devices.IDEAL, drift=False)
 
 
-def _exported(tmp_path, spec=None, name="s4d"):
-  model, params, x, arch = test_export.build(name, spec, batch=6)
-  export.export_model(model, params, spec, x[:1], str(tmp_path), arch)
+def _exported(tmp_path, spec=None, name="s4d", **overrides):
+  model, variables, x, arch = test_export.build_variables(name, spec, batch=6, **overrides)
+  params, stats = variables["params"], variables.get("batch_stats")
+  export.export_model(model, params, spec, x[:1], str(tmp_path), arch, stats)
   manifest, tensors = export.load_export(str(tmp_path))
   return manifest, tensors, x
 
@@ -24,21 +25,38 @@ def _exported(tmp_path, spec=None, name="s4d"):
 SMALL_TILE = crossbar.TileConfig(rows=3, cols=4)
 
 
+# The QS4D authors' blocks: BatchNorm, no residual; and the predecessor chip's ReLU.
+QS4D_BLOCKS = dict(norm="batch", residual=False)
+QS4D_RELU_BLOCKS = dict(norm="batch", residual=False, activation="relu")
+
+
 @pytest.mark.parametrize(
-  "spec, recurrence, tile",
+  "spec, recurrence, tile, blocks_options",
   [
-    (None, "digital", crossbar.TileConfig()),
-    (W4A8, "digital", crossbar.TileConfig()),
-    (None, "direct", SMALL_TILE),
-    (W4A8, "residual", SMALL_TILE),
+    (None, "digital", crossbar.TileConfig(), {}),
+    (W4A8, "digital", crossbar.TileConfig(), {}),
+    (None, "direct", SMALL_TILE, {}),
+    (W4A8, "residual", SMALL_TILE, {}),
+    (None, "digital", crossbar.TileConfig(), QS4D_BLOCKS),
+    (W4A8, "residual", SMALL_TILE, QS4D_BLOCKS),
+    (W4A8, "digital", crossbar.TileConfig(), QS4D_RELU_BLOCKS),
   ],
-  ids=["float-digital", "w4a8-digital", "float-direct-3rows", "w4a8-residual-3rows"],
+  ids=[
+    "float-digital",
+    "w4a8-digital",
+    "float-direct-3rows",
+    "w4a8-residual-3rows",
+    "batchnorm-noskip-float-digital",
+    "batchnorm-noskip-w4a8-residual-3rows",
+    "batchnorm-noskip-relu-w4a8-digital",
+  ],
 )
-def test_ideal_chip_equals_the_exported_model(tmp_path, spec, recurrence, tile):
+def test_ideal_chip_equals_the_exported_model(tmp_path, spec, recurrence, tile, blocks_options):
   """Ideal device, converters and periphery off (>= 16 bits): the step program computes
   the software model, for every way of holding the recurrence; on 3-row tiles every block
-  and dense matrix is cut into row pieces whose partial outputs are summed."""
-  manifest, tensors, x = _exported(tmp_path, spec)
+  and dense matrix is cut into row pieces whose partial outputs are summed. A BatchNorm
+  runs as its folded per-channel scale and shift in the periphery."""
+  manifest, tensors, x = _exported(tmp_path, spec, **blocks_options)
   reference = export.forward(manifest, tensors, x)
   config = chip.ChipConfig(tile=tile, periphery_bits=16)
   ranges = chip.calibrate(manifest, tensors, x, recurrence, config)

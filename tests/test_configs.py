@@ -1,11 +1,13 @@
 """Every config file loads, derives from the default, and rejects unknown variants."""
 
 import importlib
+import math
 
 import pytest
 
-from configs import default
-from ssm_aimc import experiment
+from configs import default, qs4d
+from ssm_aimc import experiment, train
+from tests import test_data
 
 CONFIGS = [
   "default",
@@ -16,6 +18,7 @@ CONFIGS = [
   "qat_w8a8",
   "qat_w4a8",
   "qat_ternary",
+  "qs4d",
 ]
 
 
@@ -39,7 +42,7 @@ def test_config_loads_validates_and_has_exactly_the_default_fields(name):
 def test_variants():
   assert default.get_config("smoke").num_epochs < default.get_config().num_epochs
   importlib.import_module("configs.smnist").get_config("permuted")
-  for name in ("default", "mnist5k", "smnist", "scifar"):
+  for name in ("default", "mnist5k", "smnist", "scifar", "qs4d"):
     with pytest.raises(ValueError, match="variant"):
       importlib.import_module(f"configs.{name}").get_config("bogus")
 
@@ -50,3 +53,66 @@ def test_qat_configs_quantize_what_their_names_say():
       importlib.import_module(f"configs.{name}").get_config()
     ).quant.spec
     assert float(spec.glu.bits) == bits and float(spec.activations.bits) == 8
+
+
+@pytest.mark.parametrize("variant", ("",) + qs4d.VARIANTS)
+def test_qs4d_variants_are_the_authors_backbone_and_optimizer(variant):
+  exp = experiment.from_config(qs4d.get_config(variant))
+  model, opt = exp.model, exp.optimizer
+  assert (model.norm, model.prenorm, model.residual, model.a_init) == (
+    "batch",
+    True,
+    False,
+    "lin_quarter",
+  )
+  assert model.train_b is False and model.pooling == "mean"
+  assert (exp.quant.enabled, exp.quant.scheme) == (False, "qs4d")
+  assert (opt.warmup_epochs, opt.end_lr_fraction, opt.grad_clip) == (0.0, 0.0, 0.0)
+  (pattern, multiplier, decay), *others = opt.rules
+  assert pattern == qs4d.SSM_PARAMS and decay == 0.0 and len(others) == 1
+  assert opt.learning_rate * multiplier == pytest.approx(min(1e-3, opt.learning_rate))
+  sizes = (model.n_layers, model.d_model, model.d_state)
+  expected = {
+    "paper_scifar": ((4, 128, 128), "glu", "scifar", 1e-2, 0.05),
+    "paper_pathfinder": ((6, 256, 64), "glu", "pathfinder", 4e-3, 0.03),
+    "paper_hd": ((4, 128, 64), "glu", "hd", 1e-2, 0.05),
+    "paper_hd_small": ((1, 3, 28), "relu", "hd", 1e-2, 0.05),
+  }.get(variant)
+  if expected is not None:
+    assert (sizes, model.activation, exp.data.task) == expected[:3]
+    assert (opt.learning_rate, opt.weight_decay) == pytest.approx(expected[3:])
+  assert exp.data.grayscale == (variant == "paper_scifar")
+  assert exp.data.hd_subsample == {"paper_hd": 8, "paper_hd_small": 64}.get(variant, 1)
+  assert exp.data.hd_classes == ((0, 1) if variant == "paper_hd_small" else ())
+
+
+PAPER_FILES = {
+  "paper_scifar": test_data._fake_cifar,
+  "paper_pathfinder": test_data._fake_pathfinder,
+  "paper_hd": lambda d: test_data._fake_hd(d, test_data._HD_TRAIN, test_data._HD_TEST),
+  "paper_hd_small": lambda d: test_data._fake_hd(d, test_data._HD_TRAIN, test_data._HD_TEST),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(PAPER_FILES))
+def test_qs4d_paper_variant_trains_an_epoch_on_tiny_files(tmp_path, variant):
+  """Each paper variant reads its task's local files and trains end to end (its model
+  shrunk here, the rest as the variant has it)."""
+  data_dir = str(tmp_path / "data")
+  PAPER_FILES[variant](data_dir)
+  exp = experiment.override(
+    experiment.from_config(qs4d.get_config(variant)),
+    {
+      "data.data_dir": data_dir,
+      "data.val_fraction": 0.25,
+      "model.n_layers": 1,
+      "model.d_model": 4,
+      "model.d_state": 4,
+      "num_epochs": 1,
+      "batch_size": 2,
+      "eval_batch_size": 16,
+      "progress_bar": False,
+    },
+  )
+  results = train.train_and_evaluate(exp, str(tmp_path / "run"))
+  assert 0.0 <= results["test_accuracy"] <= 1.0 and math.isfinite(results["test_loss"])

@@ -82,6 +82,28 @@ def test_deploy_numbers_match_the_library(deployed):
   assert results["energy_per_inference_j"]["aimc"] == pytest.approx(aimc["total_j"])
 
 
+def test_a_batch_norm_checkpoint_deploys_with_its_statistics(tmp_path):
+  """A BatchNorm model without residual: the best state's running statistics reach the
+  export (its software accuracy is training's) and the ideal chip, converters at 16 bits,
+  scores that accuracy."""
+  config = _deploy_config(
+    **{
+      "model.norm": "batch",
+      "model.residual": False,
+      "deploy.devices": ("ideal",),
+      "deploy.dac_bits": 16,
+      "deploy.adc_bits": 16,
+      "deploy.drift_times": (),
+    }
+  )
+  trained = train.train_and_evaluate(config, str(tmp_path))
+  deploy.deploy(config, str(tmp_path))
+  with open(tmp_path / "deploy" / "results.json") as f:
+    results = json.load(f)
+  assert results["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-9)
+  assert results["analog_accuracy_mean"] == pytest.approx(results["test_accuracy"], abs=1e-9)
+
+
 @pytest.mark.parametrize(
   "overrides, match",
   [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import test_util as jtu
 
-from ssm_aimc import errors, layers, models, quant, ssm
+from ssm_aimc import blocks, errors, layers, models, quant, ssm
 
 TINY = models.ModelConfig(d_model=4, n_layers=2, d_state=4, dropout=0.1)
 
@@ -104,6 +104,41 @@ def test_layer_matches_pure_function():
   )
 
 
+def test_backbone_options_are_checked():
+  for field, value in (("norm", "group"), ("activation", "gelu"), ("a_init", "lin_half")):
+    with pytest.raises(errors.ConfigError, match=f"Unknown model.{field} '{value}'; valid"):
+      models.ModelConfig(**{field: value})
+  with pytest.raises(errors.ConfigError, match="model.residual must be True or False"):
+    models.ModelConfig(residual="no")
+
+
+def test_lin_quarter_layer_holds_pi_over_4_n_in_every_channel():
+  model = models.get_model("s4d", dataclasses.replace(TINY, a_init="lin_quarter", d_state=6), 3)
+  params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 5, 1)))["params"]
+  expected = np.broadcast_to(np.pi / 4 * np.arange(3), (4, 3))
+  np.testing.assert_allclose(params["block_1"]["s4d"]["im_a"], expected, rtol=1e-7)
+
+
+def test_batch_norm_model_runs_on_its_statistics_and_deploys_them_folded():
+  """A BatchNorm model's statistics live in "batch_stats" (none in a LayerNorm model);
+  inference, calibration and the deployed tensors all read them."""
+  assert set(_model_and_params(init=True)[1]) == {"params"}
+  model, variables, x = _model_and_params(init=True, norm="batch", dropout=0.0)
+  assert set(variables) == {"params", "batch_stats"}
+  stats = jax.tree.map(lambda v: v + 0.5, variables["batch_stats"])  # mean 0.5, var 1.5
+  params = variables["params"]
+  y = model.apply(models.variables(params, stats), x)
+  assert not np.allclose(y, model.apply(variables, x), atol=1e-4)
+  spec = quant.QuantSpec.uniform(8, 8)
+  records = models.deployed_tensors(model, params, spec, x[:1], stats)
+  norm = params["block_0"]["norm"]
+  gain, shift = blocks.fold_batch_norm(0.5, 1.5, norm["scale"], norm["bias"])
+  np.testing.assert_allclose(records["block_0/norm/scale"]["values"], gain, rtol=1e-2)
+  np.testing.assert_allclose(records["block_0/norm/bias"]["values"], shift, atol=1e-2)
+  ranges = lambda s: models.calibrate(model, params, spec, x, s)["block_0"]["s4d"]["input_range"]
+  assert float(ranges(stats)) != float(ranges(variables["batch_stats"]))
+
+
 def test_odd_state_size_is_rejected():
   with pytest.raises(ValueError, match="even"):
     layers.S4D(d_state=5).init(jax.random.PRNGKey(0), jnp.ones((1, 3, 2)))
@@ -114,11 +149,13 @@ def test_odd_state_size_is_rejected():
 # ---------------------------------------------------------------------------------------
 
 
-def _model_and_params(name="s4d", **overrides):
+def _model_and_params(name="s4d", init=False, **overrides):
+  """(model, params, x); with init=True its variables (params and batch_stats) instead."""
   cfg = models.ModelConfig(**{**TINY.__dict__, **overrides})
   model = models.get_model(name, cfg, n_classes=5)
   x = jax.random.normal(jax.random.PRNGKey(0), (3, 11, 2))
-  return model, model.init(jax.random.PRNGKey(1), x)["params"], x
+  variables = model.init(jax.random.PRNGKey(1), x, mutable=["params", "batch_stats"])
+  return model, variables if init else variables["params"], x
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))

@@ -112,6 +112,17 @@ def test_noise_aware_training_then_evaluation_on_another_device(tmp_path):
     assert json.load(f) == on_disk  # training's results are never overwritten
 
 
+def test_a_batch_norm_model_on_ideal_chips_scores_its_digital_accuracy(tmp_path):
+  """The simulated chips run a BatchNorm model on its trained running statistics (digital
+  periphery): on the ideal device every chip scores the digital test accuracy."""
+  config = _hardware_config(
+    **{"model.norm": "batch", "hardware.device": "ideal", "hardware.eval_seeds": 2}
+  )
+  results = train.train_and_evaluate(config, str(tmp_path))
+  # (Up to a prediction flipped by the rounding of the analog product's other order.)
+  np.testing.assert_allclose(results["analog_accuracies"], results["test_accuracy"], atol=0.01)
+
+
 @pytest.mark.parametrize(
   "overrides, message",
   [

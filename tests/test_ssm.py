@@ -184,6 +184,12 @@ def test_init_matches_s4d_formulas():
     ssm.init_a(4, "bogus")
 
 
+def test_lin_quarter_init_is_s4d_lin_at_a_quarter_of_the_frequencies():
+  log_neg_re_a, im_a = ssm.init_a(5, "lin_quarter")
+  np.testing.assert_allclose(im_a, np.pi / 4 * np.arange(5), rtol=1e-7)
+  np.testing.assert_allclose(ssm.decode_a(log_neg_re_a, im_a).real, -0.5, rtol=1e-7)
+
+
 def test_kernel_is_impulse_response():
   a_bar, b_bar, c, d = _random_ssm(jax.random.PRNGKey(11))
   impulse = jnp.zeros((10, 3)).at[0].set(1.0)

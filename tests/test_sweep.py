@@ -336,3 +336,39 @@ def test_a_population_of_one_is_the_single_run_bit_for_bit(tmp_path):
   assert _records(tmp_path / "sweep" / "metrics.jsonl") == _records(
     tmp_path / "single" / "metrics.jsonl"
   )
+
+
+def test_a_vmapped_population_of_batch_norm_members_keeps_each_ones_statistics():
+  """Every member of a stacked population normalises with, updates and is evaluated on
+  its own BatchNorm statistics, and its best state keeps them."""
+  config = default.get_config("smoke")
+  config.model.update(norm="batch", d_model=8, n_layers=1, d_state=4)
+  config.update(batch_size=128, eval_batch_size=128, num_epochs=1, progress_bar=False)
+  exp = experiment.from_config(config)
+  members = [exp, experiment.override(exp, {"seed": 1})]
+  setup = runner.build(exp)
+  starts = [runner.init_variables(setup, m.seed) for m in members]
+  pop = runner.Population.start(
+    setup,
+    members,
+    population.Layout("vmap"),
+    [s["params"] for s in starts],
+    [s["batch_stats"] for s in starts],
+  )
+  x, y = next(pop.batches(0))
+  pop.step(x, y, 0)
+  var = pop.layout.fetch(pop.state.batch_stats)["block_0"]["norm"]["var"]
+  assert var.shape == (2, 8)
+  assert not np.allclose(var, 1.0, atol=1e-3, rtol=0) and not np.allclose(var[0], var[1])
+  stacked = pop.evaluate(pop.state.params, setup.dataset.val, pop.state.batch_stats)
+  for i, member in enumerate(members):
+    params, stats = pop.layout.member((pop.state.params, pop.state.batch_stats), i)
+    alone = runner.Population(
+      setup, [member], population.Layout(), [runner.new_state(setup, member, params, None, stats)]
+    )
+    own = alone.evaluate(params, setup.dataset.val, stats)
+    np.testing.assert_allclose(stacked["loss"][i], own["loss"][0], rtol=1e-5)
+  fit = runner.fit(pop)
+  best_var = pop.layout.fetch(fit.best_batch_stats)["block_0"]["norm"]["var"]
+  best_var_now = pop.layout.fetch(pop.state.batch_stats)["block_0"]["norm"]["var"]
+  np.testing.assert_array_equal(best_var, best_var_now)  # One epoch: the best is the last.

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -142,6 +143,44 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path):
     jax.tree_util.tree_leaves(end_item), jax.tree_util.tree_leaves(resumed_item), strict=True
   ):
     np.testing.assert_array_equal(a, b)
+
+
+def test_batch_norm_statistics_round_trip_and_resume_exactly(tmp_path):
+  """A BatchNorm model's running statistics are saved with its params and restored bit for
+  bit; a run stopped after its first checkpoint and resumed ends with the uninterrupted
+  run's params and statistics, and --mode=evaluate reads the best ones back. A model
+  without BatchNorm saves what it always did."""
+  assert "batch_stats" not in workdir_lib.checkpoint_item(_single(tiny_config()).state)
+  config = tiny_config(num_epochs=2, keep_checkpoints=10, **{"model.norm": "batch"})
+  pop = _single(config)
+  state, initial = pop.state, pop.state.batch_stats
+  for x, y in list(data.batches(pop.setup.dataset.train, 32, seed=0, epoch=0))[:3]:
+    state, _ = jax.jit(steps.train_step)(state, x, y, jax.random.PRNGKey(0), None)
+  assert not np.allclose(state.batch_stats["block_0"]["norm"]["var"], 1.0)  # Trained.
+  manager = workdir_lib.checkpoint_manager(str(tmp_path / "ckpt"), 2)
+  workdir_lib.save(manager, state)
+  fresh = _single(tiny_config(seed=123, **{"model.norm": "batch"})).state
+  restored = workdir_lib.restore_state(manager, int(state.step), fresh)
+  chex.assert_trees_all_equal(restored.batch_stats, state.batch_stats)
+  chex.assert_trees_all_equal(
+    (restored.params, restored.opt_state), (state.params, state.opt_state)
+  )
+  chex.assert_trees_all_equal(fresh.batch_stats, initial)  # Restoring made a new state.
+
+  full, stopped = str(tmp_path / "full"), str(tmp_path / "stopped")
+  train.train_and_evaluate(config, full)
+  end_step, end_item = _latest_params(full)
+  shutil.copytree(full, stopped)
+  ckpt_dir = os.path.join(stopped, workdir_lib.CHECKPOINT_DIR)
+  last = max(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
+  shutil.rmtree(os.path.join(ckpt_dir, str(last)))
+  shutil.rmtree(os.path.join(stopped, workdir_lib.BEST_DIR))
+  resumed = train.train_and_evaluate(config, stopped)
+  resumed_step, resumed_item = _latest_params(stopped)
+  assert resumed_step == end_step and "batch_stats" in resumed_item
+  chex.assert_trees_all_equal(resumed_item, end_item)
+  evaluated = train.evaluate(config, stopped)
+  assert evaluated["test_accuracy"] == resumed["test_accuracy"]
 
 
 def test_evaluate_mode_reads_the_best_checkpoint(tmp_path):
