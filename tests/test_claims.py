@@ -17,6 +17,7 @@ from ssm_aimc import workdir as workdir_lib
 from ssm_aimc.claims import (
   c1_cost,
   c1_qs4d,
+  c2_qs4d,
   c2_size_vs_precision,
   c3_robustness,
   c4_pruning,
@@ -343,6 +344,47 @@ def test_bits_per_group_minimal_widths_and_quantized_experiments():
   assert grid.quantized(base, {"C": 4}).model.method == base.model.method
   with pytest.raises(errors.ConfigError, match="unknown"):
     c1_qs4d.Settings("float", ("A", "B"), (1,), (1,), 1, 0.5, 1.0, 100.0)
+
+
+def _size_row(n, h, bits, accuracy):
+  params = h * (h + n)
+  weight = params * min(bits, 32)
+  return {
+    "d_state": n,
+    "d_model": h,
+    "bits": bits,
+    "params": params,
+    "test_accuracy": accuracy,
+    "val_accuracy": accuracy,
+    "ace": 8.0 * weight,
+    "model_size_kb": weight / 8000,
+    "adc_complexity": 1.0,
+  }
+
+
+def test_size_against_precision_by_the_authors_protocol(tmp_path):
+  base = {"d_state": 8, "d_model": 16}
+  rows = [
+    _size_row(8, 16, 32, 0.90),  # The base size in float.
+    _size_row(8, 16, 4, 0.85),
+    _size_row(16, 16, 32, 0.93),
+    _size_row(16, 16, 4, 0.896),  # Larger N at 4 bits: within 0.5 point of the base in float.
+    _size_row(8, 32, 32, 0.95),
+    _size_row(8, 32, 4, 0.80),
+  ]
+  numbers = {"rows": rows, "base": base}
+  outcome = _render(c2_qs4d, numbers, tmp_path, match_points=0.5)
+  assert outcome.protocol == claims_common.AUTHORS
+  assert outcome.verdict == claims.SUPPORTED  # 384 params at 4 bits < 128 x 32 bits in kB.
+  assert outcome.numbers["pairs"] == 1 and outcome.numbers["cheaper_pairs"] == 1
+  assert "| 16 | 93.00 | 89.60 |" in outcome.table  # The N panel: N rows, one column per width.
+  assert [n for n, _ in c2_qs4d.curves(numbers, "N")[4]] == [8, 16]
+  assert [h for h, _ in c2_qs4d.curves(numbers, "H")[32]] == [16, 32]
+  # Only within 0.3 point: no larger model matches.
+  assert _judge(c2_qs4d, numbers, match_points=0.3) == claims.NOT_SUPPORTED
+  # Matching but never cheaper: partly.
+  costly = [dict(r, model_size_kb=1e9, ace=1e12) if r["bits"] == 4 else r for r in rows]
+  assert _judge(c2_qs4d, {"rows": costly, "base": base}, match_points=0.5) == claims.PARTLY
 
 
 def _sweep_row(h, bits, accuracy, pareto):

@@ -72,13 +72,14 @@ def measure(exp, runs, workdir: str) -> dict:
 
 
 def curves(numbers: dict, axis: str) -> dict:
-  """{bits: [(size, row), ...] by size} of the accuracy-vs-`axis` ("N" or "H") panel."""
+  """{bits: [(size, row), ...] by size}, widest first, of the accuracy-vs-`axis` ("N" or "H")
+  panel."""
   field, other = AXES[axis], [f for f in AXES.values() if f != AXES[axis]][0]
   out: dict = {}
   for r in numbers["rows"]:
     if r[other] == numbers["base"][other]:
       out.setdefault(r["bits"], []).append((r[field], r))
-  return {b: sorted(points, key=lambda p: p[0]) for b, points in sorted(out.items())}
+  return {b: sorted(points, key=lambda p: p[0]) for b, points in sorted(out.items(), reverse=True)}
 
 
 def judge(numbers: dict, s: Settings) -> dict:
