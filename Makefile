@@ -32,23 +32,27 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ssm_aimc tests configs launch.py bench
 
-## The paper's five claims (configs/claims/c*.py), one after another on one shared models
-## folder (the float model is trained once), then CLAIMS.md with a verdict and a figure per
-## claim (figures in docs/claims/). Paper scale on a GPU:
-##   make reproduce VARIANT=:paper CLAIMS=runs/claims_paper CLAIMS_MD=CLAIMS_paper.md \
-##     FLAGS=--config.data.data_dir=/path/to/mnist
-CLAIMS    ?= runs/claims
-CLAIMS_MD ?= CLAIMS.md
+## The paper's claims (configs/claims/c*.py; C1 and C2 by the authors' protocol and by ours),
+## one after another on one shared models folder (the float model is trained once), then
+## CLAIMS.md with a verdict and a figure per claim (figures in docs/claims/).
+## The long-sequence case, the authors' C1 and C2 on mnist5k (L = 784) into CLAIMS_mnist5k.md:
+##   make reproduce VARIANT=:mnist5k
+## Paper scale on a GPU:
+##   make reproduce VARIANT=:paper FLAGS=--config.data.data_dir=/path/to/mnist
 VARIANT   ?=
+SUFFIX    := $(subst :,_,$(VARIANT))
+CLAIMS    ?= runs/claims$(SUFFIX)
+CLAIMS_MD ?= CLAIMS$(SUFFIX).md
 FLAGS     ?=
-CLAIM_CONFIGS := c1_cost c1_qs4d c2_size_vs_precision c2_qs4d c3_robustness c4_pruning c5_deployment
+ALL_CLAIMS := c1_cost c1_qs4d c2_size_vs_precision c2_qs4d c3_robustness c4_pruning c5_deployment
+VARIANT_CLAIMS_mnist5k := c1_qs4d c2_qs4d
+CLAIM_CONFIGS ?= $(or $(VARIANT_CLAIMS$(SUFFIX)),$(ALL_CLAIMS))
 reproduce: $(STAMP)
 	for c in $(CLAIM_CONFIGS); do \
 	  $(PY) launch.py --config=configs/claims/$$c.py$(VARIANT) --workdir=$(CLAIMS)/$$c \
 	    --mode=claim --config.claim.models_dir=$(CLAIMS)/models $(FLAGS) || exit 1; \
 	done
-	$(PY) -m ssm_aimc.claims --runs=$(CLAIMS) --out=$(CLAIMS_MD) \
-	  --figures=docs/claims$(subst :,_,$(VARIANT))
+	$(PY) -m ssm_aimc.claims --runs=$(CLAIMS) --out=$(CLAIMS_MD) --figures=docs/claims$(SUFFIX)
 
 ## Time per training step of every recurrence method (10-20 minutes; see BENCHMARKS.md).
 bench: $(STAMP)

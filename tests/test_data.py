@@ -296,6 +296,7 @@ def _fake_hd(folder, train, test):
   """Writes audio/<name> and the two lists; train/test: [(language, digit, length)].
   Returns {name: signal}."""
   import soundfile  # noqa: PLC0415  (the [test] extra installs it; data.py imports it lazily)
+
   os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
   signals = {}
   for part, rows in (("train", train), ("test", test)):

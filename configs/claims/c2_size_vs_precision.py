@@ -36,12 +36,13 @@ def get_config(variant: str = ""):
   config.quant.act_bits = 8
   config.quant.a_bar_bits = 8
   if variant != "paper":
-    config.num_epochs = 20 if variant == "" else 1
+    config.num_epochs = {"": 20, "mnist5k": 10}.get(variant, 1)
     config.optimizer.learning_rate = 2e-2
   sizes = {
     "": ((16, 32, 64), (8, 32)),
     "paper": ((64, 128, 256), (16, 64)),
     "smoke": ((8, 16), (4,)),
+    "mnist5k": ((16, 32), (8, 16)),
   }
   config.sweep = ml_collections.ConfigDict(
     {

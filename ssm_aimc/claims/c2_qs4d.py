@@ -28,15 +28,12 @@ class Settings:
     d_states: N of the accuracy-vs-N curves (at the base config's H).
     d_models: H of the accuracy-vs-H curves (at the base config's N).
     bits: one curve per width (grid.FLOAT_BITS: the float model).
-    quantize_state: also round the recurrent state (needs the sequential recurrence,
-      several times slower to train on a CPU); False: every group but the state.
     match_points: a larger model "matches" a smaller one within this many points.
   """
 
   d_states: tuple[int, ...]
   d_models: tuple[int, ...]
   bits: tuple[int, ...]
-  quantize_state: bool
   match_points: float
 
 
@@ -46,13 +43,10 @@ def sizes(exp, s: Settings) -> list[tuple[int, int]]:
   return list(dict.fromkeys([(d, h) for d in s.d_states] + [(n, d) for d in s.d_models]))
 
 
-def model_of(exp, s: Settings, d_state: int, d_model: int, bits: int) -> experiment.Experiment:
+def model_of(exp, d_state: int, d_model: int, bits: int) -> experiment.Experiment:
   """The experiment of one point: size (N, H), every group at `bits` (float at FLOAT_BITS)."""
   sized = experiment.override(exp, {"model.d_state": d_state, "model.d_model": d_model})
-  if bits >= grid.FLOAT_BITS:
-    return sized
-  widths = {"all": bits} if s.quantize_state else {"all": bits, "state": grid.FLOAT_BITS}
-  return grid.quantized(sized, widths)
+  return sized if bits >= grid.FLOAT_BITS else grid.quantized(sized, {"all": bits})
 
 
 def measure(exp, runs, workdir: str) -> dict:
@@ -62,7 +56,7 @@ def measure(exp, runs, workdir: str) -> dict:
   s = common.settings(Settings, exp.claim)
   base = dataclasses.replace(exp, claim=None)
   points = [(n, h, b) for n, h in sizes(base, s) for b in s.bits]
-  exps = [model_of(base, s, n, h, b) for n, h, b in points]
+  exps = [model_of(base, n, h, b) for n, h, b in points]
   writer = workdir_lib.MetricsWriter(workdir)
   rows = grid.kept(workdir, "grid", exps, lambda e: grid.trained(e, writer, KEYS))
   rows = [
@@ -111,8 +105,8 @@ def _point(r: dict) -> str:
 def summary(numbers: dict, judged: dict, s: Settings) -> str:
   rows, cheaper = numbers["rows"], judged["cheaper"]
   text = (
-    f"{len(rows)} models ({len(rows) // len(s.bits)} sizes x {len(s.bits)} widths, "
-    f"{'the state rounded too' if s.quantize_state else 'every group but the state'}). In "
+    f"{len(rows)} models ({len(rows) // len(s.bits)} sizes x {len(s.bits)} widths of every "
+    "group). In "
     f"{len(judged['pairs'])} pairs a larger model at fewer bits is within "
     f"{s.match_points:g} point of a smaller one at more bits; in {len(cheaper)} of them it "
     "also needs less ACE or fewer kB."
