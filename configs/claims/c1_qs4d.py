@@ -8,7 +8,7 @@ Their scheme (quant.scheme = "qs4d": per-tensor absmax, b bits = 2^b states, so 
 ternary) on the float model of configs/default.py (60 epochs; shared with the other claims
 in `make reproduce`). For each of the authors' groups (all, A, C, state, activations,
 mixing, en-/decoder, dt) that group alone is quantized: post-training at 1-12 bits (the
-float checkpoint evaluated), and by QAT at 1, 2, 3, 4, 6 and 8 bits (3 fine-tuning epochs
+float checkpoint evaluated), and by QAT at 1, 2, 3, 4, 6 and 8 bits (2 fine-tuning epochs
 from float each); a width reaches float within 0.5 point of test accuracy. Then every
 group at its fewest PTQ bits (evaluated) and at its fewest QAT bits (fine-tuned), and the
 three models in the paper's metrics (ssm_aimc.cost: ace, model_size_kb, adc_complexity).
@@ -41,7 +41,7 @@ def get_config(variant: str = ""):
     else ("all", "A", "C", "state", "activations", "mixing", "en-/decoder", "dt"),
     ptq_bits=(2, 8) if smoke else tuple(range(1, 13)),
     qat_bits=(2,) if smoke else (1, 2, 4, 8) if long else (1, 2, 3, 4, 6, 8),
-    qat_epochs=1 if smoke or long else 3,
+    qat_epochs=1 if smoke or long else 2,
     reach_points=0.5,  # A width "reaches" float within this many points of test accuracy.
     max_loss_points=1.0,  # The QAT-minimal model's loss still "small".
     target_reduction=100.0,  # "Two orders of magnitude" of computational complexity (ACE).
