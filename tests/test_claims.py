@@ -339,9 +339,11 @@ def test_bits_per_group_minimal_widths_and_quantized_experiments():
   assert (q.scheme, q.weight_bits, q.act_bits, q.a_bar_bits) == ("qs4d", 32, 32, 32)
   bits = dict(q.group_bits)
   assert (bits["a"], bits["encoder"], bits["decoder"], bits["state"], bits["c"]) == (3, 2, 2, 5, 0)
-  assert exp.model.method == "sequential"  # The state is rounded on the sequential path only.
-  assert grid.quantized(base, {"all": 4}).quant.weight_bits == 4
-  assert grid.quantized(base, {"C": 4}).model.method == base.model.method
+  assert exp.model == base.model  # The state group rounds what the model's path has.
+  every = grid.quantized(base, {"all": 4}).quant
+  assert (every.weight_bits, every.act_bits, every.a_bar_bits) == (4, 4, 4)
+  # Later entries win: every group at 4 bits but the state.
+  assert dict(grid.quantized(base, {"all": 4, "state": 32}).quant.group_bits)["state"] == 32
   with pytest.raises(errors.ConfigError, match="unknown"):
     c1_qs4d.Settings("float", ("A", "B"), (1,), (1,), 1, 0.5, 1.0, 100.0)
 

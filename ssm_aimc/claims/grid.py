@@ -13,7 +13,7 @@ kept(workdir, name, exps, fn)   fn(exps)'s rows kept in workdir/<name>.json with
 
 import os
 
-from ssm_aimc import experiment, quant, sweep, train
+from ssm_aimc import experiment, sweep, train
 from ssm_aimc import population as population_lib
 from ssm_aimc import workdir as workdir_lib
 
@@ -37,16 +37,14 @@ GROUPS = {
 def quantized(exp: experiment.Experiment, widths: dict) -> experiment.Experiment:
   """`exp` under the qs4d scheme: {group: bits} of `widths` (GROUPS' names, applied in
   order, so {"all": 4, "state": 32} is every group but the state), every other group
-  float; on the sequential recurrence when the state is quantized (the parallel paths
-  have no per-step state to round)."""
+  float. The model's recurrence method is kept: on the convolution paths (a CPU's "auto")
+  the state group rounds the kernel, as the authors' FFT path does, on the sequential path
+  the recurrent state (`layers.state_quantizer`)."""
   overrides = {"quant.enabled": True, "quant.scheme": "qs4d", "quant.mode": "tensor"}
   overrides.update({f"quant.{field}": FLOAT_BITS for field in GROUPS["all"]})
   for group, bits in widths.items():
     overrides.update({f"quant.{field}": bits for field in GROUPS[group]})
-  out = experiment.override(exp, overrides)
-  if quant.is_off(out.quant.spec.state.bits):
-    return out
-  return experiment.override(out, {"model.method": "sequential"})
+  return experiment.override(exp, overrides)
 
 
 def by_structure(exps: list) -> list[list[int]]:
