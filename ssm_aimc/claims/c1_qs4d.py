@@ -93,13 +93,13 @@ def minimal_widths(curves: dict, fp_accuracy: float, reach_points: float) -> dic
 def measure(exp, runs, workdir: str) -> dict:
   """The float model, the PTQ and QAT curves of every group and the two minimal models:
   {"fp": row, "ptq"/"qat": {group: {bits: test accuracy}}, "ptq_minimal"/"qat_minimal":
-  row with its "widths"}; a row holds grid.ROW_KEYS. Each stage is kept in workdir (ptq.json,
-  qat.json, ptq_minimal.json, qat_minimal.json) with its experiments: reused for the same
+  row with its "widths"}; a row holds grid.ROW_KEYS. Each stage is kept in workdir (fp.json,
+  ptq.json, qat.json, ptq_minimal.json, qat_minimal.json) with its experiments: reused for the same
   ones, refused (ConfigError) for others."""
   s = common.settings(Settings, exp.claim)
   if s.baseline not in runs.names():
     raise errors.ConfigError(f"claim.baseline {s.baseline!r} is not one of claim.models.")
-  fp = runs.train(s.baseline)
+  runs.train(s.baseline)
   float_exp, float_dir = runs.experiment(s.baseline), runs.workdir(s.baseline)
   qat_exp = experiment.override(
     float_exp, {"init_checkpoint": float_dir, "num_epochs": s.qat_epochs}
@@ -123,12 +123,15 @@ def measure(exp, runs, workdir: str) -> dict:
   for protocol, points, rows in (("ptq", ptq_grid, ptq), ("qat", qat_grid, qat)):
     for (group, bits), row in zip(points, rows, strict=True):
       curves[protocol].setdefault(group, {})[bits] = row["test_accuracy"]
-  out = {"fp": {k: fp[k] for k in grid.ROW_KEYS}, **curves}
+  # The float model measured as every other row here (a results.json from an older version
+  # may lack the authors' metrics).
+  (fp_row,) = grid.kept(workdir, "fp", [float_exp], lambda e: grid.evaluated(e, float_dir))
+  out = {"fp": fp_row, **curves}
   for protocol, base, compute in (
     ("ptq", float_exp, lambda e: grid.evaluated(e, float_dir)),
     ("qat", qat_exp, lambda e: grid.trained(e, writer)),
   ):
-    widths = minimal_widths(curves[protocol], fp["test_accuracy"], s.reach_points)
+    widths = minimal_widths(curves[protocol], fp_row["test_accuracy"], s.reach_points)
     name = f"{protocol}_minimal"
     (row,) = grid.kept(workdir, name, [grid.quantized(base, widths)], compute)
     out[name] = {**row, "widths": widths}
