@@ -322,7 +322,11 @@ def test_bits_per_group_judge_the_minimal_qat_models_ace(tmp_path):
     {"ace": 128.0, "model_size_kb": 10.0, "adc_complexity": 8.0}
   )
   assert outcome.verdict == claims.SUPPORTED  # 128x ACE at 0.8 points.
-  assert "| dt | float | float |" in outcome.table and "-93.75 %" in outcome.table
+  assert (
+    "| dt | float | float |" in outcome.table
+    and "-93.75 %" in outcome.table
+    and "-50.00 %" in outcome.table
+  )
   assert _judge(c1_qs4d, numbers, target_reduction=200.0) == claims.PARTLY
   assert _judge(c1_qs4d, numbers, target_reduction=2000.0) == claims.NOT_SUPPORTED
   assert _judge(c1_qs4d, numbers, max_loss_points=0.5) == claims.NOT_SUPPORTED
@@ -345,7 +349,7 @@ def test_bits_per_group_minimal_widths_and_quantized_experiments():
   # Later entries win: every group at 4 bits but the state.
   assert dict(grid.quantized(base, {"all": 4, "state": 32}).quant.group_bits)["state"] == 32
   with pytest.raises(errors.ConfigError, match="unknown"):
-    c1_qs4d.Settings("float", ("A", "B"), (1,), (1,), 1, 0.5, 1.0, 100.0)
+    c1_qs4d.Settings("float", ("A", "B"), (1,), (1,), 1, 2e-3, 0.5, 1.0, 100.0)
 
 
 def _size_row(n, h, bits, accuracy):
