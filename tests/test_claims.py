@@ -349,7 +349,7 @@ def test_bits_per_group_minimal_widths_and_quantized_experiments():
   # Later entries win: every group at 4 bits but the state.
   assert dict(grid.quantized(base, {"all": 4, "state": 32}).quant.group_bits)["state"] == 32
   with pytest.raises(errors.ConfigError, match="unknown"):
-    c1_qs4d.Settings("float", ("A", "B"), (1,), (1,), 1, 2e-3, 0.5, 1.0, 100.0)
+    c1_qs4d.Settings("float", ("A", "B"), (1,), (1,), 1, 2e-3, 1, 0.5, 1.0, 100.0)
 
 
 def _size_row(n, h, bits, accuracy):

@@ -58,6 +58,8 @@ class Settings:
     qat_epochs: fine-tuning epochs of every QAT model (from the float model).
     qat_learning_rate: their peak learning rate (a fine-tune's, below a from-scratch run's:
       configs/qat_w8a8.py), with half an epoch of warm-up.
+    minimal_epochs: fine-tuning epochs of the QAT-minimal model: the curves screen each
+      group with short fine-tunes, the model the metrics are about gets a full one.
     reach_points: a width reaches the float test accuracy within this many points.
     max_loss_points: the QAT-minimal model's loss against float still "small".
     target_reduction: the ACE reduction claimed ("two orders of magnitude": 100).
@@ -69,6 +71,7 @@ class Settings:
   qat_bits: tuple[int, ...]
   qat_epochs: int
   qat_learning_rate: float
+  minimal_epochs: int
   reach_points: float
   max_loss_points: float
   target_reduction: float
@@ -136,9 +139,10 @@ def measure(exp, runs, workdir: str) -> dict:
   # may lack the authors' metrics).
   (fp_row,) = grid.kept(workdir, "fp", [float_exp], lambda e: grid.evaluated(e, float_dir))
   out = {"fp": fp_row, **curves}
+  minimal_exp = experiment.override(qat_exp, {"num_epochs": s.minimal_epochs})
   for protocol, base, compute in (
     ("ptq", float_exp, lambda e: grid.evaluated(e, float_dir)),
-    ("qat", qat_exp, lambda e: grid.trained(e, writer)),
+    ("qat", minimal_exp, lambda e: grid.trained(e, writer)),
   ):
     widths = minimal_widths(curves[protocol], fp_row["test_accuracy"], s.reach_points)
     name = f"{protocol}_minimal"
@@ -183,8 +187,9 @@ def summary(numbers: dict, judged: dict, s: Settings) -> str:
   return (
     f"Float {common.pct(fp['test_accuracy'])} %. QAT reaches the float accuracy (within "
     f"{s.reach_points:g} point) with fewer bits than PTQ in {len(fewer)} of "
-    f"{len(judged['bits'])} groups ({', '.join(fewer) or 'none'}). With every group at its "
-    f"fewest QAT bits ({widths}; after {s.qat_epochs} fine-tuning epochs) the model scores "
+    f"{len(judged['bits'])} groups ({', '.join(fewer) or 'none'}; {s.qat_epochs} fine-tuning "
+    f"epochs per point). With every group at its fewest QAT bits ({widths}; "
+    f"{s.minimal_epochs} fine-tuning epochs) the model scores "
     f"{common.pct(qat['test_accuracy'])} % ({-judged['loss_points']:+.2f} points) at "
     f"{common.times(r['qat']['ace'])} less ACE, {common.times(r['qat']['model_size_kb'])} "
     f"fewer kB and {common.times(r['qat']['adc_complexity'])} less ADC complexity than "
