@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -132,8 +133,9 @@ def check_owner(workdir: str, exp: experiment.Experiment) -> None:
 
 def cached_json(path: str, key, compute) -> dict:
   """compute()'s dict, kept in the JSON file `path` with `key` under "config" (a JSON-able
-  description of what made it: an experiment's to_dict, or a list of them): reused for the
-  same key, a ConfigError (the file never overwritten) when it holds another's or none."""
+  description of what made it: an experiment's to_dict, or a list of them) and the seconds
+  compute() took under "wall_time_s": reused for the same key, a ConfigError (the file never
+  overwritten) when it holds another's or none."""
   key = json.loads(to_json(key))
   if os.path.exists(path):
     stored = read_json(path)
@@ -141,7 +143,9 @@ def cached_json(path: str, key, compute) -> dict:
       why = first_difference(stored["config"], key) if "config" in stored else "none recorded"
       raise errors.ConfigError(f"{path} holds results of another config ({why}); remove it.")
     return stored
-  results = {**compute(), "config": key}
+  tick = time.time()
+  results = compute()
+  results = {**results, "wall_time_s": time.time() - tick, "config": key}
   write_json(path, results)
   return results
 

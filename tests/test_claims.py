@@ -218,7 +218,7 @@ def test_write_report_gathers_sections_in_claim_order(tmp_path):
   assert text.index("## C1") < text.index("## C2")
   assert "**supported**" in text and "**not supported**" in text
   assert "![C1](figs/c1.png)" in text and "summary of C2" in text
-  assert "models reused from earlier claims: float" in text and "2.0 min when run alone" in text
+  assert "reused from earlier runs: float" in text and "2.0 min when run alone" in text
   assert open(tmp_path / "figs" / "c2.png", "rb").read() == b"png"
   # A claim measured by the authors' protocol comes before ours, each with its own figure.
   _fake_run(runs_dir / "b", "C1", claims.PARTLY, protocol=claims_common.AUTHORS, name="c1_x")
@@ -350,6 +350,29 @@ def test_bits_per_group_minimal_widths_and_quantized_experiments():
   assert dict(grid.quantized(base, {"all": 4, "state": 32}).quant.group_bits)["state"] == 32
   with pytest.raises(errors.ConfigError, match="unknown"):
     c1_qs4d.Settings("float", ("A", "B"), (1,), (1,), 1, 2e-3, 1, 0.5, 1.0, 100.0)
+
+
+def test_kept_rows_are_computed_once_timed_and_refused_for_other_experiments(tmp_path):
+  base = experiment.from_config(_claim_config("c1_qs4d", "smoke"))
+  exps = [grid.quantized(base, {"A": b}) for b in (2, 3)]
+  calls = []
+
+  def compute(e):
+    calls.append(len(e))
+    return [{"test_accuracy": 0.5 + i} for i in range(len(e))]
+
+  first = runs.Runs(base, str(tmp_path), {})
+  rows = grid.kept(str(tmp_path), "ptq", exps, compute, first)
+  assert rows == [{"test_accuracy": 0.5}, {"test_accuracy": 1.5}] and calls == [2]
+  assert first.seconds["ptq"] >= 0 and first.reused == []
+  # A later process reuses the rows, with the time the first one took.
+  later = runs.Runs(base, str(tmp_path), {})
+  assert grid.kept(str(tmp_path), "ptq", exps, compute, later) == rows and calls == [2]
+  assert later.reused == ["ptq"] and later.seconds["ptq"] == first.seconds["ptq"]
+  assert later.standalone_seconds(1.0) == 1.0 + first.seconds["ptq"]
+  with pytest.raises(errors.ConfigError, match="another config"):
+    grid.kept(str(tmp_path), "ptq", exps[:1], compute)
+  assert calls == [2]
 
 
 def _size_row(n, h, bits, accuracy):

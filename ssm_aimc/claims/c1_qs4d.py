@@ -124,12 +124,14 @@ def measure(exp, runs, workdir: str) -> dict:
     "ptq",
     [grid.quantized(float_exp, {g: b}) for g, b in ptq_grid],
     lambda e: grid.evaluated(e, float_dir),
+    runs,
   )
   qat = grid.kept(
     workdir,
     "qat",
     [grid.quantized(qat_exp, {g: b}) for g, b in qat_grid],
     lambda e: grid.trained(e, writer),
+    runs,
   )
   curves = {"ptq": {}, "qat": {}}
   for protocol, points, rows in (("ptq", ptq_grid, ptq), ("qat", qat_grid, qat)):
@@ -137,7 +139,7 @@ def measure(exp, runs, workdir: str) -> dict:
       curves[protocol].setdefault(group, {})[bits] = row["test_accuracy"]
   # The float model measured as every other row here (a results.json from an older version
   # may lack the authors' metrics).
-  (fp_row,) = grid.kept(workdir, "fp", [float_exp], lambda e: grid.evaluated(e, float_dir))
+  (fp_row,) = grid.kept(workdir, "fp", [float_exp], lambda e: grid.evaluated(e, float_dir), runs)
   out = {"fp": fp_row, **curves}
   minimal_exp = experiment.override(qat_exp, {"num_epochs": s.minimal_epochs})
   for protocol, base, compute in (
@@ -146,7 +148,7 @@ def measure(exp, runs, workdir: str) -> dict:
   ):
     widths = minimal_widths(curves[protocol], fp_row["test_accuracy"], s.reach_points)
     name = f"{protocol}_minimal"
-    (row,) = grid.kept(workdir, name, [grid.quantized(base, widths)], compute)
+    (row,) = grid.kept(workdir, name, [grid.quantized(base, widths)], compute, runs)
     out[name] = {**row, "widths": widths}
   return out
 

@@ -52,13 +52,13 @@ def model_of(exp, d_state: int, d_model: int, bits: int) -> experiment.Experimen
 def measure(exp, runs, workdir: str) -> dict:
   """Every (N, H) x bits model trained from scratch, kept in workdir/grid.json: {"rows":
   d_state, d_model, bits and KEYS each, "base": the base size}."""
-  del runs  # Nothing is shared with other claims: every model is the claim's own.
   s = common.settings(Settings, exp.claim)
   base = dataclasses.replace(exp, claim=None)
   points = [(n, h, b) for n, h in sizes(base, s) for b in s.bits]
   exps = [model_of(base, n, h, b) for n, h, b in points]
   writer = workdir_lib.MetricsWriter(workdir)
-  rows = grid.kept(workdir, "grid", exps, lambda e: grid.trained(e, writer, KEYS))
+  # Nothing is shared with other claims: every model is the claim's own.
+  rows = grid.kept(workdir, "grid", exps, lambda e: grid.trained(e, writer, KEYS), runs)
   rows = [
     {"d_state": n, "d_model": h, "bits": b, **r} for (n, h, b), r in zip(points, rows, strict=True)
   ]

@@ -7,8 +7,8 @@ evaluated(exps, workdir)        post-training quantization of one checkpoint und
 trained(exps, writer)           each experiment trained and tested as a sweep member,
                                 one compiled step per structure;
 kept(workdir, name, exps, fn)   fn(exps)'s rows kept in workdir/<name>.json with the
-                                experiments that made them (reused, or refused when
-                                another config wrote the file).
+                                experiments that made them and the time they took
+                                (reused, or refused when another config wrote the file).
 """
 
 import os
@@ -83,8 +83,16 @@ def trained(exps: list, writer, keys=ROW_KEYS) -> list[dict]:
   return rows
 
 
-def kept(workdir: str, name: str, exps: list, compute) -> list[dict]:
-  """compute(exps)'s rows, kept in workdir/<name>.json with the experiments that made them."""
+def kept(workdir: str, name: str, exps: list, compute, runs=None) -> list[dict]:
+  """compute(exps)'s rows, kept in workdir/<name>.json with the experiments that made them;
+  the time they took goes into `runs` (a runs.Runs) as stage `name`, reused or not, so that
+  a claim's standalone time counts work an earlier process did."""
   key = [experiment.to_dict(e) for e in exps]
   path = os.path.join(workdir, f"{name}.json")
-  return workdir_lib.cached_json(path, key, lambda: {"rows": compute(exps)})["rows"]
+  reused = os.path.exists(path)
+  result = workdir_lib.cached_json(path, key, lambda: {"rows": compute(exps)})
+  if runs is not None:
+    runs.seconds[name] = float(result.get("wall_time_s", 0.0))  # 0: kept by an older version.
+    if reused and name not in runs.reused:
+      runs.reused.append(name)
+  return result["rows"]

@@ -119,7 +119,7 @@ def _minutes(seconds: float) -> str:
 
 def section(record: dict, figure: str) -> str:
   """The markdown section of one claim (figure: path relative to the markdown file)."""
-  reused = f" (models reused from earlier claims: {', '.join(record['reused'])})"
+  reused = f" (reused from earlier runs: {', '.join(record['reused'])})"
   return "\n".join(
     [
       f"## {_heading(record)} — **{record['verdict']}**",
