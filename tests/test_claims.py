@@ -333,6 +333,12 @@ def test_bits_per_group_judge_the_minimal_qat_models_ace(tmp_path):
   assert _judge(c1_qs4d, _c1_qs4d_numbers(qat_minimal_accuracy=0.99)) == claims.SUPPORTED
 
 
+def test_the_authors_reductions_compose_to_their_fp_to_qat_factor():
+  # Their HD model: -91.15 % then -91.30 % of ACE is about 130x (the paper's figure).
+  assert c1_qs4d.paper_reduction("ace", "HD") == pytest.approx(129.9, abs=0.1)
+  assert c1_qs4d.paper_reduction("model_size_kb", "sCIFAR") == pytest.approx(8.64, abs=0.01)
+
+
 def test_bits_per_group_minimal_widths_and_quantized_experiments():
   curves = {"all": {2: 0.97, 4: 0.98}, "A": {1: 0.975, 3: 0.98}, "C": {1: 0.1}}
   # "all" is no group of the minimal model; a group that never reaches float stays float.
