@@ -12,14 +12,7 @@ simulated chip (config.deploy: 64x64 tiles, 8-bit converters) against the float 
 an FP32 digital processor. Judged on memory bits and bit-operations
 (`ssm_aimc.claims.c1_cost`).
 
-Measured (`make reproduce`, 2026-11-29, 2-core CPU, all six models trained in this claim):
-7.9 min. **Partly supported.** Float 98.33 %. Within 1 point: W4A8 with 75 % of the modes
-pruned (98.06 %) needs 9.3x fewer memory bits and 46.4x fewer bit-operations than the FP32
-float model, and 126x less energy on the chip than FP32 digital (60x unpruned: the chip's
-energy follows its tiles, not the weight bits, so energy is reported but not judged). Two
-orders of magnitude are nearly reached only beyond the allowed loss: ternary + 75 % pruning,
-92.9x fewer bit-operations and 22.3x fewer memory bits at -2.50 points (95.83 %).
-Table and figure: CLAIMS.md.
+Measured verdict, numbers and runtime on this project's CPU: CLAIMS.md (`make reproduce`).
 """
 
 from configs.claims import common

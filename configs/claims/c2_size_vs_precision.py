@@ -13,12 +13,7 @@ bigger low-precision model against a smaller high-precision one. The paper varia
 4-layer models, H in (64, 128, 256) x N in (16, 64), on sMNIST. Judged by
 `ssm_aimc.claims.c2_size_vs_precision`.
 
-Measured (`make reproduce`, 2026-11-29, 2-core CPU): 4.6 min. **Supported.** The Pareto
-front holds 4 sizes and all 3 widths (from 2-bit H=16, N=8 at 1.15e4 bits, 77.5 %, to 4-bit
-H=64, N=32 at 1.49e5 bits, 98.33 %; 4-bit models hold most of it); in 11 of 23 iso-memory
-pairs the bigger, lower-precision model is at least as accurate, e.g. H=16, N=32 at 4 bits
-(94.72 %, 2.79e4 bits) against H=16, N=8 at 8 bits (86.67 %, 2.42e4 bits).
-Table and figure: CLAIMS.md.
+Measured verdict, numbers and runtime on this project's CPU: CLAIMS.md (`make reproduce`).
 """
 
 import ml_collections

@@ -10,14 +10,11 @@ noise during training), each evaluated on the same 10 simulated PCM-like chips a
 programming-noise scales 0, 1, 2 and 4 (drift to 1 h with compensation, read noise at
 every product, a_bar digital). Judged by `ssm_aimc.claims.c3_robustness`.
 
-Measured (`make reproduce`, 2026-11-29, 2-core CPU): 3.6 min with the float and W4A8
-models reused from C1; 6.4 min alone on a fresh models folder (same verdict).
-**Not supported.** The accuracy drop of QAT W4A8 matches the float model's within the
-standard error over chips at 1, 2 and 4x PCM noise (4x: 4.06 against 3.33 points);
-noise-aware QAT loses least at 4x (2.94 points) but also within the spread of 10 chips.
-Table and figure: CLAIMS.md. With `--config.data.task=mnist1d` (2026-11-30, 8.6 min from
-nothing): also not supported; at 4x float drops 6.60, QAT W4A8 5.82 and noise-aware QAT
-6.90 points, each +- 2.5-3.7 over chips (README "Status").
+Measured verdict, numbers and runtime on this project's CPU: CLAIMS.md (`make reproduce`).
+
+With `--config.data.task=mnist1d` (2026-11-30, 8.6 min from nothing, another machine):
+not supported; at 4x float drops 6.60, QAT W4A8 5.82 and noise-aware QAT 6.90 points,
+each +- 2.5-3.7 over chips (README "Status").
 """
 
 from configs.claims import common

@@ -9,11 +9,7 @@ from every channel) at 50, 75 and 90 % of the state modes and fine-tuned 5 epoch
 masks; the physically smaller exported model is scored. Judged by
 `ssm_aimc.claims.c4_pruning`.
 
-Measured (`make reproduce`, 2026-11-29, 2-core CPU): 2.7 min with models reused from
-C1/C3, about 6.7 min alone. **Partly supported.** Pruning combines with QAT: the W4A8 model
-keeps 98.06 % with 75 % of its modes removed (9.3x fewer memory bits than the FP32 float
-model; 96.94 % at 87.5 %), but the float model tolerates the same 75 % (98.06 %), so QAT is
-not what makes pruning possible here. Table and figure: CLAIMS.md.
+Measured verdict, numbers and runtime on this project's CPU: CLAIMS.md (`make reproduce`).
 """
 
 from configs.claims import common

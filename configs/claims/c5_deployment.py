@@ -11,11 +11,7 @@ step by step with 8-bit DACs and ADCs on 64x64 tiles (config.deploy), recurrence
 digital periphery; energy per inference against FP32 and INT8 digital processors. Judged
 by `ssm_aimc.claims.c5_deployment`.
 
-Measured (`make reproduce`, 2026-11-29, 2-core CPU): 2.0 min with both models reused
-from C1/C3, about 5.6 min alone. **Supported.** QAT W4A8 + noise-aware: 98.89 % in software,
-98.74 +- 0.32 % on 20 PCM-like and 98.87 +- 0.16 % on 20 RRAM-like chips; 275 tiles; 965 nJ
-per inference against 57.8 uJ FP32 digital (59.9x) and 10.27 uJ INT8 (10.6x). The float
-model holds as well (-0.04 / +0.06 points) with the recurrence digital. Table and figure: CLAIMS.md.
+Measured verdict, numbers and runtime on this project's CPU: CLAIMS.md (`make reproduce`).
 """
 
 from configs.claims import common
