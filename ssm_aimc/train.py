@@ -11,6 +11,9 @@
     `hardware.enabled`), exports a quantized model and the smaller pruned one, and writes
     results.json.
 
+Each mode holds the workdir for its run (`workdir.lock`): a second launch into it fails at
+once.
+
 Determinism: the batch order of epoch e depends only on (seed, e) and dropout keys are
 fold_in(key, step), so a run stopped after a checkpoint and resumed ends with exactly the
 parameters of an uninterrupted run.
@@ -283,8 +286,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns results.json."""
   start_time = time.time()
   exp = as_experiment(config)
-  workdir_lib.check_resume(workdir, exp)  # Before anything is written or deleted.
-  os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.lock(workdir):
+    workdir_lib.check_resume(workdir, exp)  # Before anything is written or deleted.
+    return _train_and_evaluate(exp, workdir, start_time)
+
+
+def _train_and_evaluate(exp: experiment.Experiment, workdir: str, start_time: float) -> dict:
   py_logging.getLogger("absl").setLevel(py_logging.INFO)
   setup = runner.build(exp)
   ds = setup.dataset
@@ -454,6 +461,11 @@ def evaluate(config, workdir: str) -> dict:
   """
   start_time = time.time()
   exp = as_experiment(config)
+  with workdir_lib.lock(workdir, create=False):
+    return _evaluate(exp, workdir, start_time)
+
+
+def _evaluate(exp: experiment.Experiment, workdir: str, start_time: float) -> dict:
   run = load_for_inference(exp, workdir)
   test = run.pop.evaluate(run.params, run.setup.dataset.test, run.batch_stats)
   report = runner.cost_report(run.setup, run.params, exp.quant.spec, run.batch_stats)

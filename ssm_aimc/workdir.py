@@ -1,5 +1,6 @@
 """What a run leaves in its workdir, and the rule that a workdir belongs to one config.
 
+  launch.lock       while a launch uses the workdir: its pid and host (`lock`)
   config.json       the run's config (`experiment.to_dict`)
   metrics.jsonl     one JSON object per logged step and per epoch
   checkpoints/      the last `keep_checkpoints` states (orbax), for resuming
@@ -22,6 +23,7 @@ before anything is written or deleted:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -29,8 +31,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ssm_aimc import errors, experiment
+from ssm_aimc import errors, experiment, lockfile
 
+LOCK = "launch.lock"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 RESULTS = "results.json"
@@ -81,6 +84,32 @@ def write_json(path: str, obj) -> None:
 def read_json(path: str):
   with open(path) as f:
     return json.load(f)
+
+
+@contextlib.contextmanager
+def lock(workdir: str, create: bool = True):
+  """`workdir` (made when `create`) held by this process for the block: one launch per
+  workdir. A WorkdirError, before anything is written, when another launch holds it, or
+  when it is not a folder this process can write in; a CheckpointError when it does not
+  exist and `create` is off (evaluate, deploy: nothing to read)."""
+  if not create and not os.path.isdir(workdir):
+    raise errors.CheckpointError(
+      f"No checkpoint found: {workdir} does not exist; train first with --mode=train."
+    )
+  path = os.path.join(workdir, LOCK)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = lockfile.acquire(path)
+  except (FileExistsError, NotADirectoryError) as e:
+    raise errors.WorkdirError(f"--workdir {workdir} is not a folder ({e}).") from e
+  except errors.WorkdirError:
+    raise
+  except OSError as e:  # Read-only filesystem, no permission.
+    raise errors.WorkdirError(f"Cannot write in --workdir {workdir}: {e}") from e
+  try:
+    yield
+  finally:
+    lockfile.release(path, fd)
 
 
 def write_config(workdir: str, exp: experiment.Experiment) -> None:

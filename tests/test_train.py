@@ -345,6 +345,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(trained, tmp_path, 
     assert f.read() == results_before
 
 
+def test_a_second_launch_into_a_busy_workdir_fails_at_once(tmp_path):
+  """While this process holds the workdir, a launch into it fails with one line naming
+  the holder and writes nothing; a workdir that is a file is refused too."""
+  workdir = tmp_path / "w"
+  with workdir_lib.lock(str(workdir)):
+    held = snapshot(workdir)
+    out = launch(*SMOKE, f"--workdir={workdir}")
+    (line,) = error_lines(out)
+    assert f"held by pid {os.getpid()} " in line and "another launch" in line
+    assert snapshot(workdir) == held
+  assert snapshot(workdir) == {}  # Released.
+  (tmp_path / "file").write_text("")
+  with pytest.raises(errors.WorkdirError, match="is not a folder"):
+    train.train_and_evaluate(tiny_config(), str(tmp_path / "file"))
+
+
 def test_launch_evaluate_without_checkpoint_fails_cleanly(tmp_path):
   out = launch(*SMOKE, f"--workdir={tmp_path}", "--mode=evaluate")
   assert out.returncode == 1
