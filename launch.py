@@ -14,14 +14,16 @@ and keeps its traceback.
 """
 
 import importlib
+import importlib.util
 import logging as py_logging
+import re
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ssm_aimc import cost, errors
+from ssm_aimc import cost, errors, experiment
 
 # mode -> (module of ssm_aimc, function(config, workdir)); a mode's module is imported only
 # when it runs.
@@ -41,6 +43,59 @@ _MODE = flags.DEFINE_enum("mode", "train", list(MODES), "What to do with the con
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _fail(message) -> None:
+  """The one line an input error prints, and exit status 1."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _config_tree(argv) -> dict | None:
+  """The nested dict of the --config file of `argv` (path[:variant]), None without one."""
+  values = []
+  for i, arg in enumerate(argv):
+    if re.match(r"^--?config=", arg):
+      values.append(arg.split("=", 1)[1])
+    elif re.fullmatch(r"--?config", arg) and i + 1 < len(argv):
+      values.append(argv[i + 1])
+  if not values:
+    return None
+  path, *variant = values[-1].split(":", 1)
+  spec = importlib.util.spec_from_file_location("config_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*variant).to_dict()
+
+
+def _unknown_override(argv) -> errors.ConfigError | None:
+  """The ConfigError naming the first --config.<key> of `argv` that the config file lacks
+  (with the closest valid key), or None when every key exists."""
+  paths = [m[2] for m in (re.match(r"^--?(no)?config\.([^=]+)", a) for a in argv) if m]
+  tree = _config_tree(argv) if paths else None
+  if tree is None:
+    return None
+  for path in paths:
+    try:
+      experiment.find_key(tree, path)
+    except errors.ConfigError as e:
+      return e
+  return None
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with bad flags as one `error:` line: an unknown or misspelled
+  --config.<key> (which ml_collections raises as an AttributeError, tracebacks and all)
+  names the closest valid key; a bad flag value says why."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).replace("\n", " "))
+  except (AttributeError, KeyError):
+    unknown = _unknown_override(argv)
+    if unknown is None:  # Not an unknown key: a bug, which keeps its traceback.
+      raise
+    _fail(unknown)
+
+
 def _quiet_libraries(record: py_logging.LogRecord) -> bool:
   """Drops orbax's per-checkpoint INFO chatter; keeps its warnings and errors."""
   return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
@@ -56,12 +111,10 @@ def main(argv):
     module, function = MODES[_MODE.value]
     run = getattr(importlib.import_module(f"ssm_aimc.{module}"), function)
     results = run(_CONFIG.value, _WORKDIR.value)
-  except errors.UserError as e:
-    logging.error("%s: %s", type(e).__name__, e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  except errors.UserError as e:  # Printed once, here (not logged as well).
+    _fail(e)
   print(f"\n{_MODE.value} results ({_WORKDIR.value}):\n{cost.format_table(results)}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -34,6 +34,7 @@ from absl import logging
 
 from ssm_aimc import chip as chip_lib
 from ssm_aimc import data, experiment, export, figures, models, noise_eval, runner, train
+from ssm_aimc import workdir as workdir_lib
 from ssm_aimc.hardware import crossbar, energy
 
 REPORT = "deploy_report.md"
@@ -113,6 +114,11 @@ def deploy(config, workdir: str) -> dict:
   start_time = time.time()
   exp = train.as_experiment(config)
   specs = exp.chip_specs()
+  with workdir_lib.lock(workdir, create=False):
+    return _deploy(exp, specs, workdir, start_time)
+
+
+def _deploy(exp, specs: dict, workdir: str, start_time: float) -> dict:
   recurrence = exp.hardware.recurrence
   run = train.load_for_inference(exp, workdir)
   setup, d = run.setup, exp.deploy

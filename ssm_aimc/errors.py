@@ -25,3 +25,7 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 class CheckpointError(UserError, FileNotFoundError):
   """A checkpoint needed for evaluation is missing or unreadable."""
+
+
+class WorkdirError(UserError, OSError):
+  """A workdir is busy (another launch holds its lock) or cannot be made or written."""

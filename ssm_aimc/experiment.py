@@ -468,17 +468,28 @@ def _section_dict(section) -> dict:
   return out
 
 
+def find_key(tree: Mapping, path: str) -> tuple[Mapping, str]:
+  """(the section of the nested `tree` that holds the dotted `path`, its last key); a
+  ConfigError naming the closest valid key where a part of the path is unknown."""
+  *parents, leaf = path.split(".")
+  target, where = tree, ""
+  for p in parents:
+    if p in target and not isinstance(target[p], Mapping):
+      raise errors.ConfigError(
+        f"Unknown config key '{path}': '{where}{p}' is a value, not a section."
+      )
+    if p not in target:
+      raise _unknown(p, where, [k for k, v in target.items() if isinstance(v, Mapping)])
+    target, where = target[p], f"{where}{p}."
+  if leaf not in target:
+    raise _unknown(leaf, where, target)
+  return target, leaf
+
+
 def override(exp: Experiment, overrides: Mapping) -> Experiment:
   """A copy of `exp` with {dotted path: value} set (ConfigError for an unknown path)."""
   tree = to_dict(exp)
   for path, value in overrides.items():
-    *parents, leaf = path.split(".")
-    target, where = tree, ""
-    for p in parents:
-      if not isinstance(target.get(p), dict):
-        raise _unknown(p, where, [k for k, v in target.items() if isinstance(v, dict)])
-      target, where = target[p], f"{where}{p}."
-    if leaf not in target:
-      raise _unknown(leaf, where, target)
+    target, leaf = find_key(tree, path)
     target[leaf] = value
   return from_config(tree)

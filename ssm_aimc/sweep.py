@@ -36,6 +36,7 @@ Not supported in a sweep (ConfigError): pruning; resuming (nothing is checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import itertools
@@ -445,6 +446,12 @@ def run_sweep(config, workdir: str) -> dict:
     raise errors.ConfigError(
       "The config has no `sweep` section; start from configs/sweep_bits.py, which adds it."
     )
+  # One launch per workdir; the processes of one multi-host sweep share theirs.
+  with workdir_lib.lock(workdir) if jax.process_count() == 1 else contextlib.nullcontext():
+    return _run_sweep(exp, workdir, start_time)
+
+
+def _run_sweep(exp: experiment.Experiment, workdir: str, start_time: float) -> dict:
   if workdir_lib.finished(workdir, exp, JSON_NAME):
     logging.info("Sweep already finished in %s with this config: reusing it.", workdir)
     return workdir_lib.read_json(os.path.join(workdir, JSON_NAME))

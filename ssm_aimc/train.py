@@ -3,19 +3,24 @@
 `train_and_evaluate(config, workdir)` reads the config once (`experiment.from_config`) and
 
   resumes (the workdir's latest checkpoint, else `init_checkpoint`'s best params, else
-    scratch), calibrates quantizer ranges of a fresh quantized or analog run,
+    scratch; a workdir of another config is refused, `workdir.check_resume`), calibrates
+    quantizer ranges of a fresh quantized or analog run,
   -> trains with the runner's loop (a population of one): metrics.jsonl, checkpoints (the
     last k, and the best by validation accuracy), pruning masks when `prune.enabled`,
   -> evaluates the best state on the test split (and on simulated chips when
     `hardware.enabled`), exports a quantized model and the smaller pruned one, and writes
     results.json.
 
+Each mode holds the workdir for its run (`workdir.lock`): a second launch into it fails at
+once.
+
 Determinism: the batch order of epoch e depends only on (seed, e) and dropout keys are
 fold_in(key, step), so a run stopped after a checkpoint and resumed ends with exactly the
 parameters of an uninterrupted run.
 
 `evaluate(config, workdir)` re-evaluates the best checkpoint under any quantization (PTQ of
-a float checkpoint) and any device, writing results_evaluate.json.
+a float checkpoint) and any device, writing results_evaluate.json; the model and data must
+be the run's own (`workdir.check_inference`).
 """
 
 from __future__ import annotations
@@ -281,7 +286,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns results.json."""
   start_time = time.time()
   exp = as_experiment(config)
-  os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.lock(workdir):
+    workdir_lib.check_resume(workdir, exp)  # Before anything is written or deleted.
+    return _train_and_evaluate(exp, workdir, start_time)
+
+
+def _train_and_evaluate(exp: experiment.Experiment, workdir: str, start_time: float) -> dict:
   py_logging.getLogger("absl").setLevel(py_logging.INFO)
   setup = runner.build(exp)
   ds = setup.dataset
@@ -398,8 +408,10 @@ def _best_params(setup: runner.Setup, exps: list, workdir: str) -> tuple[list, o
 
 
 def load_for_inference(config, workdir: str) -> Inference:
-  """The best checkpoint of `workdir` under `config`'s quantization and hardware."""
+  """The best checkpoint of `workdir` under `config`'s quantization and hardware (a
+  ConfigError when the run was trained with another model or data)."""
   exp = as_experiment(config)
+  workdir_lib.check_inference(workdir, exp)
   setup = runner.build(exp)
   (params,), stats, step = _best_params(setup, [exp], workdir)
   state = runner.new_state(setup, exp, params, batch_stats=stats)
@@ -416,6 +428,8 @@ def evaluate_many(exps: list, workdir: str, chunk_size: int = 16) -> list[dict]:
   Returns:
     per experiment, in order: test_accuracy, test_loss, val_accuracy and the cost report.
   """
+  for exp in exps:
+    workdir_lib.check_inference(workdir, exp)
   setup = runner.build(exps[0])
   params, stats, _ = _best_params(setup, exps, workdir)
   out = []
@@ -447,6 +461,11 @@ def evaluate(config, workdir: str) -> dict:
   """
   start_time = time.time()
   exp = as_experiment(config)
+  with workdir_lib.lock(workdir, create=False):
+    return _evaluate(exp, workdir, start_time)
+
+
+def _evaluate(exp: experiment.Experiment, workdir: str, start_time: float) -> dict:
   run = load_for_inference(exp, workdir)
   test = run.pop.evaluate(run.params, run.setup.dataset.test, run.batch_stats)
   report = runner.cost_report(run.setup, run.params, exp.quant.spec, run.batch_stats)

@@ -1,5 +1,6 @@
 """What a run leaves in its workdir, and the rule that a workdir belongs to one config.
 
+  launch.lock       while a launch uses the workdir: its pid and host (`lock`)
   config.json       the run's config (`experiment.to_dict`)
   metrics.jsonl     one JSON object per logged step and per epoch
   checkpoints/      the last `keep_checkpoints` states (orbax), for resuming
@@ -7,13 +8,22 @@
   results.json      what the run measured (train), results_evaluate.json (evaluate), ...
 
 Every JSON file is written to a temporary name and renamed, so a crash never leaves half a
-file. `check_owner` is the one cache rule of the project, used by the claims, the sweeps
-and the bench table scripts alike: a workdir whose config.json comes from another config
-is refused (a ConfigError naming the first field that differs), never trained over.
+file. A workdir belongs to the config that wrote its config.json; three rules say what
+another launch may do with it, each a ConfigError naming the fields that differ, raised
+before anything is written or deleted:
+
+  check_owner      the cache rule of the claims, sweeps and bench table scripts: a folder
+                   of the same config (up to NOT_TRAINING_KEYS) is reused, any other refused;
+  check_resume     --mode=train resumes only a run of the same config up to RESUMABLE_KEYS
+                   (how long it trains and what it writes, never what it trains);
+  check_inference  --mode=evaluate and --mode=deploy read a checkpoint under any
+                   quantization and hardware, but only with the model and data it was
+                   trained with (INFERENCE_KEYS, up to INFERENCE_FREE_KEYS).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -22,8 +32,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ssm_aimc import errors, experiment
+from ssm_aimc import errors, experiment, lockfile
 
+LOCK = "launch.lock"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 RESULTS = "results.json"
@@ -32,6 +43,22 @@ BEST_DIR = "best"
 # Sections a training run does not read: ignored when deciding whether a workdir holds a
 # run of a config (the progress bar; the chip a run is deployed on, --mode=deploy's own).
 NOT_TRAINING_KEYS = ("progress_bar", "deploy")
+# The fields a relaunch of --mode=train may change and still resume (the one list): how
+# long to train and what is written. A longer num_epochs stretches the learning-rate
+# schedule (and a gradual pruning schedule) from the resumed step on; everything else
+# (task, model, optimizer, seed, quantization, hardware, batch sizes, ...) must agree.
+RESUMABLE_KEYS = NOT_TRAINING_KEYS + (
+  "num_epochs",
+  "log_every_steps",
+  "checkpoint_every_epochs",
+  "keep_checkpoints",
+)
+# What --mode=evaluate and --mode=deploy need to share with the run that wrote a
+# checkpoint: the model it was trained as and the data (so the test split is one it never
+# trained on), except fields that do not change what the checkpoint computes (the
+# recurrence method: the same numbers; dropout: off at inference; where the files are).
+INFERENCE_KEYS = ("model_name", "model", "data")
+INFERENCE_FREE_KEYS = ("model.method", "model.dropout", "data.data_dir")
 
 
 def _json_default(obj):
@@ -58,6 +85,32 @@ def write_json(path: str, obj) -> None:
 def read_json(path: str):
   with open(path) as f:
     return json.load(f)
+
+
+@contextlib.contextmanager
+def lock(workdir: str, create: bool = True):
+  """`workdir` (made when `create`) held by this process for the block: one launch per
+  workdir. A WorkdirError, before anything is written, when another launch holds it, or
+  when it is not a folder this process can write in; a CheckpointError when it does not
+  exist and `create` is off (evaluate, deploy: nothing to read)."""
+  if not create and not os.path.isdir(workdir):
+    raise errors.CheckpointError(
+      f"No checkpoint found: {workdir} does not exist; train first with --mode=train."
+    )
+  path = os.path.join(workdir, LOCK)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = lockfile.acquire(path)
+  except (FileExistsError, NotADirectoryError) as e:
+    raise errors.WorkdirError(f"--workdir {workdir} is not a folder ({e}).") from e
+  except errors.WorkdirError:
+    raise
+  except OSError as e:  # Read-only filesystem, no permission.
+    raise errors.WorkdirError(f"Cannot write in --workdir {workdir}: {e}") from e
+  try:
+    yield
+  finally:
+    lockfile.release(path, fd)
 
 
 def write_config(workdir: str, exp: experiment.Experiment) -> None:
@@ -88,46 +141,110 @@ def _to_python(v):
 # ---------------------------------------------------------------------------------------
 
 
-def _normalised(tree: dict) -> dict:
-  tree = json.loads(json.dumps(tree, default=_json_default))  # Tuples become lists.
-  for key in NOT_TRAINING_KEYS:
-    tree.pop(key, None)
+def _normalised(tree: dict, drop=NOT_TRAINING_KEYS) -> dict:
+  """`tree` as JSON has it (tuples as lists) without the dotted paths of `drop`."""
+  tree = json.loads(json.dumps(tree, default=_json_default))
+  for path in drop:
+    *parents, leaf = path.split(".")
+    section = tree
+    for p in parents:
+      section = section.get(p, {})
+    section.pop(leaf, None)
   return tree
+
+
+def differences(a, b, path: str = "") -> list[str]:
+  """'field: A there, B now' for every field where two config trees differ."""
+  if isinstance(a, dict) and isinstance(b, dict):
+    out = []
+    for key in sorted(set(a) | set(b)):
+      x, y = a.get(key, "<missing>"), b.get(key, "<missing>")
+      if x != y:
+        out += differences(x, y, f"{path}.{key}")
+    return out
+  if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+    return [
+      d
+      for i, (x, y) in enumerate(zip(a, b, strict=True))
+      for d in differences(x, y, f"{path}[{i}]")
+    ]
+  return [f"{path.lstrip('.')}: {a!r} there, {b!r} now"] if a != b else []
 
 
 def first_difference(a, b, path: str = "") -> str:
   """'field: A there, B now' for the first field where two config trees differ ('' if none)."""
-  if isinstance(a, dict) and isinstance(b, dict):
-    for key in sorted(set(a) | set(b)):
-      if a.get(key, "<missing>") != b.get(key, "<missing>"):
-        return first_difference(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{path}.{key}")
-    return ""
-  if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-    for i, (x, y) in enumerate(zip(a, b, strict=True)):
-      if x != y:
-        return first_difference(x, y, f"{path}[{i}]")
-    return ""
-  return f"{path.lstrip('.')}: {a!r} there, {b!r} now"
+  found = differences(a, b, path)
+  return found[0] if found else ""
+
+
+def _listed(found: list[str], most: int = 4) -> str:
+  more = f"; and {len(found) - most} more" if len(found) > most else ""
+  return "; ".join(found[:most]) + more
+
+
+def stored_config(workdir: str) -> dict | None:
+  """The config.json of `workdir` as this version reads it (fields added since at their
+  defaults, as in from_config), None without one; a ConfigError when it cannot be read."""
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.exists(path):
+    return None
+  try:
+    return experiment.to_dict(experiment.from_config(read_json(path)))
+  except (errors.ConfigError, ValueError) as e:  # JSONDecodeError is a ValueError.
+    raise errors.ConfigError(
+      f"{workdir} holds a run whose config.json this version cannot read ({e}); it is left "
+      "as it is. Remove it or pass another --workdir."
+    ) from e
 
 
 def check_owner(workdir: str, exp: experiment.Experiment) -> None:
   """ConfigError if `workdir` holds a run of another config (fields a training run does not
   read are ignored); a workdir without config.json belongs to anyone."""
-  path = os.path.join(workdir, CONFIG)
-  if not os.path.exists(path):
+  stored = stored_config(workdir)
+  if stored is None:
     return
-  try:  # Fields added since the run was written take their defaults, as in from_config.
-    stored = experiment.to_dict(experiment.from_config(read_json(path)))
-  except errors.ConfigError as e:
-    raise errors.ConfigError(
-      f"{workdir} holds a run whose config.json this version cannot read ({e}); it is left "
-      "as it is. Remove it or pass another --workdir."
-    ) from e
   stored, wanted = _normalised(stored), _normalised(experiment.to_dict(exp))
   if stored != wanted:
     raise errors.ConfigError(
       f"{workdir} holds a run of another config ({first_difference(stored, wanted)}); it is "
       "left as it is. Remove it or pass another --workdir (or --config.claim.models_dir)."
+    )
+
+
+def check_resume(workdir: str, exp: experiment.Experiment) -> None:
+  """ConfigError naming every differing field if `workdir` holds a run of another config
+  than `exp` outside RESUMABLE_KEYS: --mode=train would train it over. A workdir without
+  config.json belongs to anyone."""
+  stored = stored_config(workdir)
+  if stored is None:
+    return
+  found = differences(
+    _normalised(stored, RESUMABLE_KEYS), _normalised(experiment.to_dict(exp), RESUMABLE_KEYS)
+  )
+  if found:
+    raise errors.ConfigError(
+      f"{workdir} holds a run of another config ({_listed(found)}); it is left as it is. "
+      f"Relaunch it with its own config (only {', '.join(RESUMABLE_KEYS)} may change) or "
+      "pass another --workdir."
+    )
+
+
+def check_inference(workdir: str, exp: experiment.Experiment) -> None:
+  """ConfigError naming every differing field if `workdir`'s run was trained with another
+  model or data than `exp` (INFERENCE_KEYS up to INFERENCE_FREE_KEYS); quantization,
+  hardware and the rest are free. A workdir without config.json is not checked."""
+  stored = stored_config(workdir)
+  if stored is None:
+    return
+  pick = lambda tree: {k: tree.get(k) for k in INFERENCE_KEYS}
+  found = differences(
+    pick(_normalised(stored, INFERENCE_FREE_KEYS)),
+    pick(_normalised(experiment.to_dict(exp), INFERENCE_FREE_KEYS)),
+  )
+  if found:
+    raise errors.ConfigError(
+      f"{workdir} holds a model trained with another config ({_listed(found)}): its "
+      "checkpoint is only evaluated or deployed with its own model and data settings."
     )
 
 

@@ -581,6 +581,45 @@ def test_measured_device_csv_errors(tmp_path):
     devices.MeasuredDevice.from_csv(str(not_numbers))
 
 
+@pytest.mark.parametrize(
+  "rows, message",
+  [
+    (
+      "0,0.5,0.1\n10,-3,0.5\n20,19,1.5",
+      "row 2 (target_us=10, mean_us=-3, std_us=0.5) has a mean conductance <= 0",
+    ),
+    (
+      "0,0,0.1\n10,11,0.5\n20,19,1.5",
+      "row 1 (target_us=0, mean_us=0, std_us=0.1) has a mean conductance <= 0",
+    ),
+    (
+      "0,0.5,0.1\n10,11,0.5\n20,21,1.5",
+      "row 3 (target_us=20, mean_us=21, std_us=1.5) has a mean conductance above the "
+      "device's g_max (20 uS)",
+    ),
+    (
+      "0,0.5,0.1\n20,19,1.5\n10,11,0.5",
+      "row 3 (target_us=10, mean_us=11, std_us=0.5) has a target not above",
+    ),
+    (
+      "0,0.5,0.1\n10,11,0.5\n10,12,0.5\n20,19,1.5",
+      "row 3 (target_us=10, mean_us=12, std_us=0.5) has a target not above",
+    ),
+    (
+      "0,0.5,0.1\n10,11,-0.5\n20,19,1.5",
+      "row 2 (target_us=10, mean_us=11, std_us=-0.5) has a negative",
+    ),
+  ],
+  ids=["negative_mean", "zero_mean", "mean_above_g_max", "unsorted", "duplicate", "negative_std"],
+)
+def test_measured_device_refuses_impossible_rows_naming_file_and_row(tmp_path, rows, message):
+  path = tmp_path / "chip.csv"
+  path.write_text(f"target_us,mean_us,std_us\n{rows}\n")
+  with pytest.raises(errors.ConfigError) as e:
+    devices.MeasuredDevice.from_csv(str(path))
+  assert str(e.value).startswith(f"Device table {path}: ") and message in str(e.value)
+
+
 # ----------------------------------------------------------------------------------------
 # Measured device table.
 

@@ -182,6 +182,40 @@ class ConstantNoiseDevice(_FractionalReadAndDrift):
     return jnp.full_like(g, self.prog_noise_of_gmax * self.g_max_us)
 
 
+def _table_problem(rows: np.ndarray, g_max_us: float) -> str:
+  """What makes a measured table (rows of target_us, mean_us, std_us) physically
+  impossible, naming the first such row (counted from 1, the header not counted), or ''.
+  The targets are checked first: g_max defaults to the last one."""
+
+  def why_target(i):
+    target, _, std = rows[i]
+    if not np.all(np.isfinite(rows[i])):
+      return "a non-finite entry"
+    if target < 0 or std < 0:
+      return "a negative target or std (targets and stds must be >= 0)"
+    if i and target <= rows[i - 1, 0]:
+      return (
+        f"a target not above the previous row's ({rows[i - 1, 0]:g} uS): targets must be "
+        "strictly increasing (sorted, no duplicates)"
+      )
+    return ""
+
+  def why_mean(i):
+    mean = rows[i, 1]
+    if mean <= 0:
+      return "a mean conductance <= 0 uS (a device conducts: it must be > 0)"
+    if mean > g_max_us:
+      return f"a mean conductance above the device's g_max ({g_max_us:g} uS)"
+    return ""
+
+  for why in (why_target, why_mean):
+    for i, (target, mean, std) in enumerate(rows):
+      found = why(i)
+      if found:
+        return f"row {i + 1} (target_us={target:g}, mean_us={mean:g}, std_us={std:g}) has {found}."
+  return ""
+
+
 @dataclasses.dataclass(frozen=True)
 class MeasuredDevice(_FractionalReadAndDrift):
   """A device described by a measured table: target -> (programmed mean, programmed std).
@@ -192,7 +226,9 @@ class MeasuredDevice(_FractionalReadAndDrift):
 
   Attributes:
     name: a label for reports.
-    table: ((target_us, mean_us, std_us), ...) sorted by target, at least two rows.
+    table: ((target_us, mean_us, std_us), ...) sorted by target, at least two rows; a
+      physically impossible row (a mean <= 0 or above g_max, a target that is not above
+      the previous one, a negative target or std) is a ConfigError naming it.
     g_min_us, g_max_us: conductance range (default: the table's target range).
     levels: distinguishable conductance levels (None: continuous).
     read_noise_of_g: read std / G, per read.
@@ -217,18 +253,13 @@ class MeasuredDevice(_FractionalReadAndDrift):
       raise errors.ConfigError(
         f"Device {self.name!r}: the table needs at least two rows of (target_us, mean_us, std_us)."
       )
-    if not np.all(np.isfinite(rows)):
-      raise errors.ConfigError(f"Device {self.name!r}: the table has non-finite entries.")
-    if np.any(np.diff(rows[:, 0]) <= 0):
-      raise errors.ConfigError(
-        f"Device {self.name!r}: targets must be strictly increasing (sort the rows)."
-      )
-    if np.any(rows[:, 2] < 0) or np.any(rows[:, 0] < 0):
-      raise errors.ConfigError(f"Device {self.name!r}: targets and stds must be >= 0.")
     if self.g_min_us is None:
       object.__setattr__(self, "g_min_us", float(rows[0, 0]))
     if self.g_max_us is None:
       object.__setattr__(self, "g_max_us", float(rows[-1, 0]))
+    problem = _table_problem(rows, self.g_max_us)
+    if problem:
+      raise errors.ConfigError(f"Device {self.name!r}: {problem}")
     _check_range(self.name, self.g_min_us, self.g_max_us)
     _check_levels(self.name, self.levels)
 
@@ -252,7 +283,10 @@ class MeasuredDevice(_FractionalReadAndDrift):
       except (TypeError, ValueError) as e:
         raise errors.ConfigError(f"{path}: not a number in the table ({e}).") from None
     fields.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    return cls(table=rows, **fields)
+    try:
+      return cls(table=rows, **fields)
+    except errors.ConfigError as e:  # Name the file, not only the device.
+      raise errors.ConfigError(f"Device table {path}: {e}") from None
 
   def _column(self, i: int):
     rows = np.asarray(self.table, np.float32)
