@@ -190,9 +190,10 @@ def summary(numbers: dict, judged: dict, s: Settings) -> str:
   return (
     f"Float {common.pct(fp['test_accuracy'])} %. QAT reaches the float accuracy (within "
     f"{s.reach_points:g} point) with fewer bits than PTQ in {len(fewer)} of "
-    f"{len(judged['bits'])} groups ({', '.join(fewer) or 'none'}; {s.qat_epochs} fine-tuning "
-    f"epochs per point). With every group at its fewest QAT bits ({widths}; "
-    f"{s.minimal_epochs} fine-tuning epochs) the model scores "
+    f"{len(judged['bits'])} groups ({', '.join(fewer) or 'none'}; "
+    f"{common.count(s.qat_epochs, 'fine-tuning epoch')} per point). With every group at "
+    f"its fewest QAT bits ({widths}; "
+    f"{common.count(s.minimal_epochs, 'fine-tuning epoch')}) the model scores "
     f"{common.pct(qat['test_accuracy'])} % ({-judged['loss_points']:+.2f} points) at "
     f"{common.times(r['qat']['ace'])} less ACE, {common.times(r['qat']['model_size_kb'])} "
     f"fewer kB and {common.times(r['qat']['adc_complexity'])} less ADC complexity than "

@@ -106,8 +106,8 @@ def summary(numbers: dict, judged: dict, s: Settings) -> str:
   rows, cheaper = numbers["rows"], judged["cheaper"]
   text = (
     f"{len(rows)} models ({len(rows) // len(s.bits)} sizes x {len(s.bits)} widths of every "
-    "group). In "
-    f"{len(judged['pairs'])} pairs a larger model at fewer bits is within "
+    f"group). In {common.count(len(judged['pairs']), 'pair')} a larger model at fewer bits "
+    "is within "
     f"{s.match_points:g} point of a smaller one at more bits; in {len(cheaper)} of them it "
     "also needs less ACE or fewer kB."
   )

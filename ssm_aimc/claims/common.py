@@ -69,6 +69,11 @@ def grade(full: bool, part: bool) -> str:
   return SUPPORTED if full else PARTLY if part else NOT_SUPPORTED
 
 
+def count(n: int, noun: str) -> str:
+  """'1 pair', '3 pairs'."""
+  return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def pct(x: float) -> str:
   return f"{100 * x:.2f}"
 
