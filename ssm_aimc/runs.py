@@ -36,7 +36,8 @@ class Runs:
 
   Attributes:
     seconds: stage -> wall time (s): each run's training as its results.json recorded it,
-      and whatever else the caller records (evaluations, deployments, sweeps).
+      and whatever else the caller records (evaluations, deployments, sweeps); None where
+      a kept stage recorded none.
     reused: names found already trained (by this or an earlier process).
   """
 
@@ -91,6 +92,8 @@ class Runs:
       workdir = os.path.join(workdir, train.PRUNED_DIR)
     return exp, workdir
 
-  def standalone_seconds(self, own_seconds: float) -> float:
-    """What running the caller alone would cost: its own time plus every reused run's."""
-    return own_seconds + sum(self.seconds[n] for n in self.reused)
+  def standalone_seconds(self, own_seconds: float) -> float | None:
+    """What running the caller alone would cost: its own time plus every reused stage's;
+    None (unknown) when a reused stage recorded no time."""
+    reused = [self.seconds[n] for n in self.reused]
+    return None if None in reused else own_seconds + sum(reused)

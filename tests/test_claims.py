@@ -221,8 +221,16 @@ def test_write_report_gathers_sections_in_claim_order(tmp_path):
   assert "reused from earlier runs: float" in text and "2.0 min when run alone" in text
   assert open(tmp_path / "figs" / "c2.png", "rb").read() == b"png"
   # A claim measured by the authors' protocol comes before ours, each with its own figure.
-  _fake_run(runs_dir / "b", "C1", claims.PARTLY, protocol=claims_common.AUTHORS, name="c1_x")
+  _fake_run(
+    runs_dir / "b",
+    "C1",
+    claims.PARTLY,
+    protocol=claims_common.AUTHORS,
+    name="c1_x",
+    standalone_time_s=None,  # A kept stage recorded no time.
+  )
   text = open(claims.write_report(str(runs_dir), str(tmp_path / "CLAIMS.md"), "figs")).read()
+  assert text.count("unknown when run alone") == 1
   authors = text.index("## C1: title C1 (the authors' protocol) — **partly supported**")
   assert authors < text.index("## C1: title C1 (our protocol)") < text.index("## C2")
   assert "![C1](figs/c1_x.png)" in text and "![C1](figs/c1.png)" in text
@@ -379,6 +387,13 @@ def test_kept_rows_are_computed_once_timed_and_refused_for_other_experiments(tmp
   with pytest.raises(errors.ConfigError, match="another config"):
     grid.kept(str(tmp_path), "ptq", exps[:1], compute)
   assert calls == [2]
+  # Rows an older version kept carry no time: the standalone time is unknown, not short.
+  stored = workdir_lib.read_json(tmp_path / "ptq.json")
+  del stored["wall_time_s"]
+  workdir_lib.write_json(str(tmp_path / "ptq.json"), stored)
+  older = runs.Runs(base, str(tmp_path), {})
+  assert grid.kept(str(tmp_path), "ptq", exps, compute, older) == rows
+  assert older.standalone_seconds(1.0) is None
 
 
 def _size_row(n, h, bits, accuracy):

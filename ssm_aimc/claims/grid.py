@@ -92,7 +92,7 @@ def kept(workdir: str, name: str, exps: list, compute, runs=None) -> list[dict]:
   reused = os.path.exists(path)
   result = workdir_lib.cached_json(path, key, lambda: {"rows": compute(exps)})
   if runs is not None:
-    runs.seconds[name] = float(result.get("wall_time_s", 0.0))  # 0: kept by an older version.
+    runs.seconds[name] = result.get("wall_time_s")  # None: kept by an older version.
     if reused and name not in runs.reused:
       runs.reused.append(name)
   return result["rows"]

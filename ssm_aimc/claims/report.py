@@ -117,6 +117,12 @@ def _minutes(seconds: float) -> str:
   return f"{seconds / 60:.1f} min"
 
 
+def _alone(seconds: float | None) -> str:
+  if seconds is None:
+    return "unknown when run alone (results kept by an older version recorded no time)."
+  return f"about {_minutes(seconds)} when run alone (every model it needs trained)."
+
+
 def section(record: dict, figure: str) -> str:
   """The markdown section of one claim (figure: path relative to the markdown file)."""
   reused = f" (reused from earlier runs: {', '.join(record['reused'])})"
@@ -135,8 +141,7 @@ def section(record: dict, figure: str) -> str:
       f"![{record['claim']}]({figure})",
       "",
       f"`{record['command']}`: {_minutes(record['wall_time_s'])} in this run"
-      f"{reused if record['reused'] else ''}; about {_minutes(record['standalone_time_s'])} "
-      "when run alone (every model it needs trained).",
+      f"{reused if record['reused'] else ''}; {_alone(record['standalone_time_s'])}",
       "",
     ]
   )
