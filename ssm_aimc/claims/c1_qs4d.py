@@ -99,9 +99,9 @@ def minimal_widths(curves: dict, fp_accuracy: float, reach_points: float) -> dic
 def measure(exp, runs, workdir: str) -> dict:
   """The float model, the PTQ and QAT curves of every group and the two minimal models:
   {"fp": row, "ptq"/"qat": {group: {bits: test accuracy}}, "ptq_minimal"/"qat_minimal":
-  row with its "widths"}; a row holds grid.ROW_KEYS. Each stage is kept in workdir (fp.json,
-  ptq.json, qat.json, ptq_minimal.json, qat_minimal.json) with its experiments: reused for the same
-  ones, refused (ConfigError) for others."""
+  row with its "widths"}; a row holds grid.ROW_KEYS. Each stage is kept in workdir (ptq.json,
+  qat.json, fp.json, ptq_minimal.json, qat_minimal.json) with its experiments: reused for
+  the same ones, refused (ConfigError) for others."""
   s = common.settings(Settings, exp.claim)
   if s.baseline not in runs.names():
     raise errors.ConfigError(f"claim.baseline {s.baseline!r} is not one of claim.models.")
@@ -117,38 +117,27 @@ def measure(exp, runs, workdir: str) -> dict:
     },
   )
   writer = workdir_lib.MetricsWriter(workdir)
-  ptq_grid = [(g, b) for g in s.groups for b in s.ptq_bits]
-  qat_grid = [(g, b) for g in s.groups for b in s.qat_bits]
-  ptq = grid.kept(
-    workdir,
-    "ptq",
-    [grid.quantized(float_exp, {g: b}) for g, b in ptq_grid],
-    lambda e: grid.evaluated(e, float_dir),
-    runs,
-  )
-  qat = grid.kept(
-    workdir,
-    "qat",
-    [grid.quantized(qat_exp, {g: b}) for g, b in qat_grid],
-    lambda e: grid.trained(e, writer),
-    runs,
-  )
-  curves = {"ptq": {}, "qat": {}}
-  for protocol, points, rows in (("ptq", ptq_grid, ptq), ("qat", qat_grid, qat)):
+  compute = {
+    "ptq": lambda e: grid.evaluated(e, float_dir),
+    "qat": lambda e: grid.trained(e, writer),
+  }
+  curves = {}
+  for protocol, base, widths in (("ptq", float_exp, s.ptq_bits), ("qat", qat_exp, s.qat_bits)):
+    points = [(g, b) for g in s.groups for b in widths]
+    exps = [grid.quantized(base, {g: b}) for g, b in points]
+    rows = grid.kept(workdir, protocol, exps, compute[protocol], runs)
+    curves[protocol] = {}
     for (group, bits), row in zip(points, rows, strict=True):
       curves[protocol].setdefault(group, {})[bits] = row["test_accuracy"]
   # The float model measured as every other row here (a results.json from an older version
   # may lack the authors' metrics).
-  (fp_row,) = grid.kept(workdir, "fp", [float_exp], lambda e: grid.evaluated(e, float_dir), runs)
+  (fp_row,) = grid.kept(workdir, "fp", [float_exp], compute["ptq"], runs)
   out = {"fp": fp_row, **curves}
   minimal_exp = experiment.override(qat_exp, {"num_epochs": s.minimal_epochs})
-  for protocol, base, compute in (
-    ("ptq", float_exp, lambda e: grid.evaluated(e, float_dir)),
-    ("qat", minimal_exp, lambda e: grid.trained(e, writer)),
-  ):
+  for protocol, base in (("ptq", float_exp), ("qat", minimal_exp)):
     widths = minimal_widths(curves[protocol], fp_row["test_accuracy"], s.reach_points)
     name = f"{protocol}_minimal"
-    (row,) = grid.kept(workdir, name, [grid.quantized(base, widths)], compute, runs)
+    (row,) = grid.kept(workdir, name, [grid.quantized(base, widths)], compute[protocol], runs)
     out[name] = {**row, "widths": widths}
   return out
 
