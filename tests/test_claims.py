@@ -231,6 +231,7 @@ def test_write_report_gathers_sections_in_claim_order(tmp_path):
   )
   text = open(claims.write_report(str(runs_dir), str(tmp_path / "CLAIMS.md"), "figs")).read()
   assert text.count("unknown when run alone") == 1
+  assert "| **partly supported** | unknown | 1.5 min |" in text
   authors = text.index("## C1: title C1 (the authors' protocol) — **partly supported**")
   assert authors < text.index("## C1: title C1 (our protocol)") < text.index("## C2")
   assert "![C1](figs/c1_x.png)" in text and "![C1](figs/c1.png)" in text

@@ -164,8 +164,16 @@ def write_report(runs_dir: str, out: str, figure_dir: str = "docs/claims") -> st
     shutil.copyfile(os.path.join(folder, record["figure"]), os.path.join(root, target))
     sections.append(section(record, target))
   overview = common.markdown_table(
-    ["claim", "verdict", "time in this run"],
-    [[_heading(r), f"**{r['verdict']}**", _minutes(r["wall_time_s"])] for r, _ in found],
+    ["claim", "verdict", "time alone", "time in this run"],
+    [
+      [
+        _heading(r),
+        f"**{r['verdict']}**",
+        "unknown" if r["standalone_time_s"] is None else _minutes(r["standalone_time_s"]),
+        _minutes(r["wall_time_s"]),
+      ]
+      for r, _ in found
+    ],
   )
   text = "\n".join(
     [
