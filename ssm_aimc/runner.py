@@ -506,8 +506,6 @@ def fit(
     if writer is not None:
       writer.write(step, **_run(label), **record)
     _log_epoch(label, epoch + 1, exp.num_epochs, step, record)
-    if checkpoints is not None:
-      checkpoints.after_epoch(epoch, pop.state)
     histories.append(history)
     epoch_losses.append(train_loss[None])
     # While a gradual schedule is still pruning, a less-pruned state must not become "best".
@@ -518,6 +516,10 @@ def fit(
       best_step = np.where(improved, step, best_step)
       if checkpoints is not None:
         checkpoints.new_best(pop.state, float(val["accuracy"][0]))
+    # The last state is saved after the best one: a crash between the two resumes from the
+    # previous last state and redoes this epoch exactly, so no best state is ever lost.
+    if checkpoints is not None:
+      checkpoints.after_epoch(epoch, pop.state)
   params, batch_stats = variables or (None, None)
   return Fit(
     params,

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ssm_aimc import experiment, export, noise_eval, prune, pruning, quant, runner
+from ssm_aimc import errors, experiment, export, noise_eval, prune, pruning, quant, runner
 from ssm_aimc import population as population_lib
 from ssm_aimc import workdir as workdir_lib
 
@@ -119,10 +119,31 @@ class _Checkpoints:
 
   def __init__(self, workdir: str, exp: experiment.Experiment):
     join = os.path.join
-    self.exp, self.directory = exp, join(workdir, workdir_lib.CHECKPOINT_DIR)
+    self.workdir, self.exp = workdir, exp
+    self.directory = join(workdir, workdir_lib.CHECKPOINT_DIR)
+    for path in workdir_lib.remove_partial_checkpoints(workdir):
+      logging.warning("Removed %s: a checkpoint left half-written by a crash.", path)
     self.last = workdir_lib.checkpoint_manager(self.directory, exp.keep_checkpoints)
     self.best = workdir_lib.checkpoint_manager(join(workdir, workdir_lib.BEST_DIR), 1, best=True)
     self.last_good = self.latest = self.last.latest_step()
+
+  def resume(self, state):
+    """The latest readable checkpoint restored into `state`. An unreadable one (corrupt or
+    truncated files) is moved to workdir/unreadable/ with a warning and the one before it
+    is tried; CheckpointError when none can be read (never a silent fresh start)."""
+    while self.latest is not None:
+      try:
+        return workdir_lib.restore_state(self.last, self.latest, state)
+      except errors.CheckpointError as e:
+        moved = workdir_lib.move_aside(self.workdir, os.path.join(self.directory, str(self.latest)))
+        logging.warning("%s; moved it to %s, resuming from the checkpoint before.", e, moved)
+        self.last = workdir_lib.checkpoint_manager(self.directory, self.exp.keep_checkpoints)
+        self.last_good = self.latest = self.last.latest_step()
+    raise errors.CheckpointError(
+      f"No readable checkpoint is left in {self.directory} (the unreadable ones are in "
+      f"{os.path.join(self.workdir, workdir_lib.UNREADABLE_DIR)}); remove the workdir to "
+      "train from scratch."
+    )
 
   def best_so_far(self, state) -> tuple | None:
     """((params, batch_stats), val accuracy (1,), step (1,)) of a resumed run's best state,
@@ -267,7 +288,7 @@ def _start_state(setup: runner.Setup, exp: experiment.Experiment, ckpts: _Checkp
   calibrated when quantized or analog)."""
   state = runner.initial_state(setup, exp)
   if ckpts.latest is not None:
-    state = workdir_lib.restore_state(ckpts.last, ckpts.latest, state)
+    state = ckpts.resume(state)
     logging.info("Resumed from %s at step %d.", ckpts.directory, ckpts.latest)
     return state
   if exp.init_checkpoint:
@@ -307,6 +328,10 @@ def _train_and_evaluate(exp: experiment.Experiment, workdir: str, start_time: fl
   )
   ckpts = _Checkpoints(workdir, exp)
   state = _start_state(setup, exp, ckpts)
+  resumed_step = int(state.step) if ckpts.latest is not None else 0
+  dropped = workdir_lib.truncate_metrics(workdir, resumed_step)
+  if dropped:
+    logging.info("metrics.jsonl: dropped %d records after the resumed step.", dropped)
   pop = runner.Population(setup, [exp], population_lib.Layout(), [state])
   hook = _start_pruning(pop, workdir, fresh=ckpts.latest is None) if exp.prune.enabled else None
   workdir_lib.write_config(workdir, exp)

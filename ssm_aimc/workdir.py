@@ -5,6 +5,7 @@
   metrics.jsonl     one JSON object per logged step and per epoch
   checkpoints/      the last `keep_checkpoints` states (orbax), for resuming
   best/             the state with the best validation accuracy
+  unreadable/       checkpoints a resume could not read, moved aside (never deleted)
   results.json      what the run measured (train), results_evaluate.json (evaluate), ...
 
 Every JSON file is written to a temporary name and renamed, so a crash never leaves half a
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -40,6 +42,10 @@ METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
+UNREADABLE_DIR = "unreadable"
+# Orbax writes a checkpoint under this suffix and renames it when complete: a folder that
+# still has it was cut off by a crash.
+PARTIAL_CHECKPOINT = ".orbax-checkpoint-tmp"
 # Sections a training run does not read: ignored when deciding whether a workdir holds a
 # run of a config (the progress bar; the chip a run is deployed on, --mode=deploy's own).
 NOT_TRAINING_KEYS = ("progress_bar", "deploy")
@@ -115,6 +121,55 @@ def lock(workdir: str, create: bool = True):
 
 def write_config(workdir: str, exp: experiment.Experiment) -> None:
   write_json(os.path.join(workdir, CONFIG), experiment.to_dict(exp))
+
+
+def truncate_metrics(workdir: str, step: int) -> int:
+  """Drops the records of metrics.jsonl after `step` (and any line cut off by a crash), so
+  that a run resumed at `step` does not log those steps twice. Returns how many went."""
+  path = os.path.join(workdir, METRICS)
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.read().splitlines()
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass  # Half a line written when the run was killed.
+  if len(kept) < len(lines):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      f.write("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+  return len(lines) - len(kept)
+
+
+def remove_partial_checkpoints(workdir: str) -> list[str]:
+  """Removes the checkpoint folders a crash left half-written (orbax's temporary names) in
+  checkpoints/ and best/; their complete predecessors are untouched. Returns the paths."""
+  removed = []
+  for sub in (CHECKPOINT_DIR, BEST_DIR):
+    directory = os.path.join(workdir, sub)
+    if not os.path.isdir(directory):
+      continue
+    for name in sorted(os.listdir(directory)):
+      if PARTIAL_CHECKPOINT in name:
+        shutil.rmtree(os.path.join(directory, name))
+        removed.append(os.path.join(directory, name))
+  return removed
+
+
+def move_aside(workdir: str, checkpoint: str) -> str:
+  """Moves an unreadable checkpoint folder to workdir/unreadable/ (kept for inspection,
+  out of orbax's way). Returns its new path."""
+  target = os.path.join(workdir, UNREADABLE_DIR, os.path.basename(checkpoint))
+  if os.path.exists(target):
+    target = f"{target}.{int(time.time())}"
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  os.replace(checkpoint, target)
+  return target
 
 
 class MetricsWriter:

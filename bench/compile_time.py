@@ -1,0 +1,89 @@
+r"""How long XLA takes to compile the analog model against the digital one (BENCHMARKS.md).
+
+  .venv/bin/python bench/compile_time.py                  # the default model (H=64, 4 layers)
+  .venv/bin/python bench/compile_time.py --d_model=16 --n_layers=2   # the tests' tiny model
+
+For the default config on one digits batch, compiles (lowering excluded) the forward pass
+and the training step of: the digital model, PCM with fresh read noise at every product
+(evaluation), PCM with one read per forward pass (noise-aware training), RRAM. Each is
+compiled --repeats times in fresh jits (variants interleaved, the persistent compilation
+cache off); medians in seconds, and the random-generator calls in the traced program
+(`rng.count_calls`). XLA's CPU backend at its default optimisation level unless XLA_FLAGS
+says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+import jax
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import default  # noqa: E402
+from ssm_aimc import data, experiment, layers, models, runner, steps  # noqa: E402
+from ssm_aimc.hardware import analog, devices, rng  # noqa: E402
+
+_D_MODEL = flags.DEFINE_integer("d_model", 64, "Channels H.")
+_N_LAYERS = flags.DEFINE_integer("n_layers", 4, "S4D blocks.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Compiles per variant.")
+
+VARIANTS = {
+  "digital": None,
+  "pcm, read per product": analog.AnalogSpec.make(devices.PCM_LIKE),
+  "pcm, read per forward": analog.AnalogSpec.make(devices.PCM_LIKE, read_noise_draw="forward"),
+  "rram, read per product": analog.AnalogSpec.make(devices.RRAM_TAOX),
+}
+
+
+def main(_):
+  jax.config.update("jax_enable_compilation_cache", False)
+  config = default.get_config()
+  config.model.d_model = _D_MODEL.value
+  config.model.n_layers = _N_LAYERS.value
+  exp = runner.single(experiment.from_config(config))
+  state = exp.state
+  x, y = next(data.batches(exp.setup.dataset.train, config.batch_size, seed=0, epoch=0))
+  key = jax.random.PRNGKey(0)
+
+  def forward(params, x, spec, key):
+    rngs = None
+    if spec is not None:
+      rngs = {layers.PROGRAM_RNG: key, layers.READ_RNG: jax.random.fold_in(key, 1)}
+    variables = models.variables(params, state.batch_stats)
+    return state.apply_fn(variables, x, spec=None, analog=spec, rngs=rngs)
+
+  programs = {
+    "forward": (forward, lambda spec: (state.params, x, spec, key)),
+    "train step": (steps.train_step, lambda spec: (state, x, y, key, None, spec)),
+  }
+  print(
+    f"H={_D_MODEL.value}, {_N_LAYERS.value} layers, x {tuple(x.shape)}; "
+    f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; uptime: {os.getloadavg()[0]:.2f}"
+  )
+  for program, (fn, args) in programs.items():
+    times = {name: [] for name in VARIANTS}
+    for _ in range(_REPEATS.value):
+      for name, spec in VARIANTS.items():
+        jax.clear_caches()  # Else a compiled program is reused from memory.
+        lowered = jax.jit(fn).lower(*args(spec))
+        start = time.perf_counter()
+        lowered.compile()
+        times[name].append(time.perf_counter() - start)
+    digital = statistics.median(times["digital"])
+    for name, spec in VARIANTS.items():
+      median = statistics.median(times[name])
+      calls = rng.count_calls(fn, *args(spec))
+      print(
+        f"{program:10s} {name:24s} compile {median:6.2f} s ({median / digital:4.1f}x digital)"
+        f"  rng calls {calls}",
+        flush=True,
+      )
+
+
+if __name__ == "__main__":
+  app.run(main)
