@@ -241,7 +241,11 @@ class DeployConfig:
   energy: energy.EnergyConstants = energy.EnergyConstants()
 
   def __post_init__(self):
-    _ints(self, "deploy.", 1, "seeds", "seeds_per_call")
+    _ints(self, "deploy.", 1, "seeds", "seeds_per_call", "tile_rows", "tile_cols")
+    if self.differential and self.tile_cols % 2:
+      _fail(
+        "deploy.tile_cols", "an even number with deploy.differential (G+/G- pairs)", self.tile_cols
+      )
     _widths("deploy converter widths", (self.dac_bits, self.adc_bits))
     for name in filter(None, self.devices):
       _one_of("device in deploy.devices", name, devices.DEVICES)

@@ -72,6 +72,19 @@ def test_a_disabled_section_is_still_checked():
     experiment.override(experiment.Experiment(), {"hardware.device": "flash"})
 
 
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
+    ("deploy.tile_rows", 0, "deploy.tile_rows must be an integer >= 1, got 0"),
+    ("deploy.tile_cols", 7, "deploy.tile_cols must be an even number with deploy.differential"),
+  ],
+)
+def test_deploy_tile_errors_name_the_config_field(field, value, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    experiment.override(experiment.Experiment(), {field: value})
+  experiment.override(experiment.Experiment(), {field: 7, "deploy.differential": False})
+
+
 def test_bit_width_vocabulary_zero_is_unset():
   exp = experiment.override(experiment.Experiment(), {"quant.enabled": True})
   assert dict(exp.quant.group_bits) == {g: 0 for g in quant.GROUPS}  # 0: inherit.
