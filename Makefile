@@ -25,9 +25,9 @@ demo: $(STAMP)
 	$(PY) launch.py --config=configs/noise_aware_w4a8.py --workdir=$(WORKDIR)/qat_noise_aware \
 	  --mode=deploy
 
-## The test suite, two workers.
+## The test suite, two workers, each taking whole files, longest first (tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist=loadfile
+	$(PY) -m pytest -q -n 2 --dist=loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ssm_aimc tests configs launch.py bench
