@@ -54,3 +54,32 @@ def normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32, rng: str =
   if rng == "threefry":
     return jax.random.normal(key, shape, dtype)
   raise ValueError(f"Unknown rng {rng!r}; valid: {RNGS}.")
+
+
+# The primitives that run the generator in a traced program: one draw of bits each, or one
+# key derivation (split, fold_in), each compiled into its own copy of the generator's code.
+_RNG_PRIMITIVES = frozenset(
+  ("random_bits", "random_split", "random_fold_in", "threefry2x32", "rng_bit_generator")
+)
+
+
+def count_calls(fn, *args) -> int:
+  """How many random-generator calls (draws and key derivations) tracing fn(*args) makes.
+
+  A diagnostic of compile cost: XLA compiles the generator's code once per call, so an
+  analog model that draws its noise in many small calls compiles for much longer than one
+  that draws it in a few large ones (BENCHMARKS.md "Compile time of the analog model").
+  """
+
+  def count(jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+      total += eqn.primitive.name in _RNG_PRIMITIVES
+      for value in eqn.params.values():
+        for sub in value if isinstance(value, (tuple, list)) else (value,):
+          inner = getattr(sub, "jaxpr", sub)
+          if hasattr(inner, "eqns"):
+            total += count(inner)
+    return total
+
+  return count(jax.make_jaxpr(fn)(*args).jaxpr)
