@@ -149,6 +149,11 @@ class DataConfig:
         raise errors.ConfigError(f"data.{field} must be in (0, 1), got {value}")
     if not _is_int(self.seed) or self.seed < 0:
       raise errors.ConfigError(f"data.seed must be an integer >= 0, got {self.seed!r}")
+    if not (_is_int(self.mnist1d_samples) and self.mnist1d_samples >= 10):
+      raise errors.ConfigError(
+        f"data.mnist1d_samples must be an integer >= 10 (one per class), got "
+        f"{self.mnist1d_samples!r}"
+      )
 
 
 def _is_int(value) -> bool:

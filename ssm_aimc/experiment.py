@@ -36,6 +36,8 @@ import difflib
 import functools
 import math
 import os
+import types
+import typing
 from collections.abc import Mapping
 
 from ssm_aimc import chip, data, errors, models, optim, pruning, quant
@@ -114,7 +116,8 @@ class QuantConfig:
   group_bits: tuple[tuple[str, int], ...] = tuple((g, 0) for g in quant.GROUPS)
 
   def __post_init__(self):
-    _widths("quant widths", (self.weight_bits, self.act_bits, self.a_bar_bits))
+    for name in ("weight_bits", "act_bits", "a_bar_bits"):
+      _widths(f"quant.{name}", (getattr(self, name),))
     _one_of("quant.mode", self.mode, (m.value for m in quant.ScaleMode))
     _one_of("quant.a_bar_param", self.a_bar_param, ("polar", "cartesian"))
     _one_of("quant.scheme", self.scheme, quant.SCHEMES)
@@ -186,7 +189,8 @@ class HardwareConfig:
     _ints(self, "hardware.", 1, "eval_seeds", "seeds_per_call")
     _ints(self, "hardware.", 0, "eval_seed")
     _non_negative(self, "hardware.", "ramp_epochs", "prog_noise_scales")
-    _widths("hardware converter widths", (self.dac_bits, self.adc_bits), unset_allowed=True)
+    for name in ("dac_bits", "adc_bits"):
+      _widths(f"hardware.{name}", (getattr(self, name),), unset_allowed=True)
     # Every other number is the analog spec's to check, once, whatever the device.
     _prefixed("hardware", lambda: self.spec_on(devices.IDEAL))
 
@@ -246,7 +250,8 @@ class DeployConfig:
       _fail(
         "deploy.tile_cols", "an even number with deploy.differential (G+/G- pairs)", self.tile_cols
       )
-    _widths("deploy converter widths", (self.dac_bits, self.adc_bits))
+    for name in ("dac_bits", "adc_bits", "periphery_bits"):
+      _widths(f"deploy.{name}", (getattr(self, name),))
     for name in filter(None, self.devices):
       _one_of("device in deploy.devices", name, devices.DEVICES)
     if not self.folder or os.sep in self.folder or self.folder in (".", ".."):
@@ -418,6 +423,49 @@ def _unknown(key: str, where: str, valid) -> errors.ConfigError:
   return errors.ConfigError(f"Unknown config key '{where}{key}'{hint}")
 
 
+def _kind_problem(value, hint) -> str | None:
+  """What a value of the wrong kind for type `hint` should have been, or None if it fits:
+  bools are True/False, ints whole numbers (not bools), floats finite numbers, strings
+  strings, tuple[X, ...] tuples of X; `X | None` also takes None."""
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if origin in (typing.Union, types.UnionType):
+    if value is None and type(None) in args:
+      return None
+    (hint,) = [a for a in args if a is not type(None)]
+    return _kind_problem(value, hint)
+  if origin is tuple:
+    if not isinstance(value, tuple):
+      return "a tuple (a list on the command line)"
+    if len(args) == 2 and args[1] is Ellipsis:
+      for v in value:
+        inner = _kind_problem(v, args[0])
+        if inner:
+          return f"a tuple of which each item is {inner}"
+    return None
+  checks = {
+    bool: (lambda v: isinstance(v, bool), "True or False"),
+    int: (_is_int, "a whole number"),
+    float: (_is_number, "a finite number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+  }
+  if hint in checks:
+    fits, expected = checks[hint]
+    return None if fits(value) else expected
+  return None  # Sections and free-form values (claim) are checked where they are built.
+
+
+def _check_kinds(cls, kwargs: dict, where: str) -> None:
+  """Every leaf field of `kwargs` holds a value of its annotated kind: the one place where
+  the type of each config field is checked (the sections check the ranges)."""
+  hints = typing.get_type_hints(cls)
+  for key, value in kwargs.items():
+    if key in _SECTIONS or key in _PAIRS:
+      continue
+    expected = _kind_problem(value, hints[key])
+    if expected:
+      _fail(f"{where}{key}", expected, value)
+
+
 def _build(cls, values, where: str = ""):
   if not isinstance(values, Mapping):
     raise errors.ConfigError(
@@ -437,6 +485,7 @@ def _build(cls, values, where: str = ""):
     else:
       value = _plain(value)
     kwargs[key] = value
+  _check_kinds(cls, kwargs, where)
   try:
     return cls(**kwargs)
   except TypeError as e:  # A value of the wrong kind, e.g. a section where a number goes.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 
 import flax.traverse_util
@@ -51,6 +52,21 @@ class OptimConfig:
     for name in ("weight_decay", "warmup_epochs", "end_lr_fraction", "grad_clip"):
       if not getattr(self, name) >= 0:
         raise errors.ConfigError(f"optimizer.{name} must be >= 0, got {getattr(self, name)}.")
+    for name in ("b1", "b2"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise errors.ConfigError(f"optimizer.{name} must be in [0, 1), got {getattr(self, name)}.")
+    for rule in self.rules:
+      if not (
+        isinstance(rule, tuple)
+        and len(rule) == 3
+        and isinstance(rule[0], str)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in rule[1:])
+        and all(math.isfinite(v) and v >= 0 for v in rule[1:])
+      ):
+        raise errors.ConfigError(
+          "optimizer.rules must be (regex, learning-rate multiplier >= 0, weight decay >= 0) "
+          f"triples, got {rule!r}."
+        )
     rules = tuple((str(r[0]), float(r[1]), float(r[2])) for r in self.rules)
     for pattern, _, _ in rules:
       try:

@@ -129,7 +129,10 @@ def test_a_batch_norm_model_on_ideal_chips_scores_its_digital_accuracy(tmp_path)
     ({"hardware.prog_noise_scale": -1.0}, "prog_noise_scale must be"),
     ({"hardware.read_noise_scale": -0.5}, "read_noise_scale must be"),
     ({"hardware.t_inference": -1.0}, "t_inference must be >= 0"),
-    ({"hardware.stuck_min": 0.8, "hardware.stuck_max": 0.5}, "stuck-at fractions"),
+    (
+      {"hardware.stuck_min": 0.8, "hardware.stuck_max": 0.5},
+      "stuck_min and stuck_max \\(stuck-at fractions\\)",
+    ),
     ({"hardware.device": "flash"}, "Unknown device"),
     ({"hardware.mapping": "row"}, "Unknown mapping"),
     ({"hardware.eval_seeds": 0}, "eval_seeds must be"),

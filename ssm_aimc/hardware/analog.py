@@ -154,7 +154,8 @@ class AnalogSpec:
       raise errors.ConfigError(f"t_inference must be >= 0 seconds, got {t_inference}.")
     if not (0 <= stuck_min <= 1 and 0 <= stuck_max <= 1 and stuck_min + stuck_max <= 1):
       raise errors.ConfigError(
-        f"stuck-at fractions must be in [0, 1] with a sum <= 1, got {stuck_min}, {stuck_max}."
+        "stuck_min and stuck_max (stuck-at fractions) must be in [0, 1] with a sum <= 1, "
+        f"got {stuck_min}, {stuck_max}."
       )
     if not adc_bound > 0:
       raise errors.ConfigError(f"adc_bound must be > 0, got {adc_bound}.")
