@@ -314,6 +314,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def _train_and_evaluate(exp: experiment.Experiment, workdir: str, start_time: float) -> dict:
   py_logging.getLogger("absl").setLevel(py_logging.INFO)
+  _ = exp.hardware.spec  # Reads a measured device table: a bad one fails before any write.
   setup = runner.build(exp)
   ds = setup.dataset
   logging.info(

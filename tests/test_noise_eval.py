@@ -163,6 +163,7 @@ def test_launch_bad_hardware_fails_cleanly(tmp_path):
     f"--config.hardware.device_csv={missing}",
   )
   assert out.returncode == 1 and str(missing) in out.stderr
+  assert os.listdir(tmp_path) == []  # No empty checkpoints/ or best/ left behind.
 
 
 def test_vmap_over_noise_scales_equals_separate_calls(built):
