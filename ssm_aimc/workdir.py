@@ -80,12 +80,32 @@ def to_json(obj) -> str:
   return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
 
 
+@contextlib.contextmanager
+def writing(path: str):
+  """Turns a failing write (a full disk, a read-only filesystem) into a one-line
+  WorkdirError naming `path`; what was written before is left as it was."""
+  try:
+    yield
+  except OSError as e:
+    if isinstance(e, errors.UserError):
+      raise
+    reason = e.strerror or str(e)
+    raise errors.WorkdirError(
+      f"Could not write {path}: {reason}; the files written before are intact."
+    ) from e
+
+
 def write_json(path: str, obj) -> None:
   """Writes JSON to a temporary file and renames it, so a crash never leaves half a file."""
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(to_json(obj))
-  os.replace(tmp, path)
+  with writing(path):
+    try:
+      with open(tmp, "w") as f:
+        f.write(to_json(obj))
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
 
 
 def read_json(path: str):
@@ -180,7 +200,7 @@ class MetricsWriter:
 
   def write(self, step: int, **metrics) -> None:
     record = {"step": int(step), **{k: _to_python(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
+    with writing(self.path), open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
 
 
@@ -355,8 +375,19 @@ def checkpoint_item(state) -> dict:
 
 
 def save(manager, state, metrics: dict | None = None) -> None:
-  manager.save(int(state.step), args=ocp.args.StandardSave(checkpoint_item(state)), metrics=metrics)
-  manager.wait_until_finished()
+  """Saves `state` at its step; a failing write (orbax reports a full disk or a read-only
+  filesystem as an OSError or a ValueError from its storage layer) is a WorkdirError, and
+  the half-written folder is removed by the next launch (`remove_partial_checkpoints`)."""
+  step = int(state.step)
+  try:
+    manager.save(step, args=ocp.args.StandardSave(checkpoint_item(state)), metrics=metrics)
+    manager.wait_until_finished()
+  except (OSError, ValueError) as e:
+    reason = (getattr(e, "strerror", None) or str(e)).strip().splitlines()[0][:300]
+    raise errors.WorkdirError(
+      f"Could not save checkpoint step {step} in {manager.directory}: {reason}; the "
+      "checkpoints saved before are intact."
+    ) from e
 
 
 def restore_state(manager, step: int, state):

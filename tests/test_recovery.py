@@ -1,14 +1,17 @@
 """A run killed between its writes, or resumed over corrupt files, ends as an uninterrupted
 run does: the best state survives a crash between the best and last saves, an unreadable
 latest checkpoint is moved aside and the one before it resumed, half-written checkpoint
-folders are removed, and metrics.jsonl holds every step once."""
+folders are removed, metrics.jsonl holds every step once, and a write that fails (a full
+disk, a read-only filesystem) is one error that leaves the earlier files intact."""
 
+import errno
 import json
 import os
 import shutil
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from ssm_aimc import errors, train
@@ -144,3 +147,42 @@ def test_truncate_metrics_keeps_the_steps_up_to_the_resumed_one(tmp_path):
   assert workdir_lib.truncate_metrics(str(tmp_path), 10) == 3
   assert path.read_text() == "\n".join(lines[:2]) + "\n"
   assert workdir_lib.truncate_metrics(str(tmp_path), 10) == 0
+
+
+def test_a_full_disk_is_one_error_and_the_relaunch_ends_as_an_uninterrupted_run(
+  uninterrupted, tmp_path, monkeypatch
+):
+  """The third checkpoint write fails as on a full disk: a WorkdirError (one line through
+  launch.py) that names the folder; the earlier checkpoints are intact, and a relaunch
+  (the disk freed) ends as the uninterrupted run."""
+  calls = []
+  original = ocp.CheckpointManager.save
+
+  def save(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return original(self, *args, **kwargs)
+
+  workdir = str(tmp_path / "w")
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  with pytest.raises(errors.WorkdirError, match="No space left on device; the checkpoints"):
+    train.train_and_evaluate(config(), workdir)
+  monkeypatch.undo()
+  train.train_and_evaluate(config(), workdir)
+  assert_same_run(workdir, uninterrupted)
+
+
+def test_a_read_only_filesystem_is_one_error_naming_the_file(tmp_path, monkeypatch):
+  def read_only(path, mode="r", *args, **kwargs):
+    if "r" not in mode:
+      raise OSError(errno.EROFS, "Read-only file system", path)
+    return open(path, mode, *args, **kwargs)
+
+  monkeypatch.setattr(workdir_lib, "open", read_only, raising=False)
+  writer = workdir_lib.MetricsWriter(str(tmp_path))
+  with pytest.raises(errors.WorkdirError, match="metrics.jsonl: Read-only file system"):
+    writer.write(1, train_loss=0.5)
+  with pytest.raises(errors.WorkdirError, match="results.json: Read-only file system"):
+    workdir_lib.write_json(str(tmp_path / "results.json"), {"a": 1})
+  assert os.listdir(tmp_path) == []
