@@ -556,3 +556,11 @@ def test_deployment_judges_the_gap_and_the_energy(tmp_path):
   assert _judge(c5_deployment, numbers, min_energy_gain=100.0) == claims.PARTLY
   numbers["models"]["noise_aware_w4a8"] = _deployed(0.9, 0.985, gain=5.0)
   assert _judge(c5_deployment, numbers) == claims.NOT_SUPPORTED
+
+
+def test_a_claim_folder_in_use_is_refused_before_any_work(tmp_path):
+  config = importlib.import_module("configs.claims.c1_cost").get_config()
+  with workdir_lib.lock(str(tmp_path)):
+    with pytest.raises(errors.WorkdirError, match="another launch is using this workdir"):
+      claims.run_claim(config, str(tmp_path))
+  assert os.listdir(tmp_path) == []

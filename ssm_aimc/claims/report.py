@@ -55,29 +55,29 @@ def run_claim(config, workdir: str) -> dict:
     raise errors.ConfigError(f"Unknown claim.name {name!r}; valid: {sorted(CLAIMS)}.")
   claim = CLAIMS[name]
   settings = common.settings(claim.Settings, exp.claim)  # Before anything is trained.
-  start = time.time()
-  os.makedirs(workdir, exist_ok=True)
-  models = runs_of(exp, workdir)
-  numbers = claim.measure(exp, models, workdir)
-  judged = claim.judge(numbers, settings)
-  outcome = claim.render(numbers, judged, settings, exp.data.task, workdir)
-  wall = time.time() - start
-  record = {
-    **dataclasses.asdict(outcome),
-    "task": exp.data.task,
-    "wall_time_s": wall,
-    # What running the claim alone costs: every model it needs trained, plus its own work.
-    "stage_seconds": models.seconds,
-    "reused": models.reused,
-    "standalone_time_s": models.standalone_seconds(wall),
-    "platform": jax.default_backend(),
-    "device": _device_name(),
-    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    "command": _command(name, workdir),
-    "name": name,
-  }
-  workdir_lib.write_json(os.path.join(workdir, CLAIM_JSON), record)
-  figures.write_text(os.path.join(workdir, CLAIM_MD), section(record, common.FIGURE))
+  with workdir_lib.lock(workdir):  # One launch per claim folder.
+    start = time.time()
+    models = runs_of(exp, workdir)
+    numbers = claim.measure(exp, models, workdir)
+    judged = claim.judge(numbers, settings)
+    outcome = claim.render(numbers, judged, settings, exp.data.task, workdir)
+    wall = time.time() - start
+    record = {
+      **dataclasses.asdict(outcome),
+      "task": exp.data.task,
+      "wall_time_s": wall,
+      # What running the claim alone costs: every model it needs trained, plus its own work.
+      "stage_seconds": models.seconds,
+      "reused": models.reused,
+      "standalone_time_s": models.standalone_seconds(wall),
+      "platform": jax.default_backend(),
+      "device": _device_name(),
+      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+      "command": _command(name, workdir),
+      "name": name,
+    }
+    workdir_lib.write_json(os.path.join(workdir, CLAIM_JSON), record)
+    figures.write_text(os.path.join(workdir, CLAIM_MD), section(record, common.FIGURE))
   logging.info("%s %s: %s.", outcome.claim, outcome.title, outcome.verdict)
   shown = ("claim", "title", "verdict", "summary", "wall_time_s", "standalone_time_s")
   return {**{k: record[k] for k in shown}, "figure": os.path.join(workdir, common.FIGURE)}
