@@ -362,7 +362,13 @@ def checkpoint_manager(directory: str, max_to_keep: int, best: bool = False):
     best_mode="max",
     enable_async_checkpointing=False,
   )
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  try:
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  except ValueError as e:  # Orbax reads the saved metrics of a best manager at once.
+    raise errors.CheckpointError(
+      f"Could not read the checkpoints in {directory} (a corrupt file: {e}); move the "
+      "folder aside to go on without it."
+    ) from e
 
 
 def checkpoint_item(state) -> dict:

@@ -186,3 +186,11 @@ def test_a_read_only_filesystem_is_one_error_naming_the_file(tmp_path, monkeypat
   with pytest.raises(errors.WorkdirError, match="results.json: Read-only file system"):
     workdir_lib.write_json(str(tmp_path / "results.json"), {"a": 1})
   assert os.listdir(tmp_path) == []
+
+
+def test_a_corrupt_best_checkpoint_is_one_error(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "w")
+  shutil.copytree(uninterrupted, workdir)
+  corrupt(os.path.join(workdir, workdir_lib.BEST_DIR))
+  with pytest.raises(errors.CheckpointError, match="Could not read the checkpoints in .*best"):
+    train.train_and_evaluate(tiny_config(num_epochs=EPOCHS + 1, keep_checkpoints=10), workdir)
