@@ -16,7 +16,7 @@ import pytest
 
 from ssm_aimc import errors, train
 from ssm_aimc import workdir as workdir_lib
-from tests.test_train import _latest_params, tiny_config
+from tests.test_train import _latest_params, snapshot, tiny_config
 
 EPOCHS = 3
 
@@ -194,3 +194,19 @@ def test_a_corrupt_best_checkpoint_is_one_error(uninterrupted, tmp_path):
   corrupt(os.path.join(workdir, workdir_lib.BEST_DIR))
   with pytest.raises(errors.CheckpointError, match="Could not read the checkpoints in .*best"):
     train.train_and_evaluate(tiny_config(num_epochs=EPOCHS + 1, keep_checkpoints=10), workdir)
+
+
+@pytest.mark.parametrize("mode", ["train", "evaluate"])
+def test_a_truncated_config_json_is_one_error_and_nothing_changes(uninterrupted, tmp_path, mode):
+  workdir = str(tmp_path / "w")
+  shutil.copytree(uninterrupted, workdir)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    text = f.read()
+  with open(path, "w") as f:
+    f.write(text[: len(text) // 2])
+  before = snapshot(workdir)
+  run = train.train_and_evaluate if mode == "train" else train.evaluate
+  with pytest.raises(errors.ConfigError, match="config.json this version cannot read"):
+    run(config(), workdir)
+  assert snapshot(workdir) == before
