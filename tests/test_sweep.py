@@ -264,7 +264,7 @@ def test_auto_strategy_is_the_fastest_measured():
     ("sweep.weight_bits", (4, 4), "repeats"),
     ("sweep.seeds", (-1,), "seeds"),
     ("sweep.learning_rates", (0.0,), "learning_rates"),
-    ("sweep.learning_rates", ("fast",), "not a number"),
+    ("sweep.learning_rates", ("fast",), "each item is a finite number"),
     ("sweep.d_state", (5,), "d_state"),
     ("sweep.group_bits.glu", (3, 0), "group_bits.glu"),
     ("sweep.noise_scales", (1.0,), "hardware.enabled"),
