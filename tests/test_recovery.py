@@ -131,13 +131,24 @@ def test_a_corrupt_latest_checkpoint_resumes_from_the_one_before(uninterrupted, 
   assert_same_run(workdir, uninterrupted)
 
 
-def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(uninterrupted, tmp_path):
+@pytest.mark.parametrize(
+  "folder, match",
+  [
+    (workdir_lib.CHECKPOINT_DIR, "No readable checkpoint is left"),
+    (workdir_lib.BEST_DIR, "Could not read the checkpoints in .*best"),
+  ],
+)
+def test_unreadable_checkpoints_are_one_error_not_a_fresh_start(
+  uninterrupted, tmp_path, folder, match
+):
+  """Every last checkpoint corrupt (each moved to unreadable/ in turn), or the best one."""
   workdir = str(tmp_path / "w")
   shutil.copytree(uninterrupted, workdir)
-  corrupt(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
-  with pytest.raises(errors.CheckpointError, match="No readable checkpoint is left"):
+  corrupt(os.path.join(workdir, folder))
+  with pytest.raises(errors.CheckpointError, match=match):
     train.train_and_evaluate(tiny_config(num_epochs=EPOCHS + 1, keep_checkpoints=10), workdir)
-  assert len(os.listdir(os.path.join(workdir, workdir_lib.UNREADABLE_DIR))) == EPOCHS
+  if folder == workdir_lib.CHECKPOINT_DIR:
+    assert len(os.listdir(os.path.join(workdir, workdir_lib.UNREADABLE_DIR))) == EPOCHS
 
 
 def test_truncate_metrics_keeps_the_steps_up_to_the_resumed_one(tmp_path):
@@ -186,14 +197,6 @@ def test_a_read_only_filesystem_is_one_error_naming_the_file(tmp_path, monkeypat
   with pytest.raises(errors.WorkdirError, match="results.json: Read-only file system"):
     workdir_lib.write_json(str(tmp_path / "results.json"), {"a": 1})
   assert os.listdir(tmp_path) == []
-
-
-def test_a_corrupt_best_checkpoint_is_one_error(uninterrupted, tmp_path):
-  workdir = str(tmp_path / "w")
-  shutil.copytree(uninterrupted, workdir)
-  corrupt(os.path.join(workdir, workdir_lib.BEST_DIR))
-  with pytest.raises(errors.CheckpointError, match="Could not read the checkpoints in .*best"):
-    train.train_and_evaluate(tiny_config(num_epochs=EPOCHS + 1, keep_checkpoints=10), workdir)
 
 
 @pytest.mark.parametrize("mode", ["train", "evaluate"])
