@@ -5,7 +5,7 @@ recurrence placements (README "Deployment", the mapping bullet).
       --config=configs/noise_aware_w4a8.py --workdir=runs/noise/digits/seed0/noise_aware_w4a8
 
 Maps the checkpoint's deployed tensors with `crossbar.map_model` and prices one inference
-with `energy.aimc_energy` (8-bit converters, DESIGN.md §2 constants); no simulation.
+with `energy.aimc_energy` (8-bit converters, docs/design.md §2 constants); no simulation.
 """
 
 from __future__ import annotations

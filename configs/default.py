@@ -162,7 +162,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.deploy.seeds_per_call = 5  # Chips simulated together by one vmapped call.
   config.deploy.folder = "deploy"  # Results go to workdir/<folder>.
   config.deploy.drift_times = ()  # Also evaluate at these t_inference (s): accuracy vs time.
-  # Energy constants (ssm_aimc.hardware.energy.EnergyConstants; DESIGN.md §2), overridable
+  # Energy constants (ssm_aimc.hardware.energy.EnergyConstants; docs/design.md §2), overridable
   # one by one, e.g. --config.deploy.energy.adc_8bit_pj=1.0.
   config.deploy.energy = ml_collections.ConfigDict(dataclasses.asdict(energy.EnergyConstants()))
 

@@ -1,6 +1,6 @@
 r"""Sequential CIFAR-10 (L=1024, 3 input channels) at the S4D reference size, for a GPU.
 
-S4D's own example reports about 89 % with 4 layers, H=128, N=64 (DESIGN.md §1). Needs the
+S4D's own example reports about 89 % with 4 layers, H=128, N=64 (docs/design.md §1). Needs the
 CIFAR-10 python batches (data_batch_1..5, test_batch) in --config.data.data_dir or its
 cifar-10-batches-py/ subfolder:
 

@@ -1,4 +1,4 @@
-"""Step-mode inference of an exported model on a simulated AIMC chip (DESIGN.md §1, "Crossbar
+"""Step-mode inference of an exported model on a simulated AIMC chip (docs/design.md §1, "Crossbar
 deployment").
 
 The chip runs the sequence one step at a time, as hardware does. Every matrix product is an

@@ -3,7 +3,7 @@
 Pure functions of plain numbers, parameter trees and the "deployed" records that the
 layers write (`models.deployed_tensors`); no flax here.
 
-What is counted (DESIGN.md §1, "Cost accounting"):
+What is counted (docs/design.md §1, "Cost accounting"):
   params            trainable scalars (quantizer parameters excluded);
   deployed_params   real scalars stored on hardware: a complex a_bar, b_bar or c counts 2,
                     and log_step, A, B collapse into the discrete a_bar, b_bar;
@@ -61,7 +61,7 @@ import numpy as np
 
 from ssm_aimc import quant
 
-# The S4D reference size of DESIGN.md §1 (S4D's own example): 4 layers, H=128, N=64, FP32.
+# The S4D reference size of docs/design.md §1 (S4D's own example): 4 layers, H=128, N=64, FP32.
 REFERENCE = {"n_layers": 4, "d_model": 128, "d_state": 64}
 MACS_PER_COMPLEX_MODE = 8
 # Width of an unquantized (FP32) value: a float tensor, a step size, the FP32 references.

@@ -10,7 +10,7 @@ step-mode simulator (`ssm_aimc.chip`). It maps the model onto tiles
 (`hardware.crossbar`), prices one inference against FP32 and INT8 digital baselines
 (`hardware.energy`) and writes into workdir/deploy/:
 
-  results.json        DESIGN.md §3 keys (test_accuracy of the software model,
+  results.json        docs/design.md §3 keys (test_accuracy of the software model,
                       analog_accuracy_mean/std and noise_seeds on the first device, tiles,
                       energy_per_inference_j) plus every device, the mapping, the energy
                       breakdown and the configuration;
@@ -163,7 +163,7 @@ def _deploy(exp, specs: dict, workdir: str, start_time: float) -> dict:
 
 
 def _results(exp, run, software: float, chips: dict, specs: dict, mapping, energies) -> dict:
-  """deploy/results.json: the DESIGN.md §3 keys of the first device, every device, the
+  """deploy/results.json: the docs/design.md §3 keys of the first device, every device, the
   mapping, the energy breakdown and the configuration."""
   d, aimc = exp.deploy, energies["aimc"]
   digital = {p: energies[f"digital_{p}"] for p in energy.PRECISIONS}
@@ -258,7 +258,7 @@ def report_markdown(results: dict, tables: dict, workdir: str) -> str:
     "",
     "## Energy and latency per inference",
     "",
-    "Constants: DESIGN.md §2 (`ssm_aimc.hardware.energy.EnergyConstants`, overridable as "
+    "Constants: docs/design.md §2 (`ssm_aimc.hardware.energy.EnergyConstants`, overridable as "
     "`--config.deploy.energy.<name>=...`); the digital baselines fetch every weight from "
     "SRAM at every step.",
     "",

@@ -1,6 +1,6 @@
 """Structured pruning of S4D state modes: scores, keep masks, schedules, masking, compaction.
 
-Pure functions on arrays and nested-dict parameter trees (no flax, no optax); DESIGN.md §1,
+Pure functions on arrays and nested-dict parameter trees (no flax, no optax); docs/design.md §1,
 "Structured pruning". A unit of pruning is one complex mode n of one channel h (a conjugate
 pair, i.e. 2 real states), or a whole channel. The workflow:
 

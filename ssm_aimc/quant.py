@@ -1,4 +1,4 @@
-"""Pure quantization maths for quantization-aware training (DESIGN.md §1, "QAT").
+"""Pure quantization maths for quantization-aware training (docs/design.md §1, "QAT").
 
 This module owns:
   * `fake_quant`: the signed symmetric uniform fake quantizer (binary, ternary, k-bit, off)
@@ -805,7 +805,7 @@ class TensorQuant:
     return cls(bits=jnp.asarray(OFF_BITS, jnp.float32), mode=ScaleMode.TENSOR)
 
 
-# Tensor groups with their own bit width (DESIGN.md §1), in QuantSpec field order.
+# Tensor groups with their own bit width (docs/design.md §1), in QuantSpec field order.
 GROUPS = (
   "encoder", "a_bar", "b_bar", "c", "d", "glu", "decoder", "bias", "activations", "state", "a",
   "log_dt",

@@ -42,7 +42,7 @@ def test_deploy_writes_results_report_and_plot(deployed):
   out = os.path.join(workdir, "deploy")
   with open(os.path.join(out, "results.json")) as f:
     results = json.load(f)
-  # DESIGN.md §3 keys, and every device of deploy.devices.
+  # docs/design.md §3 keys, and every device of deploy.devices.
   for key in ("task", "test_accuracy", "params", "memory_bits", "fp32_memory_bits"):
     assert key in results
   assert results["noise_seeds"] == 2

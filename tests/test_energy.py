@@ -1,7 +1,7 @@
 """Tests of the energy and latency model (ssm_aimc.hardware.energy) against hand-computed
 examples, with every product written out in the comments.
 
-Constants (DESIGN.md §2, defaults of EnergyConstants): cell read V^2 G t = 0.2^2 x 50e-6 x
+Constants (docs/design.md §2, defaults of EnergyConstants): cell read V^2 G t = 0.2^2 x 50e-6 x
 10e-9 J = 0.02 pJ; ADC 2 pJ at 8 bits x 2^(bits - 8); DAC 0.1 pJ; a periphery op is an int8
 mult + add = 0.2 + 0.03 = 0.23 pJ; FP32 MAC 3.7 + 0.9 = 4.6 pJ; INT8 MAC 0.23 pJ; 64-bit
 read 20 pJ (SRAM) or 2000 pJ (DRAM).

@@ -2,7 +2,7 @@
 analog matrix product and its injection into the model.
 
 Statistical checks compare sample moments of >= 1e5 draws against closed forms written out
-here from DESIGN.md §2 (never by calling the device's own helper). With n draws the standard
+here from docs/design.md §2 (never by calling the device's own helper). With n draws the standard
 error of a sample mean is std / sqrt(n) and that of a sample std is std / sqrt(2 n), so at
 n = 2e5 a 2 % tolerance is about 9 (mean, relative to the std) or 13 (std) standard errors:
 tight enough to catch a wrong formula, loose enough never to fail by chance.
@@ -24,7 +24,7 @@ from ssm_aimc.hardware import analog, devices, noise
 N_DRAWS = 200_000
 REL_TOL = 0.02
 
-# DESIGN.md §2 constants, written out independently of devices.py.
+# docs/design.md §2 constants, written out independently of devices.py.
 PCM_G_MAX = 25.0
 PCM_T0 = 20.0
 PCM_T_READ = 250e-9
@@ -48,7 +48,7 @@ def _assert_rel(actual: float, expected: float, rel: float = REL_TOL):
 
 
 # ----------------------------------------------------------------------------------------
-# Closed forms of DESIGN.md §2.
+# Closed forms of docs/design.md §2.
 
 
 def _pcm_prog_std(g_hat: float) -> float:

@@ -1,5 +1,5 @@
 """Mapping a trained model onto fixed-size crossbar arrays (tiles), and the real read-out row
-of an S4D layer (DESIGN.md §1, "Crossbar deployment"); `ssm_aimc.chip` runs the arrays.
+of an S4D layer (docs/design.md §1, "Crossbar deployment"); `ssm_aimc.chip` runs the arrays.
 
 Conventions, used everywhere in this file:
 
@@ -265,7 +265,7 @@ def readout_row(c: jnp.ndarray, d: jnp.ndarray) -> jnp.ndarray:
   """The real row r with y_k = r @ [s_k; u_k] = 2 Re(c . x_k) + d u_k, as `ssm.step`.
 
   2 Re(c x) = 2 (Re c Re x - Im c Im x), so mode i contributes (2 Re c_i, -2 Im c_i); the
-  factor 2 accounts for the implied conjugate modes (DESIGN.md §1).
+  factor 2 accounts for the implied conjugate modes (docs/design.md §1).
 
   Args:
     c: (..., n) complex; d: (...) real.

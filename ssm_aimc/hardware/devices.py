@@ -14,7 +14,7 @@ are in microsiemens (uS), times in seconds (s). Every device answers the same qu
 and says statically which terms it has (`has_prog_noise`, `has_drift`, `has_read_noise`),
 so the ideal device adds no operation at all.
 
-Presets (DESIGN.md §2):
+Presets (docs/design.md §2):
   PCM_LIKE   the PCM statistics of aihwkit's PCMLikeNoiseModel, fitted to measured
              phase-change memory by Joshi et al. (Nat. Commun. 2020).
   RRAM_TAOX  TaOx RRAM-like: an assumption in the ballpark of the write-verify chips of
@@ -305,7 +305,7 @@ class MeasuredDevice(_FractionalReadAndDrift):
 Device = PCMLikeDevice | ConstantNoiseDevice | MeasuredDevice
 
 PCM_LIKE = PCMLikeDevice()
-# Assumption values (DESIGN.md §2), not a measured chip: 1-100 uS, 2048 levels after
+# Assumption values (docs/design.md §2), not a measured chip: 1-100 uS, 2048 levels after
 # write-verify, programming std 1 % of g_max, read std 0.5 % of G, no drift.
 RRAM_TAOX = ConstantNoiseDevice(
   name="rram_taox",

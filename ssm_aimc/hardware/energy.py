@@ -1,5 +1,5 @@
 """Energy and latency per inference: the simulated AIMC chip against a digital baseline
-(DESIGN.md §2, "Energy"). Every constant lives in `EnergyConstants` with its source.
+(docs/design.md §2, "Energy"). Every constant lives in `EnergyConstants` with its source.
 
 What is counted for the chip (`aimc_energy`), per inference of one sequence of L steps
 (matrices with `per_sequence`, the decoder, run once; everything else L times):
@@ -8,7 +8,7 @@ What is counted for the chip (`aimc_energy`), per inference of one sequence of L
                (an upper-end figure: real inputs are mostly below full scale);
   DAC          one conversion per driven row per tile per MVM (an input that drives the
                tiles of several column blocks is converted once per tile); energy per
-               conversion is flat, as DESIGN.md gives it (the width is recorded, not priced);
+               conversion is flat, as docs/design.md gives it (the width is recorded, not priced);
   ADC          one conversion per LOGICAL output per tile per MVM: the G+ and G- currents
                of a differential pair are subtracted in analog before one shared ADC; the
                energy scales as adc_8bit_pj x 2^(bits - 8);
@@ -58,7 +58,7 @@ _WEIGHT_BITS = {"fp32": 32, "int8": 8}
 
 @dataclasses.dataclass(frozen=True)
 class EnergyConstants:
-  """Energy and latency constants (DESIGN.md §2). Everything is overridable.
+  """Energy and latency constants (docs/design.md §2). Everything is overridable.
 
   Attributes: see the comment on each field (source, or "assumption").
   """
@@ -71,11 +71,11 @@ class EnergyConstants:
   sram_read_64b_pj: float = 20.0  # Horowitz ISSCC 2014: 64-bit read from a 32 KB SRAM.
   dram_read_64b_pj: float = 2000.0  # Horowitz ISSCC 2014: 64-bit DRAM read, about 2 nJ.
   # Crossbar and periphery.
-  cell_read_voltage_v: float = 0.2  # assumption (DESIGN.md §2): read voltage.
-  cell_conductance_us: float = 50.0  # assumption (DESIGN.md §2): mean programmed conductance.
-  cell_read_time_ns: float = 10.0  # assumption (DESIGN.md §2): read pulse width.
-  adc_8bit_pj: float = 2.0  # assumption (DESIGN.md §2): one 8-bit conversion, x 2^(bits-8).
-  dac_pj: float = 0.1  # assumption (DESIGN.md §2): one input conversion.
+  cell_read_voltage_v: float = 0.2  # assumption (docs/design.md §2): read voltage.
+  cell_conductance_us: float = 50.0  # assumption (docs/design.md §2): mean programmed conductance.
+  cell_read_time_ns: float = 10.0  # assumption (docs/design.md §2): read pulse width.
+  adc_8bit_pj: float = 2.0  # assumption (docs/design.md §2): one 8-bit conversion, x 2^(bits-8).
+  dac_pj: float = 0.1  # assumption (docs/design.md §2): one input conversion.
   # Digital periphery, int8 operations per element (assumption: small lookup tables with
   # linear interpolation for the nonlinearities).
   norm_ops_per_element: float = 8.0  # assumption: mean, centre, square-add, normalise, affine.

@@ -1,4 +1,4 @@
-"""Differentiable device non-idealities on conductances (DESIGN.md §1, "Analog in-memory
+"""Differentiable device non-idealities on conductances (docs/design.md §1, "Analog in-memory
 computing"), as pure functions with an explicit PRNG key.
 
 Every random term is a reparameterisation G_noisy = f(G) + sigma(G) * eps with eps drawn
