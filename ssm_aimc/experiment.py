@@ -423,6 +423,15 @@ def _unknown(key: str, where: str, valid) -> errors.ConfigError:
   return errors.ConfigError(f"Unknown config key '{where}{key}'{hint}")
 
 
+# The kinds of leaf fields: (test, what the value must be).
+_KINDS = {
+  bool: (lambda v: isinstance(v, bool), "True or False"),
+  int: (_is_int, "a whole number"),
+  float: (_is_number, "a finite number"),
+  str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def _kind_problem(value, hint) -> str | None:
   """What a value of the wrong kind for type `hint` should have been, or None if it fits:
   bools are True/False, ints whole numbers (not bools), floats finite numbers, strings
@@ -442,14 +451,8 @@ def _kind_problem(value, hint) -> str | None:
         if inner:
           return f"a tuple of which each item is {inner}"
     return None
-  checks = {
-    bool: (lambda v: isinstance(v, bool), "True or False"),
-    int: (_is_int, "a whole number"),
-    float: (_is_number, "a finite number"),
-    str: (lambda v: isinstance(v, str), "a string"),
-  }
-  if hint in checks:
-    fits, expected = checks[hint]
+  if hint in _KINDS:
+    fits, expected = _KINDS[hint]
     return None if fits(value) else expected
   return None  # Sections and free-form values (claim) are checked where they are built.
 
