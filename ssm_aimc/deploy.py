@@ -151,7 +151,7 @@ def _deploy(exp, specs: dict, workdir: str, start_time: float) -> dict:
   logging.info("Mapping:\n%s", tables["mapping"])
   logging.info("Energy per inference:\n%s", tables["energy"])
   plot(results, os.path.join(out_dir, PLOT))
-  figures.write_text(os.path.join(out_dir, REPORT), report_markdown(results, tables, workdir))
+  workdir_lib.write_text(os.path.join(out_dir, REPORT), report_markdown(results, tables, workdir))
   train.write_results(out_dir, "results.json", results)
   print(f"\nMapping ({mapping.totals()['tile']} tiles):\n{tables['mapping']}")
   print(f"\nEnergy per inference:\n{tables['energy']}")

@@ -18,11 +18,3 @@ def save(fig, path: str, dpi: int = 120) -> str:
   fig.savefig(tmp, dpi=dpi)
   os.replace(tmp, path)
   return path
-
-
-def write_text(path: str, text: str) -> None:
-  """Writes `text` to a temporary name, then moves it into place."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)

@@ -95,17 +95,23 @@ def writing(path: str):
     ) from e
 
 
-def write_json(path: str, obj) -> None:
-  """Writes JSON to a temporary file and renames it, so a crash never leaves half a file."""
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to a temporary file and renames it, so a crash never leaves half a file
+  (and a failing write is a WorkdirError, `writing`)."""
   tmp = f"{path}.tmp{os.getpid()}"
   with writing(path):
     try:
       with open(tmp, "w") as f:
-        f.write(to_json(obj))
+        f.write(text)
       os.replace(tmp, path)
     finally:
       if os.path.exists(tmp):
         os.remove(tmp)
+
+
+def write_json(path: str, obj) -> None:
+  """`obj` as JSON at `path`, written whole or not at all (`write_text`)."""
+  write_text(path, to_json(obj))
 
 
 def read_json(path: str):
@@ -159,10 +165,7 @@ def truncate_metrics(workdir: str, step: int) -> int:
     except (ValueError, KeyError, TypeError):
       pass  # Half a line written when the run was killed.
   if len(kept) < len(lines):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-      f.write("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in kept))
   return len(lines) - len(kept)
 
 

@@ -10,7 +10,7 @@ import time
 import jax
 from absl import logging
 
-from ssm_aimc import errors, figures, runs, train
+from ssm_aimc import errors, runs, train
 from ssm_aimc import workdir as workdir_lib
 from ssm_aimc.claims import (
   c1_cost,
@@ -77,7 +77,7 @@ def run_claim(config, workdir: str) -> dict:
       "name": name,
     }
     workdir_lib.write_json(os.path.join(workdir, CLAIM_JSON), record)
-    figures.write_text(os.path.join(workdir, CLAIM_MD), section(record, common.FIGURE))
+    workdir_lib.write_text(os.path.join(workdir, CLAIM_MD), section(record, common.FIGURE))
   logging.info("%s %s: %s.", outcome.claim, outcome.title, outcome.verdict)
   shown = ("claim", "title", "verdict", "summary", "wall_time_s", "standalone_time_s")
   return {**{k: record[k] for k in shown}, "figure": os.path.join(workdir, common.FIGURE)}
@@ -191,5 +191,5 @@ def write_report(runs_dir: str, out: str, figure_dir: str = "docs/claims") -> st
       *sections,
     ]
   )
-  figures.write_text(out, text)
+  workdir_lib.write_text(out, text)
   return out
