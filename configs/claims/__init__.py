@@ -1,0 +1,3 @@
+"""Shims of the packaged configs in ssm_aimc/configs/claims (one source): each file here
+re-exports its module so `python launch.py --config=configs/<name>.py` and
+`from configs import <name>` keep working in a clone."""

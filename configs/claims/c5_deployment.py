@@ -1,33 +1,4 @@
-r"""Claim 5: the model deploys on a memristive crossbar with large efficiency gains.
+"""Shim of ssm_aimc/configs/claims/c5_deployment.py, the one source of this config."""
 
-  python launch.py --config=configs/claims/c5_deployment.py --workdir=runs/claims/c5 \
-      --mode=claim
-  python launch.py --config=configs/claims/c5_deployment.py:paper \
-      --workdir=runs/claims_paper/c5 --mode=claim --config.data.data_dir=/path/to/mnist
-
-`make demo`'s pipeline, judged: the float model and its QAT W4A8 + noise-aware fine-tune,
-both deployed (`--mode=deploy`) on 20 simulated PCM-like and 20 RRAM-like chips each, run
-step by step with 8-bit DACs and ADCs on 64x64 tiles (config.deploy), recurrence in the
-digital periphery; energy per inference against FP32 and INT8 digital processors. Judged
-by `ssm_aimc.claims.c5_deployment`.
-
-Measured verdict, numbers and runtime on this project's CPU: CLAIMS.md (`make reproduce`).
-"""
-
-from configs.claims import common
-
-
-def get_config(variant: str = ""):
-  config = common.base(variant, "c5_deployment.py")
-  if variant == "smoke":
-    config.deploy.seeds = 2
-    config.deploy.seeds_per_call = 2
-  return common.add_claim(
-    config,
-    variant,
-    "c5",
-    ("float", "noise_aware_w4a8"),
-    deployed="noise_aware_w4a8",
-    max_gap_points=2.0,  # Chip accuracy within this of software on every preset.
-    min_energy_gain=10.0,  # "Large": at least 10x less energy than FP32 digital.
-  )
+from ssm_aimc.configs.claims.c5_deployment import *  # noqa: F403
+from ssm_aimc.configs.claims.c5_deployment import get_config  # noqa: F401
