@@ -148,11 +148,10 @@ def _deploy(exp, specs: dict, workdir: str, start_time: float) -> dict:
       energies["aimc"], energies["digital_fp32"], energies["digital_int8"]
     ),
   }
-  logging.info("Mapping:\n%s", tables["mapping"])
-  logging.info("Energy per inference:\n%s", tables["energy"])
   plot(results, os.path.join(out_dir, PLOT))
   workdir_lib.write_text(os.path.join(out_dir, REPORT), report_markdown(results, tables, workdir))
   train.write_results(out_dir, "results.json", results)
+  # The tables once, on stdout (also in the report); the launcher prints the summary.
   print(f"\nMapping ({mapping.totals()['tile']} tiles):\n{tables['mapping']}")
   print(f"\nEnergy per inference:\n{tables['energy']}")
   summary = {k: v for k, v in results.items() if not isinstance(v, dict) or k == "quant"}

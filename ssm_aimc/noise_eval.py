@@ -19,9 +19,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from ssm_aimc import data, figures, layers, models, quant
+from ssm_aimc import progress as progress_lib
 from ssm_aimc.hardware import analog as analog_lib
 
 
@@ -83,28 +83,26 @@ def chip_accuracies(
   n_seeds: int,
   seed: int = 0,
   seeds_per_call: int = 20,
-  progress: str | None = None,
+  progress: str | progress_lib.Bar | None = None,
   fetch: Callable = np.asarray,
 ) -> np.ndarray:
   """Test accuracy on each of `n_seeds` simulated chips: (..., n_seeds) float64.
 
   `eval_fn(params, x, y, mask, analog, keys_program, keys_read, batch_index)` returns the
   correct counts (..., S) of S chips (a population's evaluation adds a leading member
-  axis); `fetch` brings them to the host. `progress`: a label shows a progress bar
-  (stderr) over the vmapped calls.
+  axis); `fetch` brings them to the host. `progress`: a label shows the vmapped calls'
+  progress (a bar on a terminal, else log lines; ssm_aimc.progress), or a `progress.Bar`
+  of a longer stage that these calls advance (`n_calls` of them) and leave open.
   """
   if n_seeds < 1:
     raise ValueError(f"n_seeds must be >= 1, got {n_seeds}.")
   keys_program, keys_read = chip_keys(seed, n_seeds)
   correct, count = None, 0.0
-  n_batches = -(-len(split) // min(batch_size, len(split)))
-  bar = tqdm.tqdm(
-    total=n_batches * -(-n_seeds // seeds_per_call),
-    desc=progress,
-    unit="call",
-    disable=progress is None,
-    leave=False,
-  )
+  own_bar = not isinstance(progress, progress_lib.Bar)
+  bar = progress
+  if own_bar:
+    total = n_calls(len(split), batch_size, n_seeds, seeds_per_call)
+    bar = progress_lib.bar(total, progress or "", unit="calls", enabled=progress is not None)
   for index, (x, y, mask) in enumerate(data.padded_batches(split, batch_size)):
     count += float(mask.sum())
     for start in range(0, n_seeds, seeds_per_call):
@@ -116,8 +114,15 @@ def chip_accuracies(
         correct = np.zeros(out.shape[:-1] + (n_seeds,))
       correct[..., chips] += out
       bar.update()
-  bar.close()
+  if own_bar:
+    bar.close()
   return correct / max(count, 1.0)
+
+
+def n_calls(n_examples: int, batch_size: int, n_seeds: int, seeds_per_call: int) -> int:
+  """The number of vmapped calls (progress units) of one `chip_accuracies`."""
+  n_batches = -(-n_examples // min(batch_size, max(n_examples, 1)))
+  return n_batches * -(-n_seeds // seeds_per_call)
 
 
 def summary(accuracies: np.ndarray) -> dict:

@@ -30,10 +30,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 from absl import logging
 
-from ssm_aimc import cost, data, errors, experiment, models, noise_eval, optim, quant, steps
+from ssm_aimc import (
+  cost,
+  data,
+  errors,
+  experiment,
+  models,
+  noise_eval,
+  optim,
+  progress,
+  quant,
+  steps,
+)
 from ssm_aimc import population as population_lib
 
 
@@ -428,19 +438,13 @@ def _train_epoch(pop: Population, epoch: int, step: int, guard: _Guard, writer, 
   (P,), every step's loss (steps, P)). Logs and guards every `log_every_steps`."""
   exp, layout, spe = pop.members[0], pop.layout, pop.setup.steps_per_epoch
   start_batch = step - epoch * spe
-  bar = tqdm.tqdm(
-    pop.batches(epoch, start_batch),
-    total=spe,
-    initial=start_batch,
-    desc=f"{label}epoch {epoch + 1}/{exp.num_epochs}",
-    leave=False,
-    disable=None if exp.progress_bar else True,
-    dynamic_ncols=True,
-  )
+  desc = f"{label}epoch {epoch + 1}/{exp.num_epochs}"
+  bar = progress.bar(spe, desc, initial=start_batch, enabled=exp.progress_bar, unit="steps")
   loss_sum, acc_sum, losses = jnp.zeros(()), jnp.zeros(()), []
-  for x, y in bar:
+  for x, y in pop.batches(epoch, start_batch):
     metrics = pop.step(x, y, step)
     step += 1
+    bar.update()
     losses.append(metrics["loss"])
     loss_sum, acc_sum = loss_sum + metrics["loss"], acc_sum + metrics["accuracy"]
     if step % exp.log_every_steps == 0:

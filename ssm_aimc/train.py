@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ssm_aimc import errors, experiment, export, noise_eval, prune, pruning, quant, runner
+from ssm_aimc import errors, experiment, export, noise_eval, progress, prune, pruning, quant, runner
 from ssm_aimc import population as population_lib
 from ssm_aimc import workdir as workdir_lib
 
@@ -84,11 +84,25 @@ def analog_results(
   spec = exp.hardware.spec
   if spec is None:
     return {}
-  test = pop.setup.dataset.test
+  test, hw = pop.setup.dataset.test, exp.hardware
+  # One progress display for the stage: the chips at the device's noise, then at each scale.
+  calls = noise_eval.n_calls(len(test), exp.eval_batch_size, hw.eval_seeds, hw.seeds_per_call)
+  evaluations = 1 + len(hw.prog_noise_scales)
+  bar = progress.bar(
+    calls * evaluations, f"{spec.device.name} chips", unit="calls", enabled=exp.progress_bar
+  )
 
   def at(analog):
-    return noise_eval.summary(pop.chip_accuracies(params, test, analog, batch_stats=batch_stats)[0])
+    accuracies = pop.chip_accuracies(params, test, analog, progress=bar, batch_stats=batch_stats)
+    return noise_eval.summary(accuracies[0])
 
+  with bar:
+    return _analog_results(pop, spec, at, workdir)
+
+
+def _analog_results(pop: runner.Population, spec, at, workdir: str | None) -> dict:
+  """analog_results' evaluations, `at(spec)` a results dict of the chips at `spec`."""
+  exp = pop.members[0]
   out = {"hardware": spec.summary(), **at(spec)}
   logging.info(
     "Analog (%s): test accuracy %.4f +- %.4f over %d chips.",

@@ -1,0 +1,188 @@
+r"""The command line: flags -> one library call (`ssm-aimc`, `python -m ssm_aimc` and a
+clone's `python launch.py` are this module's `main`).
+
+  ssm-aimc --config=default --workdir=runs/default
+  ssm-aimc --config=default:smoke --workdir=/tmp/smoke --config.model.d_model=32
+  ssm-aimc --config=default --workdir=runs/default --mode=evaluate
+  ssm-aimc --config=default --workdir=runs/default --mode=deploy
+  ssm-aimc --config=sweep_bits --workdir=runs/sweep --mode=sweep
+  ssm-aimc --config=claims/c1_cost --workdir=runs/claims/c1 --mode=claim
+  python launch.py --config=configs/default.py:smoke --workdir=/tmp/smoke   # in a clone
+
+--config is a config file, optionally with :variant. A path that exists as a file is that
+file; otherwise it names a config shipped in the package (ssm_aimc/configs: "default",
+"default.py", "configs/default.py", "claims/c1_cost"), so the packaged configs work from any
+directory. `ssm_aimc.configs.names()` lists them.
+
+A launch prints a short header (mode, task, model, workdir and where the config is saved;
+not the config itself), progress of each long stage (a bar on a terminal, a few log lines
+otherwise), each table once and the results. Errors caused by the input (unknown config
+key, bad value, missing data file or checkpoint, a diverging run) print one `error:` line
+and exit with status 1; anything else is a bug and keeps its traceback.
+"""
+
+import importlib
+import importlib.util
+import logging as py_logging
+import os
+import re
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ssm_aimc import configs, cost, errors, experiment
+from ssm_aimc import workdir as workdir_lib
+
+# mode -> (module of ssm_aimc, function(config, workdir)); a mode's module is imported only
+# when it runs.
+MODES = {
+  "train": ("train", "train_and_evaluate"),
+  "evaluate": ("train", "evaluate"),
+  "deploy": ("deploy", "deploy"),
+  "sweep": ("sweep", "run_sweep"),
+  "claim": ("claims", "run_claim"),
+}
+
+_CONFIG = config_flags.DEFINE_config_file(
+  "config",
+  None,
+  "Config file, optionally with :variant; a name such as default or claims/c1_cost that is "
+  "not a file is the config of that name shipped in the package.",
+  lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_MODE = flags.DEFINE_enum("mode", "train", list(MODES), "What to do with the config.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message) -> None:
+  """The one line an input error prints, and exit status 1."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _config_positions(argv) -> list[tuple[int, str]]:
+  """(index into argv, value) of every --config value of `argv` (`--config=x`, `--config x`)."""
+  found = []
+  for i, arg in enumerate(argv):
+    if re.match(r"^--?config=", arg):
+      found.append((i, arg.split("=", 1)[1]))
+    elif re.fullmatch(r"--?config", arg) and i + 1 < len(argv):
+      found.append((i + 1, argv[i + 1]))
+  return found
+
+
+def _resolve_config(argv) -> list[str]:
+  """`argv` with every --config value made a file path (ssm_aimc.configs.resolve: a packaged
+  config's name becomes its file); a name that is neither is a ConfigError."""
+  argv = list(argv)
+  for i, value in _config_positions(argv):
+    resolved = configs.resolve(value)
+    argv[i] = argv[i].replace(value, resolved) if argv[i] != value else resolved
+  return argv
+
+
+def _load_config(argv):
+  """The ConfigDict of the last --config of `argv` (path[:variant]), None without one."""
+  values = _config_positions(argv)
+  if not values:
+    return None
+  path, *variant = values[-1][1].split(":", 1)
+  spec = importlib.util.spec_from_file_location("config_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*variant)
+
+
+def _unknown_override(argv) -> errors.ConfigError | None:
+  """The ConfigError naming the first --config.<key> of `argv` that the config file lacks
+  (with the closest valid key), or None when every key exists."""
+  paths = [m[2] for m in (re.match(r"^--?(no)?config\.([^=]+)", a) for a in argv) if m]
+  config = _load_config(argv) if paths else None
+  if config is None:
+    return None
+  tree = config.to_dict()
+  for path in paths:
+    try:
+      experiment.find_key(tree, path)
+    except errors.ConfigError as e:
+      return e
+  return None
+
+
+def _config_file_error(argv, given: str) -> str | None:
+  """Why the --config file of `argv` (the user's `given` --config) does not load (its
+  exception's message, without ml_collections' traceback), or None when it loads."""
+  try:
+    _load_config(argv)
+  except Exception as e:  # noqa: BLE001 (any failure of a config file is the user's)
+    return f"--config={given}: {type(e).__name__}: {e}"
+  return None
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with bad flags as one `error:` line: a --config that is neither a
+  file nor a packaged config lists the packaged ones; a config file that fails to load says
+  why (ml_collections folds a traceback into its message); an unknown or misspelled
+  --config.<key> (which ml_collections raises as an AttributeError, tracebacks and all)
+  names the closest valid key; a bad flag value says why."""
+  given = _config_positions(argv)
+  try:
+    argv = _resolve_config(argv)
+  except errors.ConfigError as e:
+    _fail(e)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    loading = "Error whilst parsing config file" in str(e) and given
+    if loading and (why := _config_file_error(argv, given[-1][1])):
+      _fail(why)
+    _fail(str(e).replace("\n", " "))
+  except (AttributeError, KeyError):
+    unknown = _unknown_override(argv)
+    if unknown is None:  # Not an unknown key: a bug, which keeps its traceback.
+      raise
+    _fail(unknown)
+
+
+def _quiet_libraries(record: py_logging.LogRecord) -> bool:
+  """Drops orbax's per-checkpoint INFO chatter; keeps its warnings and errors."""
+  return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+
+
+def header(config, mode: str, workdir: str) -> str:
+  """The two lines a launch starts with: what runs where (the config itself is saved in the
+  workdir, not printed), and on what."""
+  model = config.model_name
+  if "model" in config and "d_model" in config.model:
+    m = config.model
+    model += f" ({m.n_layers} layers, H={m.d_model}, N={m.d_state})"
+  saved = os.path.join(workdir, workdir_lib.CONFIG)
+  devices = jax.devices()
+  return (
+    f"ssm-aimc {mode}: task {config.data.task}, model {model}, workdir {workdir} "
+    f"(config: {saved})\n"
+    f"JAX {jax.__version__} on {len(devices)} {devices[0].platform} device(s)"
+  )
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_quiet_libraries)
+  config, mode, workdir = _CONFIG.value, _MODE.value, _WORKDIR.value
+  print(header(config, mode, workdir), flush=True)
+  try:
+    module, function = MODES[mode]
+    run = getattr(importlib.import_module(f"ssm_aimc.{module}"), function)
+    results = run(config, workdir)
+  except errors.UserError as e:  # Printed once, here (not logged as well).
+    _fail(e)
+  print(f"\n{mode} results ({workdir}):\n{cost.format_table(results)}")
+
+
+def main(argv=None) -> None:
+  """The `ssm-aimc` console script: parses `argv` (default sys.argv) and runs the mode."""
+  app.run(_main, argv=argv, flags_parser=_parse_flags)
