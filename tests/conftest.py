@@ -21,6 +21,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 # Before JAX is imported anywhere in this process; children inherit the environment.
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
@@ -52,6 +54,7 @@ LONGEST_FIRST = (
   "test_notebooks.py",  # 213 s
   "test_notebook_deploy.py",  # 125 s
   "test_models.py",  # 184 s
+  "test_install.py",  # 103 s cold, 75 s of it making the wheel's venv (31 s when reused)
   "test_train.py",  # 139 s
   "test_noise_eval.py",  # 127 s
 )
@@ -62,3 +65,15 @@ def pytest_collection_modifyitems(session, config, items):
   del session, config
   rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture(scope="session")
+def wheel_env():
+  """This checkout built as a wheel and installed in a fresh venv outside the clone
+  (tests/wheel_env.py: made once per content of the package sources, shared by the xdist
+  workers under a file lock, reused by later sessions); a failed build or install is an
+  error with pip's output. `wheel_env.run(["ssm-aimc", ...], cwd=...)` runs a command in
+  it with the clone off the import path."""
+  from tests import wheel_env as wheel_env_lib  # noqa: PLC0415
+
+  return wheel_env_lib.get()
