@@ -158,7 +158,8 @@ def header(config, mode: str, workdir: str) -> str:
   model = config.model_name
   if "model" in config and "d_model" in config.model:
     m = config.model
-    model += f" ({m.n_layers} layers, H={m.d_model}, N={m.d_state})"
+    layers = f"{m.n_layers} layer" + ("s" if m.n_layers != 1 else "")
+    model += f" ({layers}, H={m.d_model}, N={m.d_state})"
   saved = os.path.join(workdir, workdir_lib.CONFIG)
   devices = jax.devices()
   return (

@@ -104,4 +104,3 @@ def _stderr_is_terminal() -> bool:
 def bar(total: int | None, desc: str = "", **kwargs) -> Bar:
   """A `Bar` for a stage of `total` units (see `Bar` for the keyword arguments)."""
   return Bar(total, desc, **kwargs)
-

@@ -2,13 +2,15 @@
 
 import importlib
 import math
+import os
 
 import pytest
 
 from configs import default, qs4d
-from ssm_aimc import experiment, train
+from ssm_aimc import configs, errors, experiment, train
 from tests import test_data
 
+SHIMS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 CONFIGS = [
   "default",
   "mnist5k",
@@ -116,3 +118,34 @@ def test_qs4d_paper_variant_trains_an_epoch_on_tiny_files(tmp_path, variant):
   )
   results = train.train_and_evaluate(exp, str(tmp_path / "run"))
   assert 0.0 <= results["test_accuracy"] <= 1.0 and math.isfinite(results["test_loss"])
+
+
+def test_each_config_has_one_source_with_a_clone_shim():
+  """Every packaged config (ssm_aimc/configs) has a shim in the clone's configs/ that
+  re-exports it, and the clone's configs/ holds nothing else."""
+  shims = {
+    os.path.relpath(os.path.join(folder, f), SHIMS).removesuffix(".py")
+    for folder, _, files in os.walk(SHIMS)
+    for f in files
+    if f.endswith(".py") and f not in ("__init__.py", "common.py")
+  }
+  assert shims == set(configs.names())
+  for name in configs.names():
+    module = name.replace("/", ".")
+    shim = importlib.import_module(f"configs.{module}")
+    packaged = importlib.import_module(f"ssm_aimc.configs.{module}")
+    assert shim.get_config is packaged.get_config, name
+
+
+def test_packaged_config_names_resolve_from_any_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  packaged = configs.path("default")
+  assert packaged == os.path.join(os.path.dirname(configs.__file__), "default.py")
+  for name in ("default", "default.py", "configs/default.py"):
+    assert configs.resolve(f"{name}:smoke") == packaged + ":smoke"
+  assert configs.resolve("claims/c1_cost") == configs.path("claims/c1_cost.py")
+  assert configs.path("claims/c1_cost").endswith(os.path.join("claims", "c1_cost.py"))
+  (tmp_path / "default.py").write_text("")  # A file of that name wins.
+  assert configs.resolve("default.py:smoke") == "default.py:smoke"
+  with pytest.raises(errors.ConfigError, match=r"packaged configs: claims/c1_cost, .* default"):
+    configs.resolve("defualt:smoke")

@@ -3,10 +3,12 @@ the numbers in them against the library, and clean failures."""
 
 import hashlib
 import json
+import logging as py_logging
 import os
 
 import jax.numpy as jnp
 import pytest
+from absl import logging as absl_logging
 
 from ssm_aimc import deploy, errors, models, train
 from ssm_aimc.hardware import crossbar, energy
@@ -61,6 +63,24 @@ def test_deploy_writes_results_report_and_plot(deployed):
   # Training's results.json is untouched.
   with open(os.path.join(workdir, "results.json"), "rb") as f:
     assert hashlib.sha256(f.read()).hexdigest() == before
+
+
+def test_deploy_prints_each_table_once(deployed, capsys, caplog):
+  """Deploying again (a re-evaluation): the mapping and energy tables on stdout once, and
+  not in the log as well (absl at INFO, as under the launcher)."""
+  config, workdir, _, _ = deployed
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.INFO)
+  try:
+    with caplog.at_level(py_logging.INFO):
+      deploy.deploy(config, workdir)
+  finally:
+    absl_logging.set_verbosity(verbosity)
+  printed = capsys.readouterr().out
+  logged = "\n".join(r.getMessage() for r in caplog.records)
+  assert "Chip pcm_like" in logged  # The log was captured.
+  for title in ("Mapping", "Energy per inference"):
+    assert printed.count(title) == 1 and title not in logged, title
 
 
 def test_deploy_numbers_match_the_library(deployed):
