@@ -5,6 +5,8 @@ that the two pytest workers (`--dist=loadfile`) run them side by side."""
 
 import glob
 import os
+import subprocess
+import sys
 
 import nbclient
 import nbformat
@@ -49,3 +51,38 @@ def test_there_are_notebooks_and_each_has_a_test():
 )
 def test_notebook_runs_and_plots(path):
   execute_notebook(path)
+
+
+def _install_cell(path: str) -> str:
+  return nbformat.read(path, as_version=4).cells[1].source
+
+
+def test_each_notebook_opens_with_the_same_install_cell():
+  cells = {_install_cell(p) for p in NOTEBOOKS}
+  assert len(cells) == 1
+  (cell,) = cells
+  assert 'SSM_AIMC_SOURCE = os.environ.get("SSM_AIMC_SOURCE", "")' in cell
+
+
+def test_install_cell_without_the_package_asks_for_ssm_aimc_source(tmp_path):
+  """Where ssm_aimc cannot be imported (-I -S: no site-packages, no PYTHONPATH) and
+  SSM_AIMC_SOURCE is unset, the cell stops with the instructions and installs nothing."""
+  env = {k: v for k, v in os.environ.items() if k != "SSM_AIMC_SOURCE"}
+  out = subprocess.run(
+    [sys.executable, "-I", "-S", "-c", _install_cell(NOTEBOOKS[0])],
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+  )
+  assert out.returncode == 1
+  assert "RuntimeError: ssm_aimc is not installed: set SSM_AIMC_SOURCE" in out.stderr
+
+
+def test_install_cell_does_nothing_where_the_package_is_importable(monkeypatch):
+  def no_install(*args, **kwargs):
+    raise AssertionError(f"the cell ran {args}")
+
+  monkeypatch.setattr(subprocess, "check_call", no_install)
+  monkeypatch.delenv("SSM_AIMC_SOURCE", raising=False)
+  exec(_install_cell(NOTEBOOKS[0]), {})
