@@ -79,8 +79,7 @@ def _resolve_config(argv) -> list[str]:
   config's name becomes its file); a name that is neither is a ConfigError."""
   argv = list(argv)
   for i, value in _config_positions(argv):
-    resolved = configs.resolve(value)
-    argv[i] = argv[i].replace(value, resolved) if argv[i] != value else resolved
+    argv[i] = argv[i].removesuffix(value) + configs.resolve(value)  # "--config=" kept.
   return argv
 
 

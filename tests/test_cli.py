@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+from ssm_aimc import cli, configs
 from tests.test_train import ROOT, launch
 
 TINY = [
@@ -71,3 +72,18 @@ def test_python_m_ssm_aimc_reads_packaged_configs_from_another_directory(tmp_pat
   assert line.startswith("error: No config file 'claims/nope' and no packaged config")
   assert "claims/c1_cost, " in line and ", default, " in line
   assert not (tmp_path / "w").exists()
+
+
+def test_config_values_are_resolved_in_both_flag_forms(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  default, c1 = configs.path("default"), configs.path("claims/c1_cost")
+  argv = ["prog", "--config=default:smoke", "--config", "claims/c1_cost", "--workdir=w"]
+  assert cli._resolve_config(argv) == [
+    "prog",
+    f"--config={default}:smoke",
+    "--config",
+    c1,
+    "--workdir=w",
+  ]
+  (tmp_path / "c").write_text("")  # A one-letter file name (inside "--config=") wins.
+  assert cli._resolve_config(["prog", "--config=c"]) == ["prog", "--config=c"]

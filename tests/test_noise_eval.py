@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import data, errors, experiment, layers, noise_eval, runner, train
+from ssm_aimc import data, errors, experiment, layers, noise_eval, progress, runner, train
 from ssm_aimc.hardware import analog, devices
 from tests.test_train import SMOKE, counted_train_step, launch, tiny_config
 
@@ -87,7 +87,7 @@ def test_train_step_compiles_once_for_every_noise_scale(built):
   assert len(traces) == 1
 
 
-def test_noise_aware_training_then_evaluation_on_another_device(tmp_path):
+def test_noise_aware_training_then_evaluation_on_another_device(tmp_path, monkeypatch):
   config = _hardware_config(
     **{"hardware.train": True, "hardware.ramp_epochs": 0.5, "hardware.eval_seeds": 2}
   )
@@ -102,7 +102,14 @@ def test_noise_aware_training_then_evaluation_on_another_device(tmp_path):
   # Evaluate the same checkpoint on the RRAM preset with a noise sweep.
   config.hardware.device = "rram_taox"
   config.hardware.prog_noise_scales = (0.0, 2.0)
+  bars = []
+  monkeypatch.setattr(
+    progress, "bar", lambda *a, **k: bars.append(progress.Bar(*a, **k)) or bars[-1]
+  )
   out = train.evaluate(config, str(tmp_path))
+  # One progress display for the chip evaluations, advanced through the noise sweep too.
+  (bar,) = [b for b in bars if b.desc == "rram_taox chips"]
+  assert bar.n == bar.total and bar.total % 3 == 0 and bar.total >= 3
   assert [r["prog_noise_scale"] for r in out["noise_sweep"]] == [0.0, 2.0]
   assert all(r["noise_seeds"] == 2 for r in out["noise_sweep"])
   assert out["hardware"]["device"]["name"] == "rram_taox"
