@@ -54,7 +54,7 @@ LONGEST_FIRST = (
   "test_notebooks.py",  # 213 s
   "test_notebook_deploy.py",  # 125 s
   "test_models.py",  # 184 s
-  "test_install.py",  # 103 s cold, 75 s of it making the wheel's venv (31 s when reused)
+  "test_install.py",  # 103-113 s cold, 75-84 s of it making the wheel's venv (31 s reused)
   "test_train.py",  # 139 s
   "test_noise_eval.py",  # 127 s
 )
