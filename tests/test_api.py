@@ -221,7 +221,10 @@ def test_fit_prunes_in_memory(tmp_path, monkeypatch):
   assert result.results["pruned_dir"] is None
   assert prune["d_state_after"] < prune["d_state_before"]
   # The cost report is the smaller model's, whose params fit()'s pruned_params holds.
-  assert result.report.params < train.runner.cost_report(
-    train.runner.build(result.experiment), result.params, None, result.batch_stats
-  ).params
+  assert (
+    result.report.params
+    < train.runner.cost_report(
+      train.runner.build(result.experiment), result.params, None, result.batch_stats
+    ).params
+  )
   assert result.pruned_params is not None
