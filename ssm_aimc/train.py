@@ -9,7 +9,11 @@
     last k, and the best by validation accuracy), pruning masks when `prune.enabled`,
   -> evaluates the best state on the test split (and on simulated chips when
     `hardware.enabled`), exports a quantized model and the smaller pruned one, and writes
-    results.json.
+    results.json and training_curves.png (and .pdf) from metrics.jsonl.
+
+`train(config, workdir)` is the same and also returns what the run leaves in memory
+(`Trained`: best params, history, results, cost report); with workdir None it writes
+nothing at all (ssm_aimc.fit, the Python API).
 
 Each mode holds the workdir for its run (`workdir.lock`): a second launch into it fails at
 once.
@@ -20,7 +24,8 @@ parameters of an uninterrupted run.
 
 `evaluate(config, workdir)` re-evaluates the best checkpoint under any quantization (PTQ of
 a float checkpoint) and any device, writing results_evaluate.json; the model and data must
-be the run's own (`workdir.check_inference`).
+be the run's own (`workdir.check_inference`); `inference_of` and `evaluate_inference` do
+the same for a model trained in memory, writing nothing.
 """
 
 from __future__ import annotations
