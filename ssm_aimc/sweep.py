@@ -409,7 +409,7 @@ def _plot_pareto(rows: list[dict], title: str):
 def plot_sweep(
   rows: list[dict], s: experiment.SweepConfig, workdir: str, title: str = ""
 ) -> list[str]:
-  """The PNG plots of a sweep; returns the paths written.
+  """The plots of a sweep (PNG, and PDF next to each); returns the PNG paths written.
 
   accuracy vs bits: one panel per swept bit axis, every row as a dot, the mean per width;
   accuracy vs noise: chip accuracy (mean +- std over chips) against the noise scale, one
@@ -514,6 +514,9 @@ def _run_sweep(exp: experiment.Experiment, workdir: str | None, start_time: floa
     write_csv(summary["csv"], rows)
     if exp.sweep.plots:
       summary["plots"] = plot_sweep(rows, exp.sweep, workdir, title=f"{exp.data.task} sweep")
+      curves = os.path.join(workdir, figures.CURVES)
+      title = f"{exp.data.task} sweep"
+      summary["plots"].append(figures.plot_training_curves(writer.records, curves, title))
     summary["wall_time_s"] = time.time() - start_time
     workdir_lib.write_json(os.path.join(workdir, JSON_NAME), {**summary, "rows": rows})
   summary["wall_time_s"] = time.time() - start_time

@@ -50,3 +50,21 @@ def test_training_curves_plot_the_step_and_epoch_records(tmp_path):
   assert figures._series(records, "val_accuracy", per_epoch=True) == ([10], [0.35])
   path = figures.plot_training_curves(records, str(tmp_path / "c.png"), title="t")
   assert os.path.getsize(path) > 0 and os.path.getsize(figures.pdf_path(path)) > 0
+
+
+def test_the_curves_of_a_sweep_have_a_run_per_member():
+  records = [
+    {"step": 5, "run": "member 1/2", "train_loss": 2.0},
+    {"step": 10, "run": "member 1/2", "epoch": 1, "val_accuracy": 0.5},
+    {"step": 10, "run": "chunk 1/1", "epoch": 1, "val_accuracy": [0.25, 0.75]},
+  ]
+  runs = figures._runs(records)
+  assert list(runs) == ["member 1/2", "chunk 1/1[0]", "chunk 1/1[1]"]
+  assert runs["chunk 1/1[1]"][0]["val_accuracy"] == 0.75
+  assert figures._series(runs["member 1/2"], "train_loss", per_epoch=False) == ([5], [2.0])
+
+
+def test_sweep_curves_are_written(tmp_path):
+  records = [{"step": 10, "run": "m", "epoch": 1, "val_accuracy": [0.25, 0.75]}]
+  path = figures.plot_training_curves(records, str(tmp_path / "c.png"))
+  assert os.path.getsize(path) > 0 and os.path.getsize(figures.pdf_path(path)) > 0
