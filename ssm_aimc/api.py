@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from ssm_aimc import cost, errors, experiment, train
 from ssm_aimc import deploy as deploy_lib
 from ssm_aimc import sweep as sweep_lib
+from ssm_aimc import workdir as workdir_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +132,8 @@ def _model_source(config, workdir, trained, overrides, what: str):
     )
   if config is None and trained is not None:
     config = trained.experiment
+  elif config is None:
+    config = workdir_lib.stored_config(workdir)  # The run's own config.json (None: none).
   return as_experiment(config, overrides), trained
 
 
@@ -158,8 +161,9 @@ def evaluate(
   results_evaluate.json's dict.
 
   Args:
-    config: the experiment to evaluate under (default with `trained`: its own); its model
-      and data must be the trained model's (a ConfigError otherwise).
+    config: the experiment to evaluate under (default: the trained model's own, from
+      `trained` or the workdir's config.json); its model and data must be the trained
+      model's (a ConfigError otherwise).
     workdir: `launch.py --mode=evaluate`: reads its best checkpoint and writes
       results_evaluate.json there.
     trained: a `FitResult`, evaluated in memory (nothing written).
