@@ -10,7 +10,8 @@
   ssm_aimc.sweep(sweep_bits.get_config())                  # a population sweep's rows
 
   ssm_aimc.fit(config, "runs/x")          # exactly `launch.py --mode=train --workdir=runs/x`
-  ssm_aimc.evaluate(config, "runs/x")     # exactly --mode=evaluate (reads runs/x/best)
+  ssm_aimc.evaluate(config, "runs/x")     # exactly --mode=evaluate (reads runs/x/best;
+                                          # config defaults to runs/x/config.json)
   ssm_aimc.deploy(config, "runs/x")       # exactly --mode=deploy
   ssm_aimc.sweep(config, "runs/sweep")    # exactly --mode=sweep
 

@@ -175,6 +175,8 @@ def test_evaluate_in_memory_is_evaluate_of_the_workdir(runs):
   from_workdir = ssm_aimc.evaluate(config, workdir, overrides=ptq)
   assert from_workdir["test_accuracy"] == quantized["test_accuracy"]
   assert os.path.exists(os.path.join(workdir, "results_evaluate.json"))
+  # Without a config, the workdir's own config.json.
+  assert ssm_aimc.evaluate(workdir=workdir)["test_accuracy"] == memory.test_accuracy
   with pytest.raises(errors.ConfigError, match="model.d_model: 16 there, 32 now"):
     ssm_aimc.evaluate(trained=memory, overrides={"model.d_model": 32})
   with pytest.raises(errors.ConfigError, match="not both"):
