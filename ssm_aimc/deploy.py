@@ -25,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -110,23 +112,55 @@ def _chips(exp: experiment.Experiment, specs: dict, eval_fn, params, test: data.
 
 
 def deploy(config, workdir: str) -> dict:
+  """Deploys the best checkpoint of `workdir` on simulated chips; returns the summary of
+  deploy/results.json that launch.py prints (`summary`)."""
+  return summary(deploy_results(config, workdir))
+
+
+def deploy_results(config, workdir: str) -> dict:
   """Deploys the best checkpoint of `workdir` on simulated chips; returns results.json."""
   start_time = time.time()
   exp = train.as_experiment(config)
   specs = exp.chip_specs()
   with workdir_lib.lock(workdir, create=False):
-    return _deploy(exp, specs, workdir, start_time)
+    return deploy_inference(train.load_for_inference(exp, workdir), specs, workdir, start_time)
 
 
-def _deploy(exp, specs: dict, workdir: str, start_time: float) -> dict:
+def summary(results: dict) -> dict:
+  """The flat keys of deploy/results.json and one line per device's chips."""
+  out = {k: v for k, v in results.items() if not isinstance(v, dict) or k == "quant"}
+  for name, r in results["chips"].items():
+    mean, std = r["analog_accuracy_mean"], r["analog_accuracy_std"]
+    out[f"chip_accuracy_{name}"] = f"{mean:.4f} +- {std:.4f} ({r['noise_seeds']} chips)"
+  return out
+
+
+def _exported(run: train.Inference, out_dir: str | None) -> tuple[dict, dict]:
+  """(manifest, tensors) of the export of `run`'s params: written to out_dir/export and
+  read back, or (out_dir None) in memory, the same values."""
+  exp, setup = run.exp, run.setup
+  if out_dir is not None:
+    export_dir = os.path.join(out_dir, train.EXPORT_DIR)
+    train.export_params(setup, exp, run.params, export_dir, run.batch_stats)
+    return export.load_export(export_dir)
+  arch = train.export_arch(setup, exp)
+  args = (setup.model, run.params, exp.quant.spec, setup.example, arch, run.batch_stats)
+  manifest, arrays = export.export_arrays(*args)
+  manifest = json.loads(json.dumps(manifest))  # As manifest.json holds it.
+  return manifest, export.tensors_of(manifest, arrays)
+
+
+def deploy_inference(run: train.Inference, specs: dict, workdir: str | None, start_time: float):
+  """deploy/results.json's dict of `run` on the chips of `specs` (`Experiment.chip_specs`),
+  with the report, plot and export written to workdir/deploy.folder and the tables printed;
+  nothing written or printed with `workdir` None."""
+  exp = run.exp
   recurrence = exp.hardware.recurrence
-  run = train.load_for_inference(exp, workdir)
   setup, d = run.setup, exp.deploy
-  out_dir = os.path.join(workdir, d.folder)
-  os.makedirs(out_dir, exist_ok=True)
-  export_dir = os.path.join(out_dir, train.EXPORT_DIR)
-  train.export_params(setup, exp, run.params, export_dir, run.batch_stats)
-  manifest, tensors = export.load_export(export_dir)
+  out_dir = None if workdir is None else os.path.join(workdir, d.folder)
+  if out_dir is not None:
+    os.makedirs(out_dir, exist_ok=True)
+  manifest, tensors = _exported(run, out_dir)
   chip_lib.check_streamable(tensors)
   x_cal, _ = next(data.batches(setup.dataset.train, exp.batch_size, seed=exp.seed, epoch=0))
   ranges = chip_lib.calibrate(manifest, tensors, jnp.asarray(x_cal), recurrence, d.chip)
@@ -148,17 +182,15 @@ def _deploy(exp, specs: dict, workdir: str, start_time: float) -> dict:
       energies["aimc"], energies["digital_fp32"], energies["digital_int8"]
     ),
   }
+  if out_dir is None:
+    return results
   plot(results, os.path.join(out_dir, PLOT))
   workdir_lib.write_text(os.path.join(out_dir, REPORT), report_markdown(results, tables, workdir))
   train.write_results(out_dir, "results.json", results)
   # The tables once, on stdout (also in the report); the launcher prints the summary.
   print(f"\nMapping ({mapping.totals()['tile']} tiles):\n{tables['mapping']}")
   print(f"\nEnergy per inference:\n{tables['energy']}")
-  summary = {k: v for k, v in results.items() if not isinstance(v, dict) or k == "quant"}
-  for name, r in chips["chips"].items():
-    mean, std = r["analog_accuracy_mean"], r["analog_accuracy_std"]
-    summary[f"chip_accuracy_{name}"] = f"{mean:.4f} +- {std:.4f} ({r['noise_seeds']} chips)"
-  return summary
+  return results
 
 
 def _results(exp, run, software: float, chips: dict, specs: dict, mapping, energies) -> dict:
@@ -332,3 +364,17 @@ def plot(results: dict, path: str) -> str:
   ax_e.legend(fontsize=8, loc="upper left")
   ax_e.grid(alpha=0.3, axis="y")
   return figures.save(fig, path)
+
+
+class _CallableModule(types.ModuleType):
+  """This module, also callable: `ssm_aimc.deploy(...)` is the Python API's `api.deploy`
+  (`import ssm_aimc.deploy` binds the name `ssm_aimc.deploy` to this module, so the API's
+  function and the module share one object)."""
+
+  def __call__(self, *args, **kwargs):
+    from ssm_aimc import api  # noqa: PLC0415  (api imports this module)
+
+    return api.deploy(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

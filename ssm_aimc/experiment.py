@@ -3,7 +3,8 @@
 The ml_collections ConfigDict stops here. `from_config(config)` reads a ConfigDict, or a
 nested dict such as a run's config.json, into an `Experiment` of frozen dataclasses:
 
-  Experiment      seed, model name, batch sizes, epochs, logging and checkpoint settings
+  Experiment      seed, model name, batch sizes, epochs, logging (metrics.jsonl, and
+                  TensorBoard with log_tensorboard) and checkpoint settings
     .data         data.DataConfig
     .model        models.ModelConfig
     .optimizer    optim.OptimConfig
@@ -351,6 +352,7 @@ class Experiment:
   keep_checkpoints: int = 2
   init_checkpoint: str = ""
   progress_bar: bool = True
+  log_tensorboard: bool = False
   data: data.DataConfig = data.DataConfig()
   model: models.ModelConfig = models.ModelConfig()
   optimizer: optim.OptimConfig = optim.OptimConfig()

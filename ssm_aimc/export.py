@@ -12,6 +12,8 @@
 `load_export` turns the files back into the exact tensors the model computed with, and
 `forward` runs the classifier from those tensors alone (no Flax, no training parameters):
 the reloaded model gives the same outputs as the trained one (tests/test_export.py).
+`export_arrays` and `tensors_of` are the same two steps in memory, without the files (the
+Python API's deploy of a model trained in memory).
 """
 
 from __future__ import annotations
@@ -47,7 +49,30 @@ def export_model(
   arch: dict,
   batch_stats=None,
 ) -> dict:
-  """Writes `directory`/tensors.npz and manifest.json; returns the manifest.
+  """Writes `directory`/tensors.npz and manifest.json (`export_arrays`); returns the
+  manifest."""
+  manifest, arrays = export_arrays(model, params, spec, x_example, arch, batch_stats)
+  os.makedirs(directory, exist_ok=True)
+  tmp = os.path.join(directory, f".{TENSORS}.tmp.npz")
+  np.savez_compressed(tmp, **arrays)
+  os.replace(tmp, os.path.join(directory, TENSORS))
+  tmp = os.path.join(directory, f".{MANIFEST}.tmp")
+  with open(tmp, "w") as f:
+    json.dump(manifest, f, indent=1)
+  os.replace(tmp, os.path.join(directory, MANIFEST))
+  return manifest
+
+
+def export_arrays(
+  model: nn.Module,
+  params,
+  spec: quant.QuantSpec | None,
+  x_example: jax.Array,
+  arch: dict,
+  batch_stats=None,
+) -> tuple[dict, dict]:
+  """(manifest, {name: numpy array}): what `export_model` writes to manifest.json and
+  tensors.npz.
 
   Args:
     model: the Flax classifier; params: its parameters; spec: its quantization (None for
@@ -91,15 +116,7 @@ def export_model(
     "tensors": entries,
     "input_quantizers": {k: {n: float(v) for n, v in q.items()} for k, q in inputs.items()},
   }
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".{TENSORS}.tmp.npz")
-  np.savez_compressed(tmp, **arrays)
-  os.replace(tmp, os.path.join(directory, TENSORS))
-  tmp = os.path.join(directory, f".{MANIFEST}.tmp")
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(tmp, os.path.join(directory, MANIFEST))
-  return manifest
+  return manifest, arrays
 
 
 def _input_quantizers(model, variables, spec, x) -> dict:
@@ -118,7 +135,12 @@ def load_export(directory: str) -> tuple[dict, dict]:
   """(manifest, {path: tensor}) with every tensor dequantized exactly as the model used it."""
   with open(os.path.join(directory, MANIFEST)) as f:
     manifest = json.load(f)
-  arrays = np.load(os.path.join(directory, TENSORS))
+  return manifest, tensors_of(manifest, np.load(os.path.join(directory, TENSORS)))
+
+
+def tensors_of(manifest: dict, arrays) -> dict:
+  """{path: tensor} dequantized from the arrays of an export (`export_arrays`, or
+  tensors.npz) exactly as the model used them."""
   tensors = {}
   for path, entry in manifest["tensors"].items():
     key = path.replace("/", ".")
@@ -136,7 +158,7 @@ def load_export(directory: str) -> tuple[dict, dict]:
       tensors[path] = jax.lax.complex(value[..., 0], value[..., 1]) if entry["complex"] else value
     else:
       tensors[path] = jnp.asarray(arrays[f"{key}.values"])
-  return manifest, tensors
+  return tensors
 
 
 def forward(manifest: dict, tensors: dict, x: jax.Array) -> jax.Array:

@@ -42,7 +42,9 @@ import dataclasses
 import itertools
 import logging as py_logging
 import os
+import sys
 import time
+import types
 from collections.abc import Sequence
 
 import jax
@@ -407,7 +409,7 @@ def _plot_pareto(rows: list[dict], title: str):
 def plot_sweep(
   rows: list[dict], s: experiment.SweepConfig, workdir: str, title: str = ""
 ) -> list[str]:
-  """The PNG plots of a sweep; returns the paths written.
+  """The plots of a sweep (PNG, and PDF next to each); returns the PNG paths written.
 
   accuracy vs bits: one panel per swept bit axis, every row as a dot, the mean per width;
   accuracy vs noise: chip accuracy (mean +- std over chips) against the noise scale, one
@@ -433,11 +435,12 @@ def resolve_strategy(strategy: str) -> str:
   return "separate" if strategy == experiment.AUTO else strategy
 
 
-def run_sweep(config, workdir: str) -> dict:
+def run_sweep(config, workdir: str | None) -> dict:
   """Trains the grid of `config.sweep` in `workdir`; returns the summary (also sweep.json).
 
   Writes config.json, metrics.jsonl, sweep.csv (one row per grid point: `COLUMNS`),
-  sweep.json (summary and rows) and the plots.
+  sweep.json (summary and rows) and the plots. With `workdir` None nothing is written (the
+  same numbers; "csv" is None, no plots).
   """
   start_time = time.time()
   py_logging.getLogger("absl").setLevel(py_logging.INFO)
@@ -446,20 +449,24 @@ def run_sweep(config, workdir: str) -> dict:
     raise errors.ConfigError(
       "The config has no `sweep` section; start from configs/sweep_bits.py, which adds it."
     )
+  workdir_lib.check_tensorboard(exp.log_tensorboard, workdir)
+  if workdir is None:
+    return _run_sweep(exp, None, start_time)
   # One launch per workdir; the processes of one multi-host sweep share theirs.
   with workdir_lib.lock(workdir) if jax.process_count() == 1 else contextlib.nullcontext():
     return _run_sweep(exp, workdir, start_time)
 
 
-def _run_sweep(exp: experiment.Experiment, workdir: str, start_time: float) -> dict:
-  if workdir_lib.finished(workdir, exp, JSON_NAME):
+def _run_sweep(exp: experiment.Experiment, workdir: str | None, start_time: float) -> dict:
+  if workdir is not None and workdir_lib.finished(workdir, exp, JSON_NAME):
     logging.info("Sweep already finished in %s with this config: reusing it.", workdir)
     return workdir_lib.read_json(os.path.join(workdir, JSON_NAME))
   strategy = resolve_strategy(exp.sweep.strategy)
   structures = expand(exp)
   main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  if main:
+  if workdir is not None:
+    os.makedirs(workdir, exist_ok=True)
+  if main and workdir is not None:
     workdir_lib.write_config(workdir, exp)
   mesh = population_lib.mesh_over() if exp.sweep.shard and strategy != "separate" else None
   layout = layout_of(strategy, mesh)
@@ -473,12 +480,16 @@ def _run_sweep(exp: experiment.Experiment, workdir: str, start_time: float) -> d
     layout.devices,
     " (population sharded)" if mesh is not None else "",
   )
-  writer = workdir_lib.MetricsWriter(workdir) if main else None
+  writer = workdir_lib.MetricsWriter(workdir, exp.log_tensorboard) if main else None
   rows, train_start = [], time.time()
-  for members in structures:
-    results = train_members(members, layout, exp.sweep.chunk_size, writer)
-    for member, result in zip(members, results, strict=True):
-      rows += rows_of(member, result)
+  try:
+    for members in structures:
+      results = train_members(members, layout, exp.sweep.chunk_size, writer)
+      for member, result in zip(members, results, strict=True):
+        rows += rows_of(member, result)
+  finally:
+    if writer is not None:
+      writer.close()
   train_time = time.time() - train_start
   front = pareto_front([r["memory_bits"] for r in rows], [r["test_accuracy"] for r in rows])
   for i, (row, on_front) in enumerate(zip(rows, front, strict=True)):
@@ -495,14 +506,17 @@ def _run_sweep(exp: experiment.Experiment, workdir: str, start_time: float) -> d
     "devices": layout.devices,
     "best_test_accuracy": best["test_accuracy"],
     "best_index": best["index"],
-    "csv": os.path.join(workdir, CSV_NAME),
+    "csv": None if workdir is None else os.path.join(workdir, CSV_NAME),
     "train_time_s": train_time,
     "platform": jax.default_backend(),
   }
-  if main:
+  if main and workdir is not None:
     write_csv(summary["csv"], rows)
     if exp.sweep.plots:
       summary["plots"] = plot_sweep(rows, exp.sweep, workdir, title=f"{exp.data.task} sweep")
+      curves = os.path.join(workdir, figures.CURVES)
+      title = f"{exp.data.task} sweep"
+      summary["plots"].append(figures.plot_training_curves(writer.records, curves, title))
     summary["wall_time_s"] = time.time() - start_time
     workdir_lib.write_json(os.path.join(workdir, JSON_NAME), {**summary, "rows": rows})
   summary["wall_time_s"] = time.time() - start_time
@@ -515,3 +529,17 @@ def _run_sweep(exp: experiment.Experiment, workdir: str, start_time: float) -> d
     summary["wall_time_s"],
   )
   return {**summary, "rows": rows}
+
+
+class _CallableModule(types.ModuleType):
+  """This module, also callable: `ssm_aimc.sweep(...)` is the Python API's `api.sweep`
+  (`import ssm_aimc.sweep` binds the name `ssm_aimc.sweep` to this module, so the API's
+  function and the module share one object)."""
+
+  def __call__(self, *args, **kwargs):
+    from ssm_aimc import api  # noqa: PLC0415  (api imports this module)
+
+    return api.sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -9,7 +9,11 @@
     last k, and the best by validation accuracy), pruning masks when `prune.enabled`,
   -> evaluates the best state on the test split (and on simulated chips when
     `hardware.enabled`), exports a quantized model and the smaller pruned one, and writes
-    results.json.
+    results.json and training_curves.png (and .pdf) from metrics.jsonl.
+
+`train(config, workdir)` is the same and also returns what the run leaves in memory
+(`Trained`: best params, history, results, cost report); with workdir None it writes
+nothing at all (ssm_aimc.fit, the Python API).
 
 Each mode holds the workdir for its run (`workdir.lock`): a second launch into it fails at
 once.
@@ -20,7 +24,8 @@ parameters of an uninterrupted run.
 
 `evaluate(config, workdir)` re-evaluates the best checkpoint under any quantization (PTQ of
 a float checkpoint) and any device, writing results_evaluate.json; the model and data must
-be the run's own (`workdir.check_inference`).
+be the run's own (`workdir.check_inference`); `inference_of` and `evaluate_inference` do
+the same for a model trained in memory, writing nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +40,19 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ssm_aimc import errors, experiment, export, noise_eval, progress, prune, pruning, quant, runner
+from ssm_aimc import (
+  cost,
+  errors,
+  experiment,
+  export,
+  figures,
+  noise_eval,
+  progress,
+  prune,
+  pruning,
+  quant,
+  runner,
+)
 from ssm_aimc import population as population_lib
 from ssm_aimc import workdir as workdir_lib
 
@@ -63,15 +80,25 @@ def export_params(
 ):
   """Writes the integer export (codes + steps + manifest) of `params` (and BatchNorm
   `batch_stats`) to `directory`."""
-  arch = {
+  return export.export_model(
+    setup.model,
+    params,
+    exp.quant.spec,
+    setup.example,
+    directory,
+    export_arch(setup, exp),
+    batch_stats,
+  )
+
+
+def export_arch(setup: runner.Setup, exp: experiment.Experiment) -> dict:
+  """The architecture an export's manifest records (what `export.forward` rebuilds)."""
+  return {
     **dataclasses.asdict(exp.model),
     "n_classes": setup.dataset.n_classes,
     "model_name": exp.model_name,
     "task": setup.dataset.name,
   }
-  return export.export_model(
-    setup.model, params, exp.quant.spec, setup.example, directory, arch, batch_stats
-  )
 
 
 def analog_results(
@@ -227,33 +254,36 @@ def pruned_experiment(exp: experiment.Experiment, d_state: int) -> experiment.Ex
   )
 
 
-def _start_pruning(pop: runner.Population, workdir: str, fresh: bool) -> _Pruning:
-  """The pruning hook; on a fresh run also prune_start.json (accuracy before and right after
-  pruning, memory before), kept across resumes."""
+def _start_pruning(pop: runner.Population, workdir: str | None, fresh: bool) -> _Pruning:
+  """The pruning hook; on a fresh run also its `start` (accuracy before and right after
+  pruning, memory before), written to prune_start.json in `workdir` (kept across resumes,
+  which read it back); None: kept in memory only."""
   setup, exp, stats = pop.setup, pop.members[0], pop.state.batch_stats
   if fresh:
     unpruned = pop.evaluate(pop.state.params, setup.dataset.test, stats)["accuracy"][0]
     unpruned_bits = runner.cost_report(setup, pop.state.params, exp.quant.spec, stats).memory_bits
   hook = _Pruning(pop, first_epoch=int(pop.state.step) // setup.steps_per_epoch)
   if fresh:
-    workdir_lib.write_json(
-      os.path.join(workdir, PRUNE_START),
-      {
-        "ratio": hook.ratio,
-        "test_accuracy_unpruned": float(unpruned),
-        "test_accuracy_before_finetune": float(
-          pop.evaluate(pop.state.params, setup.dataset.test, stats)["accuracy"][0]
-        ),
-        "unpruned_memory_bits": unpruned_bits,
-      },
-    )
+    hook.start = {
+      "ratio": hook.ratio,
+      "test_accuracy_unpruned": float(unpruned),
+      "test_accuracy_before_finetune": float(
+        pop.evaluate(pop.state.params, setup.dataset.test, stats)["accuracy"][0]
+      ),
+      "unpruned_memory_bits": unpruned_bits,
+    }
+    if workdir is not None:
+      workdir_lib.write_json(os.path.join(workdir, PRUNE_START), hook.start)
+  else:
+    hook.start = workdir_lib.read_json(os.path.join(workdir, PRUNE_START))
   return hook
 
 
-def _export_pruned(pop: runner.Population, params, batch_stats, workdir: str) -> dict:
+def _export_pruned(pop: runner.Population, params, batch_stats, workdir, start: dict) -> dict:
   """Writes the physically smaller model to workdir/pruned (a workdir of its own: config.json
-  with the new d_state and a best/ checkpoint) and returns its results keys. Pruning keeps
-  every channel, so BatchNorm's running statistics `batch_stats` go over as they are."""
+  with the new d_state and a best/ checkpoint; nothing with `workdir` None) and returns its
+  results keys, `start` the pruning hook's. Pruning keeps every channel, so BatchNorm's
+  running statistics `batch_stats` go over as they are."""
   setup, exp = pop.setup, pop.members[0]
   cfg = exp.prune
   modes, _ = pruning.masks_at(
@@ -263,18 +293,19 @@ def _export_pruned(pop: runner.Population, params, batch_stats, workdir: str) ->
   small_exp = pruned_experiment(exp, d_state)
   small = runner.build(small_exp)
   small_params = jax.tree_util.tree_map(jnp.asarray, tree)
-  directory = os.path.join(workdir, PRUNED_DIR)
-  os.makedirs(directory, exist_ok=True)
-  manager = workdir_lib.checkpoint_manager(os.path.join(directory, workdir_lib.BEST_DIR), 1)
   state = runner.initial_state(small, small_exp)
-  workdir_lib.save(manager, state.replace(params=small_params, batch_stats=batch_stats))
-  workdir_lib.write_config(directory, small_exp)
-  if small_exp.quant.spec is not None:
-    export_dir = os.path.join(directory, EXPORT_DIR)
-    export_params(small, small_exp, small_params, export_dir, batch_stats)
+  directory = None
+  if workdir is not None:
+    directory = os.path.join(workdir, PRUNED_DIR)
+    os.makedirs(directory, exist_ok=True)
+    manager = workdir_lib.checkpoint_manager(os.path.join(directory, workdir_lib.BEST_DIR), 1)
+    workdir_lib.save(manager, state.replace(params=small_params, batch_stats=batch_stats))
+    workdir_lib.write_config(directory, small_exp)
+    if small_exp.quant.spec is not None:
+      export_dir = os.path.join(directory, EXPORT_DIR)
+      export_params(small, small_exp, small_params, export_dir, batch_stats)
   small_pop = runner.Population(small, [small_exp], population_lib.Layout(), [state])
   test = small_pop.evaluate(small_params, small.dataset.test, batch_stats)
-  start = workdir_lib.read_json(os.path.join(workdir, PRUNE_START))
   return {
     "prune": {
       **dataclasses.asdict(cfg),
@@ -289,6 +320,7 @@ def _export_pruned(pop: runner.Population, params, batch_stats, workdir: str) ->
     "unpruned_memory_bits": start.get("unpruned_memory_bits"),
     "pruned_model_test_accuracy": float(test["accuracy"][0]),
     "report": runner.cost_report(small, small_params, small_exp.quant.spec, batch_stats),
+    "pruned_params": small_params,
   }
 
 
@@ -297,11 +329,11 @@ def _export_pruned(pop: runner.Population, params, batch_stats, workdir: str) ->
 # ---------------------------------------------------------------------------------------
 
 
-def _start_state(setup: runner.Setup, exp: experiment.Experiment, ckpts: _Checkpoints):
-  """The run's first state: resumed, else from `init_checkpoint`, else scratch (then
-  calibrated when quantized or analog)."""
+def _start_state(setup: runner.Setup, exp: experiment.Experiment, ckpts: _Checkpoints | None):
+  """The run's first state: resumed (`ckpts`, None: no workdir), else from
+  `init_checkpoint`, else scratch (then calibrated when quantized or analog)."""
   state = runner.initial_state(setup, exp)
-  if ckpts.latest is not None:
+  if ckpts is not None and ckpts.latest is not None:
     state = ckpts.resume(state)
     logging.info("Resumed from %s at step %d.", ckpts.directory, ckpts.latest)
     return state
@@ -317,16 +349,50 @@ def _start_state(setup: runner.Setup, exp: experiment.Experiment, ckpts: _Checkp
   return state
 
 
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """What a training run leaves in memory (`train`).
+
+  Attributes:
+    exp: the experiment trained.
+    results: results.json's dict.
+    params, batch_stats: the best state by validation accuracy ({} batch_stats: a model
+      without BatchNorm); with pruning, the masked params of the model as trained.
+    pruned_params: with pruning, the physically smaller model's params (else None).
+    history: the records of metrics.jsonl (a resumed run's earlier ones included).
+    report: the cost report (of the exported, smaller model with pruning).
+  """
+
+  exp: experiment.Experiment
+  results: dict
+  params: object
+  batch_stats: object
+  pruned_params: object
+  history: tuple
+  report: cost.CostReport
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns results.json."""
+  return train(config, workdir).results
+
+
+def train(config, workdir: str | None) -> Trained:
+  """`train_and_evaluate`, keeping what the run leaves in memory. With `workdir` None it
+  writes nothing anywhere: no checkpoints (so no resume), no metrics.jsonl (the records are
+  in `history`), no exports or plots (a ConfigError with `log_tensorboard`); the numbers are
+  those of a run in a workdir."""
   start_time = time.time()
   exp = as_experiment(config)
+  workdir_lib.check_tensorboard(exp.log_tensorboard, workdir)
+  if workdir is None:
+    return _train_and_evaluate(exp, None, start_time)
   with workdir_lib.lock(workdir):
     workdir_lib.check_resume(workdir, exp)  # Before anything is written or deleted.
     return _train_and_evaluate(exp, workdir, start_time)
 
 
-def _train_and_evaluate(exp: experiment.Experiment, workdir: str, start_time: float) -> dict:
+def _train_and_evaluate(exp: experiment.Experiment, workdir: str | None, start_time: float):
   py_logging.getLogger("absl").setLevel(py_logging.INFO)
   _ = exp.hardware.spec  # Reads a measured device table: a bad one fails before any write.
   setup = runner.build(exp)
@@ -341,27 +407,43 @@ def _train_and_evaluate(exp: experiment.Experiment, workdir: str, start_time: fl
     ds.n_classes,
     setup.steps_per_epoch,
   )
-  ckpts = _Checkpoints(workdir, exp)
+  ckpts = None if workdir is None else _Checkpoints(workdir, exp)
   state = _start_state(setup, exp, ckpts)
-  resumed_step = int(state.step) if ckpts.latest is not None else 0
-  dropped = workdir_lib.truncate_metrics(workdir, resumed_step)
-  if dropped:
-    logging.info("metrics.jsonl: dropped %d records after the resumed step.", dropped)
+  fresh = ckpts is None or ckpts.latest is None
+  resumed_step = 0 if fresh else int(state.step)
+  if workdir is not None:
+    dropped = workdir_lib.truncate_metrics(workdir, resumed_step)
+    if dropped:
+      logging.info("metrics.jsonl: dropped %d records after the resumed step.", dropped)
   pop = runner.Population(setup, [exp], population_lib.Layout(), [state])
-  hook = _start_pruning(pop, workdir, fresh=ckpts.latest is None) if exp.prune.enabled else None
-  workdir_lib.write_config(workdir, exp)
-  fit = runner.fit(
-    pop,
-    writer=workdir_lib.MetricsWriter(workdir),
-    checkpoints=ckpts,
-    pruning=hook,
-    best=ckpts.best_so_far(pop.state),
-    start_time=start_time,
+  hook = _start_pruning(pop, workdir, fresh=fresh) if exp.prune.enabled else None
+  if workdir is not None:
+    workdir_lib.write_config(workdir, exp)
+  writer = workdir_lib.MetricsWriter(
+    workdir, exp.log_tensorboard, purge_step=None if fresh else resumed_step + 1
   )
+  try:
+    fit = runner.fit(
+      pop,
+      writer=writer,
+      checkpoints=ckpts,
+      pruning=hook,
+      best=None if ckpts is None else ckpts.best_so_far(pop.state),
+      start_time=start_time,
+    )
+  finally:
+    writer.close()
   runner.best_or_raise(fit)
-  results = _final_results(pop, fit, workdir, start_time)
-  write_results(workdir, workdir_lib.RESULTS, results)
-  return results
+  results, report, pruned_params = _final_results(pop, fit, workdir, start_time, hook)
+  history = writer.records
+  if workdir is not None:
+    write_results(workdir, workdir_lib.RESULTS, results)
+    history = workdir_lib.read_metrics(workdir)
+    title = f"{ds.name}, {exp.model_name}: test accuracy {results['test_accuracy']:.4f}"
+    figures.plot_training_curves(history, os.path.join(workdir, figures.CURVES), title)
+  return Trained(
+    exp, results, fit.best, fit.best_batch_stats, pruned_params, tuple(history), report
+  )
 
 
 def write_results(directory: str, name: str, results: dict) -> None:
@@ -370,23 +452,24 @@ def write_results(directory: str, name: str, results: dict) -> None:
   logging.info("Test accuracy %.4f; results in %s.", results["test_accuracy"], path)
 
 
-def _final_results(pop: runner.Population, fit: runner.Fit, workdir: str, start_time: float):
-  """Test metrics of the best state (by val accuracy), exports and the cost report."""
+def _final_results(pop: runner.Population, fit: runner.Fit, workdir, start_time: float, hook):
+  """(results, cost report, pruned params or None): test metrics of the best state (by val
+  accuracy), exports (none with `workdir` None) and the cost report."""
   setup, exp, params, stats = pop.setup, pop.members[0], fit.best, fit.best_batch_stats
   test = pop.evaluate(params, setup.dataset.test, stats)
   val = pop.evaluate(params, setup.dataset.val, stats)
   report = runner.cost_report(setup, params, exp.quant.spec, stats)
-  extra = {}
-  if exp.quant.spec is not None:
+  extra, pruned_params = {}, None
+  if exp.quant.spec is not None and workdir is not None:
     extra["export_dir"] = os.path.join(workdir, EXPORT_DIR)
     export_params(setup, exp, params, extra["export_dir"], stats)
   extra.update(analog_results(pop, params, workdir, stats))
   if exp.prune.enabled:
-    pruned = _export_pruned(pop, params, stats, workdir)
+    pruned = _export_pruned(pop, params, stats, workdir, hook.start)
     # The cost keys describe the model as exported: the physically smaller one.
-    report = pruned.pop("report")
+    report, pruned_params = pruned.pop("report"), pruned.pop("pruned_params")
     extra.update(pruned)
-  return {
+  results = {
     **extra,
     "task": setup.dataset.name,
     "model": exp.model_name,
@@ -402,6 +485,7 @@ def _final_results(pop: runner.Population, fit: runner.Fit, workdir: str, start_
     "platform": jax.default_backend(),
     **report.as_dict(),
   }
+  return results, report, pruned_params
 
 
 @dataclasses.dataclass
@@ -437,14 +521,23 @@ def _best_params(setup: runner.Setup, exps: list, workdir: str) -> tuple[list, o
   fitted = workdir_lib.trained_with(workdir, "quant") or workdir_lib.trained_with(
     workdir, "hardware"
   )
+  return _calibrated(setup, exps, state.params, state.batch_stats, fitted), state.batch_stats, step
+
+
+def _calibrated(setup: runner.Setup, exps: list, params, stats, fitted: bool) -> list:
+  """`params` for each of `exps`: activation ranges calibrated under each one that
+  quantizes or simulates hardware when the params never fitted them (not `fitted`)."""
   calibrate = lambda e: not fitted and (e.quant.enabled or e.hardware.enabled)
-  stats = state.batch_stats
-  params = [
-    runner.calibrate(setup, e, state.params, stats) if calibrate(e) else state.params for e in exps
-  ]
+  out = [runner.calibrate(setup, e, params, stats) if calibrate(e) else params for e in exps]
   if any(calibrate(e) for e in exps):
     logging.info("Activation ranges calibrated on one training batch.")
-  return params, stats, step
+  return out
+
+
+def _inference(exp, setup, params, stats, step: int, quantized: bool) -> Inference:
+  state = runner.new_state(setup, exp, params, batch_stats=stats)
+  pop = runner.Population(setup, [exp], population_lib.Layout(), [state])
+  return Inference(exp, setup, pop, params, stats, step, quantized)
 
 
 def load_for_inference(config, workdir: str) -> Inference:
@@ -454,10 +547,21 @@ def load_for_inference(config, workdir: str) -> Inference:
   workdir_lib.check_inference(workdir, exp)
   setup = runner.build(exp)
   (params,), stats, step = _best_params(setup, [exp], workdir)
-  state = runner.new_state(setup, exp, params, batch_stats=stats)
-  pop = runner.Population(setup, [exp], population_lib.Layout(), [state])
   quantized = workdir_lib.trained_with(workdir, "quant")
-  return Inference(exp, setup, pop, params, stats, step, quantized)
+  return _inference(exp, setup, params, stats, step, quantized)
+
+
+def inference_of(config, trained: Trained) -> Inference:
+  """A model trained in memory (`train`'s best state) under `config`'s quantization and
+  hardware, exactly as `load_for_inference` reads its checkpoint from a workdir (a
+  ConfigError when it was trained with another model or data)."""
+  exp = as_experiment(config)
+  workdir_lib.check_same_model(experiment.to_dict(trained.exp), exp, "The fit result is a model")
+  setup = runner.build(exp)
+  fitted = trained.exp.quant.enabled or trained.exp.hardware.enabled
+  (params,) = _calibrated(setup, [exp], trained.params, trained.batch_stats, fitted)
+  step = trained.results["checkpoint_step"]
+  return _inference(exp, setup, params, trained.batch_stats, step, trained.exp.quant.enabled)
 
 
 def evaluate_many(exps: list, workdir: str, chunk_size: int = 16) -> list[dict]:
@@ -502,11 +606,13 @@ def evaluate(config, workdir: str) -> dict:
   start_time = time.time()
   exp = as_experiment(config)
   with workdir_lib.lock(workdir, create=False):
-    return _evaluate(exp, workdir, start_time)
+    return evaluate_inference(load_for_inference(exp, workdir), workdir, start_time)
 
 
-def _evaluate(exp: experiment.Experiment, workdir: str, start_time: float) -> dict:
-  run = load_for_inference(exp, workdir)
+def evaluate_inference(run: Inference, workdir: str | None, start_time: float) -> dict:
+  """results_evaluate.json's dict of `run`, written into `workdir` (with the noise plot of
+  `hardware.prog_noise_scales`); nothing written with `workdir` None."""
+  exp = run.exp
   test = run.pop.evaluate(run.params, run.setup.dataset.test, run.batch_stats)
   report = runner.cost_report(run.setup, run.params, exp.quant.spec, run.batch_stats)
   analog = analog_results(run.pop, run.params, workdir, run.batch_stats)
@@ -524,5 +630,6 @@ def _evaluate(exp: experiment.Experiment, workdir: str, start_time: float) -> di
     **report.as_dict(),
     **analog,
   }
-  write_results(workdir, "results_evaluate.json", results)
+  if workdir is not None:
+    write_results(workdir, "results_evaluate.json", results)
   return results

@@ -3,6 +3,8 @@
   launch.lock       while a launch uses the workdir: its pid and host (`lock`)
   config.json       the run's config (`experiment.to_dict`)
   metrics.jsonl     one JSON object per logged step and per epoch
+  tensorboard/      the same numbers as TensorBoard events (config.log_tensorboard)
+  training_curves.png (.pdf)  loss and accuracy against the step (figures.CURVES)
   checkpoints/      the last `keep_checkpoints` states (orbax), for resuming
   best/             the state with the best validation accuracy
   unreadable/       checkpoints a resume could not read, moved aside (never deleted)
@@ -25,6 +27,7 @@ before anything is written or deleted:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -42,13 +45,15 @@ METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
+TENSORBOARD_DIR = "tensorboard"  # Event files, with config.log_tensorboard.
 UNREADABLE_DIR = "unreadable"
 # Orbax writes a checkpoint under this suffix and renames it when complete: a folder that
 # still has it was cut off by a crash.
 PARTIAL_CHECKPOINT = ".orbax-checkpoint-tmp"
 # Sections a training run does not read: ignored when deciding whether a workdir holds a
-# run of a config (the progress bar; the chip a run is deployed on, --mode=deploy's own).
-NOT_TRAINING_KEYS = ("progress_bar", "deploy")
+# run of a config (the progress bar, TensorBoard logging; the chip a run is deployed on,
+# --mode=deploy's own).
+NOT_TRAINING_KEYS = ("progress_bar", "log_tensorboard", "deploy")
 # The fields a relaunch of --mode=train may change and still resume (the one list): how
 # long to train and what is written. A longer num_epochs stretches the learning-rate
 # schedule (and a gradual pruning schedule) from the resumed step on; everything else
@@ -169,6 +174,22 @@ def truncate_metrics(workdir: str, step: int) -> int:
   return len(lines) - len(kept)
 
 
+def read_metrics(workdir: str) -> list[dict]:
+  """The records of workdir/metrics.jsonl in order ([] without one; a line cut off by a
+  crash is skipped)."""
+  path = os.path.join(workdir, METRICS)
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        pass  # Half a line written when the run was killed.
+  return records
+
+
 def remove_partial_checkpoints(workdir: str) -> list[str]:
   """Removes the checkpoint folders a crash left half-written (orbax's temporary names) in
   checkpoints/ and best/; their complete predecessors are untouched. Returns the paths."""
@@ -196,15 +217,87 @@ def move_aside(workdir: str, checkpoint: str) -> str:
 
 
 class MetricsWriter:
-  """Appends one JSON object per line to workdir/metrics.jsonl."""
+  """Appends one JSON object per line to workdir/metrics.jsonl and keeps every record it
+  wrote in `records` (the run's history, for the Python API).
 
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, METRICS)
+  With `tensorboard` (the config's `log_tensorboard`) every number of a record is also a
+  TensorBoard scalar in workdir/tensorboard/ (tensorboardX, the `[tensorboard]` extra):
+  tag `key` (`run/key` for a sweep's member, `key/i` for the i-th of a population's
+  values), flushed at every epoch record; `purge_step` (a resumed run's step + 1) makes
+  TensorBoard drop the events a crashed run wrote after it, as `truncate_metrics` drops
+  their records. With `workdir` None nothing is written: the records are only kept.
+  """
+
+  def __init__(self, workdir: str | None, tensorboard: bool = False, purge_step=None):
+    self.path = None if workdir is None else os.path.join(workdir, METRICS)
+    self.records = []
+    self._events = None
+    if tensorboard:
+      check_tensorboard(tensorboard, workdir)
+      self._events = tensorboard_writer(os.path.join(workdir, TENSORBOARD_DIR), purge_step)
 
   def write(self, step: int, **metrics) -> None:
     record = {"step": int(step), **{k: _to_python(v) for k, v in metrics.items()}}
-    with writing(self.path), open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    self.records.append(record)
+    if self.path is not None:
+      with writing(self.path), open(self.path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if self._events is not None:
+      for tag, value in scalars(record):
+        self._events.add_scalar(tag, value, record["step"])
+      if "epoch" in record:
+        self._events.flush()
+
+  def close(self) -> None:
+    """Flushes and closes the TensorBoard event file (nothing to do without one)."""
+    if self._events is not None:
+      self._events.close()
+      self._events = None
+
+
+def scalars(record: dict) -> list[tuple[str, float]]:
+  """(TensorBoard tag, value) of every number of a metrics record but its step."""
+  run = str(record.get("run", "")).replace(" ", "_").replace("/", "_of_")
+  prefix = f"{run}/" if run else ""
+  out = []
+  for key, value in record.items():
+    if key in ("step", "run") or isinstance(value, bool | str):
+      continue
+    if isinstance(value, list):
+      out += [(f"{prefix}{key}/{i}", float(v)) for i, v in enumerate(value) if _number(v)]
+    elif _number(value):
+      out.append((f"{prefix}{key}", float(value)))
+  return out
+
+
+def _number(value) -> bool:
+  return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_tensorboard(enabled: bool, workdir: str | None) -> None:
+  """With `enabled` (the config's `log_tensorboard`), a ConfigError when there is no
+  `workdir` to write the events in, or when tensorboardX is missing (naming the extra to
+  install): called before anything is written."""
+  if not enabled:
+    return
+  if workdir is None:
+    raise errors.ConfigError(
+      "log_tensorboard=True needs a workdir to write the event files in; pass one, or set "
+      "log_tensorboard=False (the records are kept in memory either way)."
+    )
+  if importlib.util.find_spec("tensorboardX") is None:
+    raise errors.ConfigError(
+      "log_tensorboard=True needs tensorboardX, which is not installed: "
+      "pip install 'ssm-aimc[tensorboard]' (or set log_tensorboard=False)."
+    )
+
+
+def tensorboard_writer(logdir: str, purge_step=None):
+  """A tensorboardX SummaryWriter in `logdir`."""
+  import tensorboardX  # noqa: PLC0415  (an optional extra, imported when asked for)
+
+  with writing(logdir):
+    return tensorboardX.SummaryWriter(logdir, purge_step=purge_step, flush_secs=30)
 
 
 def _to_python(v):
@@ -312,8 +405,14 @@ def check_inference(workdir: str, exp: experiment.Experiment) -> None:
   model or data than `exp` (INFERENCE_KEYS up to INFERENCE_FREE_KEYS); quantization,
   hardware and the rest are free. A workdir without config.json is not checked."""
   stored = stored_config(workdir)
-  if stored is None:
-    return
+  if stored is not None:
+    check_same_model(stored, exp, f"{workdir} holds a model")
+
+
+def check_same_model(stored: dict, exp: experiment.Experiment, what: str) -> None:
+  """ConfigError naming every differing field if the config tree `stored` (a config.json,
+  or `experiment.to_dict` of a model trained in memory) has another model or data than
+  `exp` (INFERENCE_KEYS up to INFERENCE_FREE_KEYS); `what` starts the message."""
   pick = lambda tree: {k: tree.get(k) for k in INFERENCE_KEYS}
   found = differences(
     pick(_normalised(stored, INFERENCE_FREE_KEYS)),
@@ -321,7 +420,7 @@ def check_inference(workdir: str, exp: experiment.Experiment) -> None:
   )
   if found:
     raise errors.ConfigError(
-      f"{workdir} holds a model trained with another config ({_listed(found)}): its "
+      f"{what} trained with another config ({_listed(found)}): its "
       "checkpoint is only evaluated or deployed with its own model and data settings."
     )
 

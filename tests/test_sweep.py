@@ -27,7 +27,18 @@ import optax
 import pytest
 
 from configs import default, sweep_bits
-from ssm_aimc import data, errors, experiment, optim, population, runner, steps, sweep, train
+from ssm_aimc import (
+  data,
+  errors,
+  experiment,
+  figures,
+  optim,
+  population,
+  runner,
+  steps,
+  sweep,
+  train,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -197,8 +208,10 @@ def test_sweep_csv_has_one_row_per_grid_point(swept):
   assert len({r["tiles"] for r in rows}) == 1
   assert all(float(r["energy_per_inference_j"]) > 0 for r in rows)
   assert all(float(r["energy_vs_fp32"]) > 1 for r in rows)
-  for name in (sweep.PLOT_BITS, sweep.PLOT_NOISE, sweep.PLOT_PARETO, "config.json"):
+  for name in (sweep.PLOT_BITS, sweep.PLOT_NOISE, sweep.PLOT_PARETO, figures.CURVES):
     assert os.path.getsize(swept.workdir / name) > 0
+    assert os.path.getsize(swept.workdir / figures.pdf_path(name)) > 0
+  assert os.path.getsize(swept.workdir / "config.json") > 0
   with open(swept.workdir / sweep.JSON_NAME) as f:
     assert len(json.load(f)["rows"]) == 8
 

@@ -173,7 +173,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 1  # Save the last-k checkpoint every this many epochs.
   config.keep_checkpoints = 2  # How many recent checkpoints to keep (plus the best).
   config.init_checkpoint = ""  # Workdir whose best params initialise a fresh run.
-  config.progress_bar = True  # tqdm bar per epoch (auto-hidden when not a terminal).
+  config.progress_bar = True  # A bar per long stage on a terminal, log lines off one.
+  # Also write the metrics as TensorBoard events in workdir/tensorboard/ (the [tensorboard]
+  # extra).
+  config.log_tensorboard = False
 
   if variant == "smoke":
     config.model.d_model = 16
