@@ -70,7 +70,7 @@ UNSUPPORTED = (nn.ConvLocal, nn.ConvTranspose)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Tile:
+class Tile:
   """How one layer's product sits on a crossbar.
 
   Attributes:
@@ -91,7 +91,7 @@ def tile_product(
   key_read: jax.Array,
   x: jax.Array,
   w: jax.Array,
-  tile: _Tile,
+  tile: Tile,
   spec: analog_lib.AnalogSpec,
   weight_bits=None,
   input_range=None,
@@ -106,7 +106,7 @@ def tile_product(
   Args:
     key_program, key_read: keys of the programming (the chip) and of this product's reads.
     x: the layer's input; w: its kernel.
-    tile: the layer's product and layout (`_Tile`).
+    tile: the layer's product and layout (`Tile`).
     spec: the analog spec.
     weight_bits: None, or the width of the per-output-channel absmax weight quantizer.
     input_range: None (the absmax of x under stop_gradient) or the fixed DAC range r.
@@ -146,7 +146,7 @@ def tile_product(
   )
 
 
-def _dot_general_tile(lhs_ndim: int, dimension_numbers, precision, preferred) -> _Tile:
+def _dot_general_tile(lhs_ndim: int, dimension_numbers, precision, preferred) -> Tile:
   """The tile of `lax.dot_general(lhs, kernel, dimension_numbers)` (Dense, DenseGeneral).
 
   Output axes: batch, then the free lhs axes, then the free kernel axes (features)."""
@@ -164,10 +164,10 @@ def _dot_general_tile(lhs_ndim: int, dimension_numbers, precision, preferred) ->
     n_batch = len(rhs_batch)
     return kept.reshape(kept.shape[:n_batch] + (1,) * n_lhs_free + kept.shape[n_batch:])
 
-  return _Tile(product, tuple(rhs_contract), out_shape)
+  return Tile(product, tuple(rhs_contract), out_shape)
 
 
-def _conv_tile(kernel_ndim: int, conv: Callable, dimension_numbers, **conv_kwargs) -> _Tile:
+def _conv_tile(kernel_ndim: int, conv: Callable, dimension_numbers, **conv_kwargs) -> Tile:
   """The tile of a convolution: every kernel axis but the output-feature one is summed."""
   dn = lax.conv_dimension_numbers((1,) * kernel_ndim, (1,) * kernel_ndim, dimension_numbers)
   out_feature_axis = dn.rhs_spec[0]
@@ -182,10 +182,10 @@ def _conv_tile(kernel_ndim: int, conv: Callable, dimension_numbers, **conv_kwarg
     return w_max.reshape(shape)
 
   contract = tuple(a for a in range(kernel_ndim) if a != out_feature_axis)
-  return _Tile(product, contract, out_shape)
+  return Tile(product, contract, out_shape)
 
 
-def _einsum_tile(einsum_str: str, y_ndim: int, precision, preferred) -> _Tile:
+def _einsum_tile(einsum_str: str, y_ndim: int, precision, preferred) -> Tile:
   """The tile of jnp.einsum(einsum_str, x, kernel): kernel letters absent from the output
   are summed; max|w| of the other letters is laid out in the output's order."""
   inputs, out = einsum_str.split("->")
@@ -212,7 +212,7 @@ def _einsum_tile(einsum_str: str, y_ndim: int, precision, preferred) -> _Tile:
       shape.extend([1] * n_ellipsis if c == "." else [sizes.get(c, 1)])
     return kept_max.reshape(shape)
 
-  return _Tile(product, contract, out_shape)
+  return Tile(product, contract, out_shape)
 
 
 @contextlib.contextmanager
