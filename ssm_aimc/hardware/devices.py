@@ -14,12 +14,17 @@ are in microsiemens (uS), times in seconds (s). Every device answers the same qu
 and says statically which terms it has (`has_prog_noise`, `has_drift`, `has_read_noise`),
 so the ideal device adds no operation at all.
 
-Presets (docs/design.md §2):
-  PCM_LIKE   the PCM statistics of aihwkit's PCMLikeNoiseModel, fitted to measured
-             phase-change memory by Joshi et al. (Nat. Commun. 2020).
-  RRAM_TAOX  TaOx RRAM-like: an assumption in the ballpark of the write-verify chips of
-             Rao et al. (Nature 2023), to be replaced by measured data.
-  IDEAL      no noise, no drift, continuous conductance.
+Presets (docs/design.md §2), by registry name; those that copy the statistics of one of
+IBM aihwkit's inference noise models (Apache-2.0) name it in `AIHWKIT_NOISE_MODELS`:
+  pcm_like         PCM_LIKE: aihwkit's PCMLikeNoiseModel, fitted to measured phase-change
+                   memory by Joshi et al. (Nat. Commun. 2020).
+  reram_wan2022    RERAM_WAN2022 (and _1d, _2d): aihwkit's ReRamWan2022NoiseModel, the
+                   ReRAM of Wan et al. (Nature 2022) 1 s (1 day, 2 days) after programming.
+  reram_cmo        RERAM_CMO: aihwkit's ReRamCMONoiseModel, CMO/HfOx ReRAM of IBM Research
+                   Zurich (Falcone et al.), one hour after programming.
+  rram_taox        RRAM_TAOX: TaOx RRAM-like, an assumption in the ballpark of the
+                   write-verify chips of Rao et al. (Nature 2023), to be replaced by data.
+  ideal            IDEAL: no noise, no drift, continuous conductance.
 `MeasuredDevice.from_csv` turns a lab's table (target, measured mean, measured std) into a
 device that interpolates between the rows.
 
@@ -61,7 +66,10 @@ def _check_levels(name: str, levels: int | None) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class PCMLikeDevice:
-  """Phase-change memory statistics of aihwkit's PCMLikeNoiseModel (Joshi et al. 2020).
+  """Phase-change memory statistics of aihwkit's PCMLikeNoiseModel (Joshi et al. 2020);
+  registry name "pcm_like". Constants: aihwkit src/aihwkit/inference/noise/pcm.py
+  (PCMLikeNoiseModel defaults: prog_coeff, g_max = 25 uS, t_read = 250 ns, t_0 = 20 s, the
+  drift and read-noise fits); our own code reproduces their statistics.
 
   With g_hat = G / g_max:
     programming std (uS) = p0 + p1 g_hat + p2 g_hat^2,
@@ -302,7 +310,167 @@ class MeasuredDevice(_FractionalReadAndDrift):
     return jnp.interp(g, targets, stds)
 
 
-Device = PCMLikeDevice | ConstantNoiseDevice | MeasuredDevice
+# aihwkit's ReRamWan2022NoiseModel (src/aihwkit/inference/noise/reram.py, commit 4545f11b of
+# github.com/IBM/aihwkit): the std (uS) of G - G_target at three times after programming,
+# a 4th-order polynomial in g_hat = G_target / g_max fitted to the figures of Wan et al.,
+# Nature 2022. Listed here as (c0, c1, c2, c3, c4) of c0 + c1 g_hat + ... + c4 g_hat^4
+# (aihwkit writes each list from c4 down and reverses it).
+WAN2022_STD_POLY = {
+  1.0: (0.348, 16.030, -43.853, 45.393, -16.815),
+  86400.0: (0.701, 22.086, -50.773, 47.095, -16.458),
+  172800.0: (0.782, 20.274, -43.507, 37.062, -11.934),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReRamWan2022Device:
+  """ReRAM statistics of aihwkit's ReRamWan2022NoiseModel (Wan et al., Nature 2022).
+
+  At time t after programming (one of aihwkit's three fitted times: 1 s, 1 day, 2 days),
+  a device programmed to target G sits at G + sigma_t(g_hat) eps, eps ~ N(0, 1), clipped
+  at 0, with sigma_t the polynomial `WAN2022_STD_POLY[t]` (uS) in g_hat = G / g_max. As in
+  aihwkit, the draw at t replaces the one at programming (no drift law, no separate read
+  noise: the fit is of the whole deviation) and sigma does not rescale with g_max (aihwkit
+  multiplies by g_max / coeff_g_max_reference, which it sets to g_max itself).
+
+  In this Device interface that is a programming noise of std |sigma_t| and nothing else.
+  What differs from aihwkit:
+    - the time is this preset's `t_inference_s`, fixed when the device is made: the
+      spec's t_inference does not move it (aihwkit raises for any other time; here pick
+      reram_wan2022 / _1d / _2d or replace t_inference_s);
+    - a weight is the differential pair of `analog.program` with G- at g_min (aihwkit's
+      SinglePairConductanceConverter, also g_min = 0 by default: the same mapping);
+    - aihwkit suggests ~1 % additive read noise on top (its forward.w_noise); none here.
+
+  Attributes:
+    name: registry name.
+    g_min_us, g_max_us: conductance range (uS); aihwkit's default g_max is 25 uS.
+    levels: distinguishable conductance levels (None: continuous).
+    t_inference_s: which fitted time the statistics are those of (a key of
+      WAN2022_STD_POLY).
+  """
+
+  name: str = "reram_wan2022"
+  g_min_us: float = 0.0
+  g_max_us: float = 25.0
+  levels: int | None = None
+  t_inference_s: float = 1.0
+
+  has_prog_noise = True
+  has_drift = False
+  has_read_noise = False
+
+  def __post_init__(self):
+    _check_range(self.name, self.g_min_us, self.g_max_us)
+    _check_levels(self.name, self.levels)
+    if self.t_inference_s not in WAN2022_STD_POLY:
+      raise errors.ConfigError(
+        f"Device {self.name!r}: t_inference_s must be one of aihwkit's fitted times "
+        f"{sorted(WAN2022_STD_POLY)} s, got {self.t_inference_s}."
+      )
+
+  def programmed_mean_us(self, g):
+    return g
+
+  def prog_noise_std_us(self, g):
+    g_hat = g / self.g_max_us
+    std = jnp.zeros_like(g_hat)
+    for c in reversed(WAN2022_STD_POLY[self.t_inference_s]):  # Horner.
+      std = std * g_hat + c
+    return jnp.abs(std)  # aihwkit multiplies eps by sigma: only |sigma| matters.
+
+
+# aihwkit's ReRamCMONoiseModel defaults (same file and commit): conductance range of its
+# SingleDeviceConductanceConverter, programming std intercept and slope (uS, uS/uS) per
+# acceptance range of the program-and-verify loop (0.2 % and 2 % of the target; the default
+# acceptance_range=2e-2 is not a key, so aihwkit falls back to the smallest, 0.2), the
+# relaxation fit mean = a ln t, std = b ln t + c (uS, t in s), and the read noise
+# K log10(G) sqrt(ln((t + t_read) / (2 t_read))) with its t_read.
+CMO_G_MIN_US, CMO_G_MAX_US = 9.0, 88.199997
+CMO_PROG_STD = {0.2: (0.00081107, 0.00106879), 2.0: (0.0112185391, 0.01129027418)}
+CMO_RELAX_MEAN_PER_LN_T = -0.08900206
+CMO_RELAX_STD = (0.04201137, 0.41183342)
+CMO_READ_K, CMO_T_READ_S = 0.0277316483, 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class ReRamCMODevice:
+  """CMO/HfOx ReRAM statistics of aihwkit's ReRamCMONoiseModel (IBM Research Zurich,
+  Falcone et al.), at `t_inference_s` after programming:
+
+    programming   G_prog = G + (p0 + p1 G) eps1 (G in uS; p0, p1 of the acceptance range),
+    relaxation    G_rel = G_prog + a ln t + (b ln t + c) eps2,
+    read          G_t = G_rel + K log10(G_rel) sqrt(ln((t + t_read) / (2 t_read))) eps3,
+
+  then clipped to [g_min, g_max]. In this Device interface: programmed mean G + a ln t, a
+  programming std sqrt((p0 + p1 G)^2 + (b ln t + c)^2) (the sum of the two independent
+  frozen Gaussians), no drift law, and a read-noise std K |log10 G_t| sqrt(ln((t + t_read)
+  / (2 t_read))) (t = t_inference_s) drawn at every read.
+
+  What differs from aihwkit:
+    - the time is this preset's `t_inference_s`, fixed when the device is made, and the
+      spec's t_inference does not move it (replace t_inference_s for another time);
+    - aihwkit draws the read term once at t_inference (frozen into the weights of that
+      evaluation); here it is fresh at every read (as the project's PCM read noise is),
+      with the same std per read;
+    - aihwkit maps a weight onto ONE device (SingleDeviceConductanceConverter, w_min ->
+      g_min, w_max -> g_max); here a weight is a differential pair G+ - G- with the idle
+      device at g_min (`analog.program`), so the mean shift a ln t, equal on both, cancels;
+    - clipping: only at 0 here (`noise.program_conductances`), not at [g_min, g_max], and
+      the read std uses |log10 G| (aihwkit's sigma can go negative below 1 uS, where only
+      its magnitude matters; the presets' g_min = 9 uS keeps G above 1 uS).
+
+  Attributes:
+    name: registry name.
+    g_min_us, g_max_us: conductance range (uS), aihwkit's defaults 9 and 88.199997.
+    levels: distinguishable conductance levels (None: continuous).
+    acceptance_range_pct: 0.2 or 2, the program-and-verify tolerance (% of target).
+    t_inference_s: time after programming (s) whose statistics the preset holds, > 0.
+  """
+
+  name: str = "reram_cmo"
+  g_min_us: float = CMO_G_MIN_US
+  g_max_us: float = CMO_G_MAX_US
+  levels: int | None = None
+  acceptance_range_pct: float = 0.2
+  t_inference_s: float = 3600.0
+
+  has_prog_noise = True
+  has_drift = False
+  has_read_noise = True
+
+  def __post_init__(self):
+    _check_range(self.name, self.g_min_us, self.g_max_us)
+    _check_levels(self.name, self.levels)
+    if self.acceptance_range_pct not in CMO_PROG_STD:
+      raise errors.ConfigError(
+        f"Device {self.name!r}: acceptance_range_pct must be one of {sorted(CMO_PROG_STD)}."
+      )
+    if not (math.isfinite(self.t_inference_s) and self.t_inference_s > 0):
+      raise errors.ConfigError(f"Device {self.name!r}: t_inference_s must be > 0 seconds.")
+
+  def _relaxation(self) -> tuple[float, float]:
+    """(mean shift, std) of the relaxation at t_inference_s, uS."""
+    log_t = math.log(self.t_inference_s)
+    b, c = CMO_RELAX_STD
+    return CMO_RELAX_MEAN_PER_LN_T * log_t, b * log_t + c
+
+  def programmed_mean_us(self, g):
+    return g + self._relaxation()[0]
+
+  def prog_noise_std_us(self, g):
+    p0, p1 = CMO_PROG_STD[self.acceptance_range_pct]
+    return jnp.sqrt(jnp.square(p0 + p1 * g) + self._relaxation()[1] ** 2)
+
+  def read_noise_std_us(self, g, g_t, t):
+    del g, t  # The preset's own time (see the docstring).
+    t = self.t_inference_s
+    growth = math.sqrt(max(math.log((t + CMO_T_READ_S) / (2.0 * CMO_T_READ_S)), 0.0))
+    log_g = jnp.log10(jnp.maximum(jnp.abs(g_t), G_HAT_FLOOR))
+    return CMO_READ_K * jnp.abs(log_g) * growth
+
+
+Device = PCMLikeDevice | ReRamWan2022Device | ReRamCMODevice | ConstantNoiseDevice | MeasuredDevice
 
 PCM_LIKE = PCMLikeDevice()
 # Assumption values (docs/design.md §2), not a measured chip: 1-100 uS, 2048 levels after
@@ -316,8 +484,32 @@ RRAM_TAOX = ConstantNoiseDevice(
   read_noise_of_g=0.005,
 )
 IDEAL = ConstantNoiseDevice(name="ideal", g_min_us=0.0, g_max_us=25.0)
+RERAM_WAN2022 = ReRamWan2022Device()
+RERAM_WAN2022_1D = ReRamWan2022Device(name="reram_wan2022_1d", t_inference_s=86400.0)
+RERAM_WAN2022_2D = ReRamWan2022Device(name="reram_wan2022_2d", t_inference_s=172800.0)
+RERAM_CMO = ReRamCMODevice()
 
-DEVICES: dict[str, Device] = {d.name: d for d in (PCM_LIKE, RRAM_TAOX, IDEAL)}
+DEVICES: dict[str, Device] = {
+  d.name: d
+  for d in (
+    PCM_LIKE,
+    RERAM_WAN2022,
+    RERAM_WAN2022_1D,
+    RERAM_WAN2022_2D,
+    RERAM_CMO,
+    RRAM_TAOX,
+    IDEAL,
+  )
+}
+# The aihwkit inference noise model (aihwkit.inference.noise) whose statistics each preset
+# copies; the presets not listed are this project's own.
+AIHWKIT_NOISE_MODELS = {
+  "pcm_like": "PCMLikeNoiseModel",
+  "reram_wan2022": "ReRamWan2022NoiseModel",
+  "reram_wan2022_1d": "ReRamWan2022NoiseModel",
+  "reram_wan2022_2d": "ReRamWan2022NoiseModel",
+  "reram_cmo": "ReRamCMONoiseModel",
+}
 
 
 def get_device(name: str, csv_path: str = "") -> Device:
