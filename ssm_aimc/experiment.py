@@ -387,11 +387,16 @@ class Experiment:
           f"hardware.{name}={mine} but deploy.{name}={chips}: the chip uses deploy.*; "
           f"set them equal or leave hardware.{name} at 0."
         )
-    specs = {}
-    for name in [n for n in d.devices if n] or [hw.device]:
-      device = devices.get_device(name, hw.device_csv)
-      specs[device.name] = hw.spec_on(device, d.dac_bits, d.adc_bits)
-    return specs
+    names = [n for n in d.devices if n] or [hw.device]
+    chip_devices = [devices.get_device(name, hw.device_csv) for name in names]
+    frozen_at = devices.fixed_time(chip_devices[0])
+    if d.drift_times and frozen_at is not None:
+      raise errors.ConfigError(
+        f"deploy.drift_times evaluates the first device, {chip_devices[0].name!r}, at other "
+        f"times, but its statistics are frozen at {frozen_at:g} s: put a device that drifts "
+        "first in deploy.devices, or leave drift_times empty."
+      )
+    return {dev.name: hw.spec_on(dev, d.dac_bits, d.adc_bits) for dev in chip_devices}
 
 
 # Nested sections: (class, field) -> the dataclass that field holds.

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ssm_aimc import errors, experiment
+from ssm_aimc.configs import default
 from ssm_aimc.hardware import analog, devices, noise
 
 N = 40_000
@@ -131,10 +132,33 @@ def test_pcm_like_programming_drift_and_read_statistics():
 def test_presets_are_registered_and_run_in_a_spec(name):
   device = devices.get_device(name)
   assert devices.AIHWKIT_NOISE_MODELS[name].startswith("ReRam")
-  assert experiment.HardwareConfig(enabled=True, device=name).spec.device is device
-  spec = analog.AnalogSpec.make(device)
+  at = devices.fixed_time(device)  # The preset's own time: another one is refused.
+  assert experiment.HardwareConfig(enabled=True, device=name, t_inference=at).spec.device is device
+  spec = analog.AnalogSpec.make(device, t_inference=at)
   w = jax.random.normal(jax.random.key(0), (8, 4))
   y = analog.analog_matmul(
     jax.random.key(1), jax.random.key(2), jnp.ones((3, 8)), w, jnp.float32(1.0), spec
   )
   assert np.all(np.isfinite(y)) and not np.allclose(y, jnp.ones((3, 8)) @ w)
+
+
+@pytest.mark.parametrize("name", ["reram_wan2022", "reram_wan2022_1d", "reram_cmo"])
+def test_a_frozen_time_preset_refuses_another_t_inference(name):
+  device = devices.DEVICES[name]
+  at = devices.fixed_time(device)
+  assert analog.AnalogSpec.make(device, t_inference=at).t_inference == at
+  with pytest.raises(errors.ConfigError, match=rf"{name}.*t_inference={at:g}"):
+    analog.AnalogSpec.make(device, t_inference=at + 1.0)
+  assert devices.fixed_time(devices.PCM_LIKE) is None
+
+
+def test_drift_times_refused_when_the_first_chip_device_does_not_drift():
+  config = default.get_config("smoke")
+  config.hardware.t_inference = 1.0
+  config.deploy.devices = ("reram_wan2022", "pcm_like")
+  config.deploy.drift_times = (60.0,)
+  with pytest.raises(errors.ConfigError, match="drift_times.*reram_wan2022.*frozen at 1 s"):
+    experiment.from_config(config).chip_specs()
+  config.deploy.drift_times = ()
+  # The other device is evaluated at the same t_inference: pcm_like drifts, 1 s is valid.
+  assert set(experiment.from_config(config).chip_specs()) == {"reram_wan2022", "pcm_like"}

@@ -107,7 +107,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # training (noise-aware training: fresh programming noise every step).
   config.hardware = ml_collections.ConfigDict()
   config.hardware.enabled = False  # Simulate the analog substrate at evaluation.
-  config.hardware.device = "pcm_like"  # pcm_like | rram_taox | ideal (devices.DEVICES).
+  # pcm_like | rram_taox | ideal | reram_wan2022(_1d, _2d) | reram_cmo (devices.DEVICES;
+  # the reram_* presets are aihwkit's fits at one time: t_inference must be theirs).
+  config.hardware.device = "pcm_like"
   config.hardware.device_csv = ""  # CSV (target_us, mean_us, std_us): a measured device.
   config.hardware.mapping = "column"  # column | tensor: where g_max maps (largest |w|).
   config.hardware.recurrence = "digital"  # digital | residual | direct: how a_bar is held.

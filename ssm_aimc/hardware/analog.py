@@ -152,6 +152,14 @@ class AnalogSpec:
         raise errors.ConfigError(f"{name} must be a finite number >= 0, got {value}.")
     if not (math.isfinite(t_inference) and t_inference >= 0):
       raise errors.ConfigError(f"t_inference must be >= 0 seconds, got {t_inference}.")
+    fixed = devices_lib.fixed_time(device)
+    if fixed is not None and t_inference != fixed:
+      raise errors.ConfigError(
+        f"Device {device.name!r} holds its statistics at {fixed:g} s after programming "
+        f"(they do not move with time), but t_inference is {t_inference:g} s: set "
+        f"hardware.t_inference={fixed:g}, or pick a preset of the time you want "
+        f"(devices.DEVICES)."
+      )
     if not (0 <= stuck_min <= 1 and 0 <= stuck_max <= 1 and stuck_min + stuck_max <= 1):
       raise errors.ConfigError(
         "stuck_min and stuck_max (stuck-at fractions) must be in [0, 1] with a sum <= 1, "

@@ -335,9 +335,9 @@ class ReRamWan2022Device:
 
   In this Device interface that is a programming noise of std |sigma_t| and nothing else.
   What differs from aihwkit:
-    - the time is this preset's `t_inference_s`, fixed when the device is made: the
-      spec's t_inference does not move it (aihwkit raises for any other time; here pick
-      reram_wan2022 / _1d / _2d or replace t_inference_s);
+    - the time is this preset's `t_inference_s`, fixed when the device is made: a spec
+      of another t_inference is refused (`AnalogSpec.make`, as aihwkit raises for any
+      other time; pick reram_wan2022 / _1d / _2d or replace t_inference_s);
     - a weight is the differential pair of `analog.program` with G- at g_min (aihwkit's
       SinglePairConductanceConverter, also g_min = 0 by default: the same mapping);
     - aihwkit suggests ~1 % additive read noise on top (its forward.w_noise); none here.
@@ -408,8 +408,8 @@ class ReRamCMODevice:
   / (2 t_read))) (t = t_inference_s) drawn at every read.
 
   What differs from aihwkit:
-    - the time is this preset's `t_inference_s`, fixed when the device is made, and the
-      spec's t_inference does not move it (replace t_inference_s for another time);
+    - the time is this preset's `t_inference_s`, fixed when the device is made: a spec
+      of another t_inference is refused (replace t_inference_s for another time);
     - aihwkit draws the read term once at t_inference (frozen into the weights of that
       evaluation); here it is fresh at every read (as the project's PCM read noise is),
       with the same std per read;
@@ -519,6 +519,12 @@ def get_device(name: str, csv_path: str = "") -> Device:
   if name not in DEVICES:
     raise errors.ConfigError(f"Unknown device {name!r}; valid devices: {sorted(DEVICES)}.")
   return DEVICES[name]
+
+
+def fixed_time(device: Device) -> float | None:
+  """The time after programming (s) that a device's statistics are frozen at (the ReRAM
+  presets of aihwkit's fits), or None for a device that follows the spec's t_inference."""
+  return getattr(device, "t_inference_s", None)
 
 
 def describe(device: Device) -> dict:
