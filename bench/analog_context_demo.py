@@ -1,7 +1,7 @@
 """A plain Flax MLP on simulated PCM chips through `analog_context.on_analog_hardware`: the
 numbers of the README section "Any Flax model on analog hardware".
 
-An MLP (64 -> 32 -> 10, ReLU) written with nothing but `nn.Dense` is trained in float on
+An MLP (64 -> 128 -> 10, ReLU) written with nothing but `nn.Dense` is trained in float on
 scikit-learn's digits (8 x 8 images as 64 features, 1400 train / 397 test), evaluated on
 simulated PCM chips (`devices.PCM_LIKE`, noise at `--noise_scale` x the preset (default 3), one day
 after programming, global drift compensation), then fine-tuned for a few steps with
@@ -9,7 +9,8 @@ noise-aware training (a new chip every step) through the same context and evalua
 the same chips again. Prints float accuracy, chip accuracy before and after (mean +- std
 over `--chips` chips) and the wall time.
 
-    PYTHONPATH=. python bench/analog_context_demo.py [--noise_scale=3 --chips=8 --steps=300]
+    PYTHONPATH=. python bench/analog_context_demo.py [--noise_scale=3 --chips=8 --steps=1000]
+    (--hidden=128: the MLP's width)
 
 Keys use JAX's "rbg" PRNG implementation: the same statistics, and on a CPU it compiles
 the noise draws several times faster than the default threefry.
@@ -33,7 +34,7 @@ from ssm_aimc.hardware import analog, devices
 class MLP(nn.Module):
   """Any user's model: two nn.Dense layers, nothing from ssm_aimc."""
 
-  hidden: int = 32
+  hidden: int = 128
 
   @nn.compact
   def __call__(self, x):
@@ -48,7 +49,7 @@ def digits(n_train: int = 1400):
   return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
-def run(noise_scale=3.0, chips=8, float_steps=300, nat_steps=300, lr=1e-2, hidden=32, seed=0):
+def run(noise_scale=3.0, chips=8, float_steps=300, nat_steps=1000, lr=1e-2, hidden=128, seed=0):
   """Trains, evaluates and fine-tunes; returns a dict of the measured numbers."""
   start = time.time()
   x_train, y_train, x_test, y_test = digits()
@@ -110,8 +111,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--noise_scale", type=float, default=3.0)
   parser.add_argument("--chips", type=int, default=8)
-  parser.add_argument("--steps", type=int, default=300, help="noise-aware training steps")
-  parser.add_argument("--hidden", type=int, default=32)
+  parser.add_argument("--steps", type=int, default=1000, help="noise-aware training steps")
+  parser.add_argument("--hidden", type=int, default=128)
   args = parser.parse_args()
   r = run(args.noise_scale, args.chips, nat_steps=args.steps, hidden=args.hidden)
   pct = lambda v: f"{100 * v:.1f} %"

@@ -27,19 +27,24 @@ def test_console_script_trains_a_packaged_config_from_another_directory(wheel_en
   assert out.stdout.startswith("ssm-aimc train: task digits, model s4d")
 
 
-def test_packaged_configs_import_from_the_installed_package(wheel_env, tmp_path):
+def test_the_installed_package_fits_a_packaged_config_in_memory(wheel_env, tmp_path):
   code = (
     "import ssm_aimc, ssm_aimc.configs as c\n"
     "from ssm_aimc.configs import default\n"
     "from ssm_aimc.configs.claims import c1_cost\n"
-    "assert default.get_config('smoke').num_epochs >= 1\n"
     "assert c1_cost.get_config('smoke').claim.name == 'c1'\n"
+    "result = ssm_aimc.fit(default.get_config('smoke'), overrides={\n"
+    "  'num_epochs': 1, 'model.n_layers': 1, 'model.d_model': 8, 'progress_bar': False})\n"
+    "assert result.results['epochs'] == 1 and result.workdir is None\n"
     "print(ssm_aimc.__file__)\n"
     "print(c.path('claims/c1_cost.py'))\n"
+    "print(result.test_accuracy)\n"
   )
   out = wheel_env.run(["python", "-c", code], cwd=str(tmp_path))
   assert out.returncode == 0, out.stderr[-3000:]
-  package, claim = out.stdout.split()
+  package, claim, accuracy = out.stdout.split()[-3:]
+  assert 0.1 < float(accuracy) <= 1.0  # Ten classes: one epoch learns something.
+  assert os.listdir(tmp_path) == []  # In memory: nothing written where it ran.
   venv = os.path.dirname(wheel_env.bin)
   # The installed copy, not the clone's sources.
   assert package.startswith(venv) and not package.startswith(wheel_env_lib.ROOT)
