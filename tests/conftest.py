@@ -75,8 +75,8 @@ def wheel_env():
   ipykernel and its kernelspec for the notebooks' kernels (tests/wheel_env.py: made once
   per content of the package sources, shared by test_install.py, the notebook files and
   the xdist workers under a file lock, reused by later sessions); a failed build or
-  install is an error with pip's output. `wheel_env.run(["ssm-aimc", ...], cwd=...)` runs a command in
-  it with the clone off the import path."""
+  install is an error with pip's output. `wheel_env.run(["ssm-aimc", ...], cwd=...)` runs
+  a command in it with the clone off the import path."""
   from tests import wheel_env as wheel_env_lib  # noqa: PLC0415
 
   return wheel_env_lib.get()
