@@ -44,7 +44,9 @@ def execute_notebook(path: str, wheel_env: wheel_env_lib.WheelEnv, cwd: str) -> 
   )
   client = nbclient.NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": cwd}})
   start = time.time()
-  client.execute(env=wheel_env.env())  # Raises CellExecutionError, naming the cell.
+  # Raises CellExecutionError, naming the cell. cleanup_kc: the kernel is shut down at the
+  # end (nbclient keeps a kernel of a KernelManager it was handed alive until exit).
+  client.execute(cleanup_kc=True, env=wheel_env.env())
   print(f"{os.path.basename(path)}: {time.time() - start:.0f} s")
   executable, package, kernel_cwd = probe.outputs[0]["text"].split()
   venv = os.path.dirname(wheel_env.bin)
