@@ -50,11 +50,11 @@ def pytest_sessionfinish(session, exitstatus):
 # in collection order. With xdist's default reordering (files with most tests first) the
 # notebook files, with one or two tests each, went last and ran alone for minutes while
 # the other worker idled; started first, the short files fill in around them.
-# The notebook files (kernels from the wheel's venv) measured alone with -n 0 on a loaded
-# 2-core machine, the venv reused: 01 + 02 in 255-313 s, 03 + 04 in 200 s.
+# The notebook files (kernels from the wheel's venv) measured with -n 0 on a loaded 2-core
+# machine, the venv reused (2026-12-07, three and two runs).
 LONGEST_FIRST = (
-  "test_notebooks.py",  # 255-313 s (01 117-135 s, 02 138-177 s)
-  "test_notebook_deploy.py",  # 200 s (03 168 s, 04 32 s)
+  "test_notebooks.py",  # 234-313 s (01 96-135 s, 02 138-177 s)
+  "test_notebook_deploy.py",  # 200-207 s (03 168-170 s, 04 32-37 s)
   "test_models.py",  # 184 s
   "test_install.py",  # 103-113 s cold, 75-91 s of it making the wheel's venv (31 s reused)
   "test_train.py",  # 139 s
