@@ -50,11 +50,13 @@ def pytest_sessionfinish(session, exitstatus):
 # in collection order. With xdist's default reordering (files with most tests first) the
 # notebook files, with one or two tests each, went last and ran alone for minutes while
 # the other worker idled; started first, the short files fill in around them.
+# The notebook files (kernels from the wheel's venv) measured with -n 0 on a loaded 2-core
+# machine, the venv reused (2026-12-07, three and two runs).
 LONGEST_FIRST = (
-  "test_notebooks.py",  # 213 s
-  "test_notebook_deploy.py",  # 125 s
+  "test_notebooks.py",  # 234-313 s (01 96-135 s, 02 138-177 s)
+  "test_notebook_deploy.py",  # 200-207 s (03 168-170 s, 04 32-37 s)
   "test_models.py",  # 184 s
-  "test_install.py",  # 103-113 s cold, 75-84 s of it making the wheel's venv (31 s reused)
+  "test_install.py",  # 103-113 s cold, 75-91 s of it making the wheel's venv (31 s reused)
   "test_train.py",  # 139 s
   "test_noise_eval.py",  # 127 s
 )
@@ -69,11 +71,12 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="session")
 def wheel_env():
-  """This checkout built as a wheel and installed in a fresh venv outside the clone
-  (tests/wheel_env.py: made once per content of the package sources, shared by the xdist
-  workers under a file lock, reused by later sessions); a failed build or install is an
-  error with pip's output. `wheel_env.run(["ssm-aimc", ...], cwd=...)` runs a command in
-  it with the clone off the import path."""
+  """This checkout built as a wheel and installed in a fresh venv outside the clone, with
+  ipykernel and its kernelspec for the notebooks' kernels (tests/wheel_env.py: made once
+  per content of the package sources, shared by test_install.py, the notebook files and
+  the xdist workers under a file lock, reused by later sessions); a failed build or
+  install is an error with pip's output. `wheel_env.run(["ssm-aimc", ...], cwd=...)` runs
+  a command in it with the clone off the import path."""
   from tests import wheel_env as wheel_env_lib  # noqa: PLC0415
 
   return wheel_env_lib.get()

@@ -1,33 +1,58 @@
-"""Every notebook runs top to bottom, headless, and shows at least one plot.
+"""Every notebook runs top to bottom, headless, as a user runs it: in a kernel of the venv
+where only the built wheel is installed (the `wheel_env` fixture, tests/wheel_env.py), from
+a folder outside the clone; and it shows at least one plot.
 
 The notebooks are split over two test files (this one and test_notebook_deploy.py) so
-that the two pytest workers (`--dist=loadfile`) run them side by side."""
+that the two pytest workers (`--dist=loadfile`, whole files) run them side by side."""
 
 import glob
 import os
 import subprocess
 import sys
+import time
 
+import jupyter_client
+import jupyter_client.kernelspec
 import nbclient
 import nbformat
 import pytest
 
+from tests import wheel_env as wheel_env_lib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
-# Run by tests/test_notebook_deploy.py.
-DEPLOY_NOTEBOOKS = ("03_deploy_to_crossbar.ipynb",)
+# Run by tests/test_notebook_deploy.py; the others here. The two files take about as long
+# (notebooks/README.md has each notebook's time).
+DEPLOY_NOTEBOOKS = ("03_deploy_to_crossbar.ipynb", "04_any_flax_model.ipynb")
+# Run first (after the install cell): where the kernel's ssm_aimc comes from.
+PROBE = "import os, sys\nimport ssm_aimc\nprint(sys.executable, ssm_aimc.__file__, os.getcwd())"
 
 
-def execute_notebook(path: str) -> None:
-  """Runs the notebook at `path`; fails on any cell error or when it shows no plot."""
+def execute_notebook(path: str, wheel_env: wheel_env_lib.WheelEnv, cwd: str) -> None:
+  """Runs the notebook at `path` in the kernel of `wheel_env`'s venv (its kernelspec, the
+  venv's environment: no PYTHONPATH) with `cwd` as the working directory; fails unless
+  the kernel imports the wheel's ssm_aimc, on any cell error, or when it shows no plot."""
   nb = nbformat.read(path, as_version=4)
   assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), (
     "commit notebooks with outputs cleared"
   )
-  client = nbclient.NotebookClient(
-    nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": ROOT}}
+  probe = nbformat.v4.new_code_cell(PROBE)
+  nb.cells.insert(2, probe)
+  specs = jupyter_client.kernelspec.KernelSpecManager(kernel_dirs=[wheel_env.kernels])
+  km = jupyter_client.AsyncKernelManager(
+    kernel_name=wheel_env_lib.KERNEL_NAME, kernel_spec_manager=specs
   )
-  client.execute()  # Raises CellExecutionError, naming the cell, on any error.
+  client = nbclient.NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": cwd}})
+  start = time.time()
+  # Raises CellExecutionError, naming the cell. cleanup_kc: the kernel is shut down at the
+  # end (nbclient keeps a kernel of a KernelManager it was handed alive until exit).
+  client.execute(cleanup_kc=True, env=wheel_env.env())
+  print(f"{os.path.basename(path)}: {time.time() - start:.0f} s")
+  executable, package, kernel_cwd = probe.outputs[0]["text"].split()
+  venv = os.path.dirname(wheel_env.bin)
+  assert executable.startswith(venv), executable
+  assert package.startswith(venv) and not package.startswith(ROOT), package
+  assert os.path.realpath(kernel_cwd) == os.path.realpath(cwd)
   images = [
     output
     for cell in nb.cells
@@ -41,7 +66,7 @@ def execute_notebook(path: str) -> None:
 def test_there_are_notebooks_and_each_has_a_test():
   assert NOTEBOOKS
   names = {os.path.basename(p) for p in NOTEBOOKS}
-  assert set(DEPLOY_NOTEBOOKS) <= names
+  assert set(DEPLOY_NOTEBOOKS) < names  # Both files run some.
 
 
 @pytest.mark.parametrize(
@@ -49,8 +74,8 @@ def test_there_are_notebooks_and_each_has_a_test():
   [p for p in NOTEBOOKS if os.path.basename(p) not in DEPLOY_NOTEBOOKS],
   ids=os.path.basename,
 )
-def test_notebook_runs_and_plots(path):
-  execute_notebook(path)
+def test_notebook_runs_and_plots(path, wheel_env, tmp_path):
+  execute_notebook(path, wheel_env, str(tmp_path))
 
 
 def _install_cell(path: str) -> str:

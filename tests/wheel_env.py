@@ -2,10 +2,13 @@
 
 `get()` builds the wheel (`pip wheel --no-deps` on a copy of the package sources, so a
 stale build/ folder of the clone cannot leak into it), creates a venv and installs the
-wheel there with `pip install <wheel>` (its dependencies from the package registry, or
-pip's cache where `make test` has just installed the same ones). It happens once per
-content of the package sources: the venv lives in the temporary directory under a name
-keyed by their hash, and later sessions with the same sources reuse it. A file lock
+wheel there with `pip install <wheel> ipykernel` (its dependencies from the package
+registry, or pip's cache where `make test` has just installed the same ones; ipykernel so
+that the notebooks' tests run their kernels in it), then registers that kernel in the venv
+(`python -m ipykernel install --prefix <venv> --name ssm-aimc-wheel`: the kernelspec
+`WheelEnv.kernels` holds). It happens once per content of the package sources and of
+these extra requirements: the venv lives in the temporary directory under a name keyed by
+their hash, and later sessions with the same sources reuse it. A file lock
 (a blocking flock) makes concurrent pytest-xdist workers wait for the one that builds.
 A failing build or install raises with pip's output: nothing is skipped.
 
@@ -34,6 +37,10 @@ SOURCES = ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "ssm_aimc")
 PREFIX = "ssm-aimc-wheel-env-"
 UNUSED_S = 24 * 3600  # Environments of other sources unused this long are removed.
 PIP_TIMEOUT_S = 1200
+# Installed next to the wheel: what a Jupyter kernel in the venv needs beyond the wheel's
+# own dependencies (matplotlib, scikit-learn, ...), as the test extra pins it.
+KERNEL_REQUIREMENTS = ("ipykernel>=7.4",)
+KERNEL_NAME = "ssm-aimc-wheel"  # The venv's kernelspec (tests/test_notebooks.py).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +56,12 @@ class WheelEnv:
   @property
   def python(self) -> str:
     return os.path.join(self.bin, "python")
+
+  @property
+  def kernels(self) -> str:
+    """The folder of the venv's kernelspecs, KERNEL_NAME among them (a kernel_dirs entry of
+    jupyter_client's KernelSpecManager)."""
+    return os.path.join(os.path.dirname(self.bin), "share", "jupyter", "kernels")
 
   def env(self) -> dict:
     """The environment of a command in the venv: its scripts first on PATH, and neither
@@ -80,8 +93,10 @@ def _files() -> list[str]:
 
 
 def source_hash() -> str:
-  """A hash of the names and contents of the package's source files."""
+  """A hash of the names and contents of the package's source files, and of what else the
+  venv gets (KERNEL_REQUIREMENTS, KERNEL_NAME)."""
   digest = hashlib.sha256()
+  digest.update(json.dumps([KERNEL_REQUIREMENTS, KERNEL_NAME]).encode() + b"\0")
   for name in _files():
     digest.update(name.encode() + b"\0")
     with open(os.path.join(ROOT, name), "rb") as f:
@@ -125,7 +140,12 @@ def _make(root: str) -> WheelEnv:
   )
   _check(out, "python -m venv")
   python = os.path.join(venv, "bin", "python")
-  _check(_pip(python, "install", wheel, cwd=root), f"pip install {os.path.basename(wheel)}")
+  install = ("install", wheel, *KERNEL_REQUIREMENTS)
+  _check(_pip(python, *install, cwd=root), f"pip {' '.join(install)}")
+  kernel = [python, "-m", "ipykernel", "install", "--prefix", venv, "--name", KERNEL_NAME]
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  out = subprocess.run(kernel, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+  _check(out, " ".join(kernel[1:]))
   shutil.rmtree(src)
   env = WheelEnv(root, wheel, os.path.dirname(python), time.time() - start)
   with open(os.path.join(root, "ready.json"), "w") as f:
