@@ -23,16 +23,15 @@ and exit with status 1; anything else is a bug and keeps its traceback.
 
 import importlib
 import importlib.util
-import logging as py_logging
 import os
 import re
 import sys
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from ssm_aimc import configs, cost, errors, experiment
+from ssm_aimc import configs, cost, errors, experiment, progress
 from ssm_aimc import workdir as workdir_lib
 
 # mode -> (module of ssm_aimc, function(config, workdir)); a mode's module is imported only
@@ -146,11 +145,6 @@ def _parse_flags(argv):
     _fail(unknown)
 
 
-def _quiet_libraries(record: py_logging.LogRecord) -> bool:
-  """Drops orbax's per-checkpoint INFO chatter; keeps its warnings and errors."""
-  return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
-
-
 def header(config, mode: str, workdir: str) -> str:
   """The two lines a launch starts with: what runs where (the config itself is saved in the
   workdir, not printed), and on what."""
@@ -171,7 +165,7 @@ def header(config, mode: str, workdir: str) -> str:
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_quiet_libraries)
+  progress.show_info_logs()
   config, mode, workdir = _CONFIG.value, _MODE.value, _WORKDIR.value
   print(header(config, mode, workdir), flush=True)
   try:

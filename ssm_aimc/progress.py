@@ -6,6 +6,7 @@ line when the stage crosses a tenth of its work (at most one per `min_interval_s
 about ten lines. Every progress display of the package goes through `bar`.
 """
 
+import logging as py_logging
 import sys
 import time
 from collections.abc import Callable
@@ -104,3 +105,18 @@ def _stderr_is_terminal() -> bool:
 def bar(total: int | None, desc: str = "", **kwargs) -> Bar:
   """A `Bar` for a stage of `total` units (see `Bar` for the keyword arguments)."""
   return Bar(total, desc, **kwargs)
+
+
+def _not_orbax_info(record: py_logging.LogRecord) -> bool:
+  """Drops orbax's per-checkpoint INFO chatter; keeps its warnings and errors."""
+  return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+
+
+def show_info_logs() -> None:
+  """Shows the run's absl INFO lines (its progress and results), from a launch and from the
+  Python API alike, without orbax's INFO lines about every checkpoint it writes."""
+  py_logging.getLogger("absl").setLevel(py_logging.INFO)
+  # On absl's logger and on its handler (the root's), whichever logger orbax writes through.
+  for where in (py_logging.getLogger("absl"), logging.get_absl_handler()):
+    if _not_orbax_info not in where.filters:
+      where.addFilter(_not_orbax_info)

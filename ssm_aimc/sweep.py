@@ -40,7 +40,6 @@ import contextlib
 import csv
 import dataclasses
 import itertools
-import logging as py_logging
 import os
 import sys
 import time
@@ -51,7 +50,18 @@ import jax
 import numpy as np
 from absl import logging
 
-from ssm_aimc import deploy, errors, experiment, figures, models, noise_eval, quant, runner, train
+from ssm_aimc import (
+  deploy,
+  errors,
+  experiment,
+  figures,
+  models,
+  noise_eval,
+  progress,
+  quant,
+  runner,
+  train,
+)
 from ssm_aimc import population as population_lib
 from ssm_aimc import workdir as workdir_lib
 
@@ -443,7 +453,7 @@ def run_sweep(config, workdir: str | None) -> dict:
   same numbers; "csv" is None, no plots).
   """
   start_time = time.time()
-  py_logging.getLogger("absl").setLevel(py_logging.INFO)
+  progress.show_info_logs()
   exp = train.as_experiment(config)
   if exp.sweep is None:
     raise errors.ConfigError(

@@ -31,7 +31,6 @@ the same for a model trained in memory, writing nothing.
 from __future__ import annotations
 
 import dataclasses
-import logging as py_logging
 import os
 import time
 
@@ -393,7 +392,7 @@ def train(config, workdir: str | None) -> Trained:
 
 
 def _train_and_evaluate(exp: experiment.Experiment, workdir: str | None, start_time: float):
-  py_logging.getLogger("absl").setLevel(py_logging.INFO)
+  progress.show_info_logs()
   _ = exp.hardware.spec  # Reads a measured device table: a bad one fails before any write.
   setup = runner.build(exp)
   ds = setup.dataset

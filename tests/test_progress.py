@@ -1,6 +1,9 @@
 """A stage's progress (ssm_aimc.progress): a bar on a terminal, a few log lines otherwise."""
 
+import logging as py_logging
 import sys
+
+from absl import logging as absl_logging
 
 from ssm_aimc import progress
 
@@ -69,3 +72,20 @@ def test_no_bar_text_unless_stderr_is_a_terminal(capsys):
     drawn.update(5)
   err = capsys.readouterr().err
   assert "quiet" not in err and "drawn" in err and "\r" in err
+
+
+def test_info_logs_shown_without_orbax_checkpoint_chatter():
+  progress.show_info_logs()
+  progress.show_info_logs()  # Idempotent: one filter each, not one per call.
+  logger, handler = py_logging.getLogger("absl"), absl_logging.get_absl_handler()
+  assert logger.level == py_logging.INFO
+  assert sum(f is progress._not_orbax_info for f in logger.filters) == 1
+  assert sum(f is progress._not_orbax_info for f in handler.filters) == 1
+
+  def record(level, path):
+    return py_logging.LogRecord("absl", level, path, 1, "m", (), None)
+
+  orbax = "/site-packages/orbax/checkpoint/checkpoint_manager.py"
+  assert not logger.filter(record(py_logging.INFO, orbax))
+  assert logger.filter(record(py_logging.WARNING, orbax))
+  assert logger.filter(record(py_logging.INFO, "/ssm_aimc/train.py"))
