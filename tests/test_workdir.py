@@ -41,7 +41,6 @@ def test_scalars_tag_runs_and_population_members():
 
 
 def test_tensorboard_events_hold_every_number(tmp_path):
-  pytest.importorskip("tensorboardX")
   writer = workdir_lib.MetricsWriter(str(tmp_path), tensorboard=True)
   writer.write(5, train_loss=0.75)
   writer.write(10, epoch=1, train_loss=0.5, val_accuracy=0.625)
