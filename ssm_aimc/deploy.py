@@ -25,17 +25,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
-import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from ssm_aimc import (
+  callable_module,
+  data,
+  experiment,
+  export,
+  figures,
+  models,
+  noise_eval,
+  runner,
+  train,
+)
 from ssm_aimc import chip as chip_lib
-from ssm_aimc import data, experiment, export, figures, models, noise_eval, runner, train
 from ssm_aimc import workdir as workdir_lib
 from ssm_aimc.hardware import crossbar, energy
 
@@ -366,15 +374,5 @@ def plot(results: dict, path: str) -> str:
   return figures.save(fig, path)
 
 
-class _CallableModule(types.ModuleType):
-  """This module, also callable: `ssm_aimc.deploy(...)` is the Python API's `api.deploy`
-  (`import ssm_aimc.deploy` binds the name `ssm_aimc.deploy` to this module, so the API's
-  function and the module share one object)."""
-
-  def __call__(self, *args, **kwargs):
-    from ssm_aimc import api  # noqa: PLC0415  (api imports this module)
-
-    return api.deploy(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+# `ssm_aimc.deploy(...)` is the Python API's `api.deploy` (ssm_aimc.callable_module).
+callable_module.make_callable(__name__, "deploy")

@@ -41,9 +41,7 @@ import csv
 import dataclasses
 import itertools
 import os
-import sys
 import time
-import types
 from collections.abc import Sequence
 
 import jax
@@ -51,6 +49,7 @@ import numpy as np
 from absl import logging
 
 from ssm_aimc import (
+  callable_module,
   deploy,
   errors,
   experiment,
@@ -541,15 +540,5 @@ def _run_sweep(exp: experiment.Experiment, workdir: str | None, start_time: floa
   return {**summary, "rows": rows}
 
 
-class _CallableModule(types.ModuleType):
-  """This module, also callable: `ssm_aimc.sweep(...)` is the Python API's `api.sweep`
-  (`import ssm_aimc.sweep` binds the name `ssm_aimc.sweep` to this module, so the API's
-  function and the module share one object)."""
-
-  def __call__(self, *args, **kwargs):
-    from ssm_aimc import api  # noqa: PLC0415  (api imports this module)
-
-    return api.sweep(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+# `ssm_aimc.sweep(...)` is the Python API's `api.sweep` (ssm_aimc.callable_module).
+callable_module.make_callable(__name__, "sweep")
