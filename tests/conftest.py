@@ -10,11 +10,14 @@ executable the same compilation would have produced.
 The programs are also compiled with XLA's CPU backend at optimisation level 0: the LLVM
 passes are most of the compile time of the analog models (`pytest tests/test_noise_eval.py`
 alone: 104 s at the default level, 50 s at 0, on 2 cores), while these tiny shapes barely
-run. The HLO, and so what is computed, is the same; unoptimised machine code can round
-differently only where LLVM would have fused a multiply and an add, far inside every
-tolerance here. A user's own XLA_FLAGS setting of the level is kept. (The notebooks, which
-train for real, took as long at level 0 as at the default: 84 / 66 / 48 s against 89 / 66 /
-47 s in two runs of the suite.)
+run. At level 0 the rest of the compile is mostly XLA's MLIR fusion emitters (one pipeline
+per fusion, 355 fusions in the tiny PCM train step), so the CPU backend's older elemental
+emitters are used instead (`xla_cpu_use_fusion_emitters=false`): the tiny model's train
+step compiles 2.1x (digital) and 1.8x (PCM) faster with them at level 0, and runs at a
+similar speed (BENCHMARKS.md "Compile time of the analog model"). The HLO, and so what is
+computed, is the same; other machine code can round differently only where one emitter
+fuses a multiply and an add that the other does not (1e-9 on the train step's outputs),
+far inside every tolerance here. A user's own XLA_FLAGS setting of either flag is kept.
 """
 
 import os
@@ -31,10 +34,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-  ).strip()
+for _flag in ("xla_backend_optimization_level=0", "xla_cpu_use_fusion_emitters=false"):
+  if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --" + _flag).strip()
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -44,21 +46,26 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
-# The files that take longest (seconds of `--durations=0` on the 2-core CI machine,
-# 2026-12-07), the two notebook files first so that each worker starts with one.
+# The files that take longest, in seconds of `--durations=0` (2026-12-07, the whole suite on
+# the 2-core machine while another job used about one core: before the notebooks ran at
+# their test sizes and before the fusion-emitter flag above), first in this order.
 # `make test` runs `--dist=loadfile --no-loadscope-reorder`: whole files go to the workers
-# in collection order. With xdist's default reordering (files with most tests first) the
-# notebook files, with one or two tests each, went last and ran alone for minutes while
-# the other worker idled; started first, the short files fill in around them.
-# The notebook files (kernels from the wheel's venv) measured with -n 0 on a loaded 2-core
-# machine, the venv reused (2026-12-07, three and two runs).
+# in collection order, xdist handing the first worker files 1 and 3 and the second 2 and 4
+# before each takes the next free one. With xdist's default reordering (files with most
+# tests first) the notebook files, with one or two tests each, went last and ran alone for
+# minutes while the other worker idled. The notebook files go to the first worker, which
+# builds the wheel's venv they need (about 90 s on a fresh clone) while the second starts
+# on files that do not wait for it; test_install.py, which needs the venv too, comes later.
 LONGEST_FIRST = (
-  "test_notebooks.py",  # 234-313 s (01 96-135 s, 02 138-177 s)
-  "test_notebook_deploy.py",  # 200-207 s (03 168-170 s, 04 32-37 s)
-  "test_models.py",  # 184 s
-  "test_install.py",  # 103-113 s cold, 75-91 s of it making the wheel's venv (31 s reused)
-  "test_train.py",  # 139 s
-  "test_noise_eval.py",  # 127 s
+  "test_notebooks.py",  # 409 s (01 161 s, 02 248 s)
+  "test_models.py",  # 246 s
+  "test_notebook_deploy.py",  # 381 s (03 316 s, 04 64 s)
+  "test_noise_eval.py",  # 208 s
+  "test_pruning.py",  # 198 s
+  "test_train.py",  # 172 s
+  "test_ssm.py",  # 139 s
+  "test_api.py",  # 133 s
+  "test_install.py",  # 50 s with the venv made
 )
 
 

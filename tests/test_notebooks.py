@@ -2,9 +2,17 @@
 where only the built wheel is installed (the `wheel_env` fixture, tests/wheel_env.py), from
 a folder outside the clone; and it shows at least one plot.
 
+Each notebook keeps the sizes of its run (epochs, chips, ...) in one cell tagged
+`parameters` (papermill's convention). The tests insert a cell after it with the smaller
+sizes of TEST_SIZES: every cell and every API call runs, on less training and fewer chips
+(a run checks that the notebook works, not its numbers; those come from a run at the
+committed sizes). A name of TEST_SIZES missing from the parameters cell fails the test, so
+the smaller sizes cannot silently stop applying.
+
 The notebooks are split over two test files (this one and test_notebook_deploy.py) so
 that the two pytest workers (`--dist=loadfile`, whole files) run them side by side."""
 
+import ast
 import glob
 import os
 import subprocess
@@ -24,17 +32,55 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 # Run by tests/test_notebook_deploy.py; the others here. The two files take about as long
 # (notebooks/README.md has each notebook's time).
 DEPLOY_NOTEBOOKS = ("03_deploy_to_crossbar.ipynb", "04_any_flax_model.ipynb")
+# The sizes the tests run each notebook at (assigned after its `parameters` cell).
+TEST_SIZES = {
+  "01_quickstart.ipynb": {"EPOCHS": 2, "CHIPS": 2},
+  "02_bits_and_noise.ipynb": {"EPOCHS": 3, "CHIPS": 2},
+  "03_deploy_to_crossbar.ipynb": {"EPOCHS": 2, "CHIPS": 2, "DRIFT_TIMES": (1.0, 86400.0)},
+  "04_any_flax_model.ipynb": {"STEPS": 40, "CHIPS": 2},
+}
 # Run first (after the install cell): where the kernel's ssm_aimc comes from.
 PROBE = "import os, sys\nimport ssm_aimc\nprint(sys.executable, ssm_aimc.__file__, os.getcwd())"
 
 
+def parameters_cell(nb) -> int:
+  """The index of the notebook's one code cell tagged `parameters`."""
+  found = [
+    i
+    for i, cell in enumerate(nb.cells)
+    if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", [])
+  ]
+  assert len(found) == 1, f"one cell tagged 'parameters' expected, found {len(found)}"
+  return found[0]
+
+
+def assigned_names(source: str) -> set[str]:
+  """The names a cell assigns at its top level."""
+  return {
+    target.id
+    for node in ast.parse(source).body
+    if isinstance(node, ast.Assign)
+    for target in node.targets
+    if isinstance(target, ast.Name)
+  }
+
+
 def execute_notebook(path: str, wheel_env: wheel_env_lib.WheelEnv, cwd: str) -> None:
   """Runs the notebook at `path` in the kernel of `wheel_env`'s venv (its kernelspec, the
-  venv's environment: no PYTHONPATH) with `cwd` as the working directory; fails unless
-  the kernel imports the wheel's ssm_aimc, on any cell error, or when it shows no plot."""
+  venv's environment: no PYTHONPATH) with `cwd` as the working directory, at its
+  TEST_SIZES; fails unless the kernel imports the wheel's ssm_aimc, on any cell error, or
+  when it shows no plot."""
   nb = nbformat.read(path, as_version=4)
   assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), (
     "commit notebooks with outputs cleared"
+  )
+  sizes = TEST_SIZES[os.path.basename(path)]
+  at = parameters_cell(nb)
+  assert set(sizes) <= assigned_names(nb.cells[at].source), (
+    "TEST_SIZES names a size the notebook lacks"
+  )
+  nb.cells.insert(
+    at + 1, nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in sizes.items()))
   )
   probe = nbformat.v4.new_code_cell(PROBE)
   nb.cells.insert(2, probe)
@@ -67,6 +113,24 @@ def test_there_are_notebooks_and_each_has_a_test():
   assert NOTEBOOKS
   names = {os.path.basename(p) for p in NOTEBOOKS}
   assert set(DEPLOY_NOTEBOOKS) < names  # Both files run some.
+  assert set(TEST_SIZES) == names  # Each has its test sizes.
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_each_notebook_keeps_its_sizes_in_one_parameters_cell(path):
+  """The committed sizes are the larger ones, and the cells use them (no leftover literal)."""
+  nb = nbformat.read(path, as_version=4)
+  source = nb.cells[parameters_cell(nb)].source
+  committed = {}
+  exec(source, {}, committed)  # noqa: S102 - the notebook's own constants
+  for name, small in TEST_SIZES[os.path.basename(path)].items():
+    assert name in committed
+    big = committed[name]
+    assert (len(big) > len(small)) if isinstance(big, tuple) else (big > small), name
+    used = [
+      c for c in nb.cells if c.cell_type == "code" and name in c.source and c.source != source
+    ]
+    assert used, f"{name} is set but no cell uses it"
 
 
 @pytest.mark.parametrize(
