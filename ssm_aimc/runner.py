@@ -470,6 +470,7 @@ def fit(
   best: tuple | None = None,
   label: str = "",
   start_time: float | None = None,
+  on_epoch=None,
 ) -> Fit:
   """Trains `pop` from its state's step to the members' num_epochs (see the module doc).
 
@@ -484,6 +485,8 @@ def fit(
       run), or None.
     label: prefix of log lines and records ("" for a single run).
     start_time: for the records' wall_time_s (default: now).
+    on_epoch: called at the end of every epoch as on_epoch(epoch, state, fit), `fit` the
+      `Fit` of the epochs run so far (a sweep's checkpoints of its populations).
   """
   exp, spe = pop.members[0], pop.setup.steps_per_epoch
   start_time = time.time() if start_time is None else start_time
@@ -524,6 +527,14 @@ def fit(
     # previous last state and redoes this epoch exactly, so no best state is ever lost.
     if checkpoints is not None:
       checkpoints.after_epoch(epoch, pop.state)
+    if on_epoch is not None:
+      on_epoch(
+        epoch, pop.state, _fit_of(variables, best_val, best_step, epoch_losses, histories, guard)
+      )
+  return _fit_of(variables, best_val, best_step, epoch_losses, histories, guard)
+
+
+def _fit_of(variables, best_val, best_step, epoch_losses, histories, guard) -> Fit:
   params, batch_stats = variables or (None, None)
   return Fit(
     params,
@@ -532,7 +543,7 @@ def fit(
     best_step,
     np.concatenate(epoch_losses),
     np.concatenate(histories),
-    guard.diverged,
+    guard.diverged.copy(),
   )
 
 
