@@ -31,7 +31,45 @@ A noise-scale axis multiplies the programming and read noise of `config.hardware
 is evaluated at every scale (one row per scale) without being trained again.
 
 A workdir belongs to one config (`workdir.check_owner`); a finished sweep is reused.
-Not supported in a sweep (ConfigError): pruning; resuming (nothing is checkpointed).
+Not supported in a sweep (ConfigError): pruning.
+
+Checkpoints (a workdir given). A sweep survives a kill: every finished member's result is
+written, whole or not at all, to members/<index>.json (index: the member's place in the
+grid) the moment its population is evaluated, and a population still training is saved
+with orbax in checkpoints/<round>/ every `checkpoint_every_epochs` epochs and after its
+last (TrainState, best params and BatchNorm statistics, best validation accuracy and
+step, loss histories; `keep_checkpoints` kept). A relaunch with the same config reads the
+finished members back instead of training them, goes on with a saved population from its
+latest checkpoint (the same numbers, bit for bit, as a run never stopped: the batch order
+and dropout keys depend only on seed, epoch and step), drops the metrics.jsonl records
+the killed launch wrote after that checkpoint, and trains the rest. Half-written files
+never count: JSON is renamed into place, orbax renames a checkpoint when complete and the
+relaunch removes its temporary folders. A workdir of another config is refused by
+`workdir.check_owner` before anything is written. Checkpoints are per epoch, not per
+step: an epoch's mean loss (the train_loss column) needs all its steps in one run.
+
+Several processes (`ssm_aimc.distributed.initialize` first; the command line's
+--coordinator_address / --num_processes / --process_id, or --distributed on a cluster JAX
+detects). Every process expands the same grid and trains its own members; nothing is
+stepped across processes. A structure's chunks go out in rounds of P (the process
+count): chunk r * P + p to process p, each process's chunk held in the layout of the
+strategy over its own local devices (`population.mesh_over`; chunk_size 0 means a P-th of
+the members each), so "separate" keeps every member the single run bit for bit on any
+number of processes. A process with no chunk in the last round trains a copy of the last
+chunk and throws it away, because a round's checkpoint is one orbax checkpoint written
+by all processes together, each process's population as its slice of one global array
+(orbax refuses to save process-local arrays once JAX runs on several processes). When a
+structure is done every process gets every member's result (`distributed.gather`: a
+key-value-store barrier, then one `process_allgather` of the results as JSON), and
+process 0 alone writes config.json, metrics.jsonl, sweep.csv, sweep.json and the plots;
+process p > 0 logs to metrics.process<p>.jsonl. The workdir must be one folder every
+process sees (a shared filesystem on a cluster), as for orbax's multi-host checkpoints.
+A relaunch may change the process count: finished members are read back all the same,
+but a round's checkpoint (its folder name records the count, chunk and padding) only
+resumes under the same count; other rounds start again.
+Why not one program over the global mesh: every chunk would then step all processes in
+lock-step through one cross-process program (a collective per step on CPU), and the
+"separate" strategy, the fastest measured, has no population axis to shard.
 """
 
 from __future__ import annotations
@@ -527,7 +565,10 @@ def train_members(
       continue
     c = r * procs + me
     mine = chunks[c] if c < n_chunks else []
-    label = f"{prefix}{'member' if size == 1 else 'chunk'} {c + 1}/{n_chunks}: "
+    what = "member" if size == 1 else "chunk"
+    label = f"{prefix}{what} {c + 1}/{n_chunks}: "
+    if not mine:  # This process pads the last round (see the docstring).
+      label = f"{prefix}padding, a copy of {what} {n_chunks}/{n_chunks}: "
     checkpoint = (
       RoundCheckpoint(store.round_dir(name), first, layout) if store is not None else None
     )

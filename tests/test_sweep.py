@@ -467,9 +467,10 @@ def _csv_rows(workdir):
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-  """resumable_config run by 2 local processes (subprocesses) while the same sweep runs
-  uninterrupted in this one."""
+  """resumable_config run uninterrupted in this process, then by 2 local processes
+  (subprocesses: the programs compiled here come from the session's compilation cache)."""
   root = tmp_path_factory.mktemp("distributed")
+  summary = sweep.run_sweep(resumable_config(), str(root / "one"))
   port, logs = _free_port(), [root / f"process{i}.log" for i in range(2)]
   address = f"--coordinator_address=127.0.0.1:{port}"
   processes = [
@@ -478,7 +479,6 @@ def two_processes(tmp_path_factory):
   ]
   try:
     start = time.time()
-    summary = sweep.run_sweep(resumable_config(), str(root / "one"))
     codes = [p.wait(timeout=max(1, PROCESS_TIMEOUT_S - (time.time() - start))) for p in processes]
   finally:
     _stop(processes)
