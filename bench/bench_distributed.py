@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -33,6 +34,9 @@ from absl import app, flags
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Repeats of every measurement (median reported).")
 _OUT = flags.DEFINE_string("out", "runs/bench_distributed", "Output folder.")
 _TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds one launch may take.")
+_EPOCHS = flags.DEFINE_integer(
+  "num_epochs", 2, "Epochs of every member (more: training, not compiles, dominates)."
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/sweep_bits.py:smoke"
@@ -58,7 +62,7 @@ def _free_port() -> int:
 
 
 def _command(workdir: str, *flags_: str) -> list[str]:
-  args = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+  args = [f"--config.{k}={v}" for k, v in {**OVERRIDES, "num_epochs": _EPOCHS.value}.items()]
   launch = [sys.executable, "-m", "ssm_aimc", f"--config={CONFIG}", "--mode=sweep"]
   return [*launch, *args, f"--workdir={workdir}", *flags_]
 
@@ -76,7 +80,8 @@ def run(workdir: str, processes: int) -> float:
       _command(workdir, address, f"--num_processes={processes}", f"--process_id={i}")
       for i in range(processes)
     ]
-  print("$ " + " ".join(commands[-1][1:]), flush=True)
+  for c in commands:
+    print("$ python " + shlex.join(c[1:]), flush=True)
   logs = [open(os.path.join(workdir, f"launch{i}.log"), "w") for i in range(processes)]
   start = time.time()
   launched = [

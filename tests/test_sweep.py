@@ -504,6 +504,7 @@ def test_two_processes_write_the_sweep_of_one(two_processes):
   # Process 1 trained member 1 (round 1) and a thrown-away copy of member 2 (round 2).
   assert "member 2/3: epoch 2/2" in run.logs[1] and "member 2/3" not in run.logs[0]
   assert "member 3/3: epoch 2/2" in run.logs[0]
+  assert "padding, a copy of member 3/3: epoch 2/2" in run.logs[1]
   assert sorted(os.listdir(run.root / "two" / sweep.MEMBERS_DIR)) == ["0.json", "1.json", "2.json"]
   records = workdir_lib.read_metrics(run.root / "two", "metrics.process1.jsonl")
   assert {r["run"] for r in records} == {"member 2/3"}
