@@ -351,16 +351,20 @@ def _bits64(a: np.ndarray) -> np.ndarray:
 
 class RoundCheckpoint:
   """The populations of one round (one per process) saved with orbax in `directory`
-  every `checkpoint_every_epochs` epochs and after the last: the TrainState, the best
-  params (and BatchNorm statistics), the best validation accuracy and its step, and the
-  loss histories, so a relaunch goes on as if never stopped. Every process saves its
-  own population as its slice of one global array (`_process_sharding`): one orbax
-  checkpoint per round, written together, with orbax's atomic rename."""
+  every `checkpoint_every_epochs` epochs, after the last, and every
+  `sweep.checkpoint_every_steps` steps when > 0: the TrainState, the best params (and
+  BatchNorm statistics), the best validation accuracy and its step, the loss histories
+  and the running sums of an epoch saved in its middle, so a relaunch goes on as if never
+  stopped. Every process saves its own population as its slice of one global array
+  (`_process_sharding`): one orbax checkpoint per round, written together, with orbax's
+  atomic rename."""
 
   def __init__(self, directory: str, exp: experiment.Experiment, layout: population_lib.Layout):
     self.directory, self.layout = directory, layout
     self.every = max(1, exp.checkpoint_every_epochs)
+    self.every_steps = exp.sweep.checkpoint_every_steps if exp.sweep is not None else 0
     self.epochs = exp.num_epochs
+    self.steps_per_epoch = None  # Known once a population is restored or trained.
     name = os.path.basename(directory)
     if distributed.is_main():
       # A kill mid-save leaves orbax's temporary folder; its predecessor is complete.
@@ -371,20 +375,24 @@ class RoundCheckpoint:
     self.sharding = _process_sharding()
     self.prefix = None  # (losses (steps, S), epoch_losses (epochs, S), diverged (S,)).
 
-  def _item(self, state, best, best_val, best_step, fit_losses, epoch_losses, diverged):
-    """The saved tree: host arrays, every one with the population axis first."""
+  def _item(self, state, best, best_val, best_step, losses, epoch_losses, diverged, sums):
+    """The saved tree: host arrays, every one with the population axis first. `losses`
+    (steps, S) runs to the state's step; `sums` (loss, accuracy) (S,) of its epoch so far."""
     params, stats = best
     item = {
       "state": workdir_lib.checkpoint_item(state),
       "best": {"params": params},
       "best_val": _bits64(best_val),
       "best_step": np.asarray(best_step, np.int32),
-      "losses": np.ascontiguousarray(np.asarray(fit_losses, np.float32).T),
+      "losses": np.ascontiguousarray(np.asarray(losses, np.float32).T),
       "epoch_losses": _bits64(np.asarray(epoch_losses).T),
       "diverged": np.asarray(diverged, np.int8),
+      "epoch_sums": np.ascontiguousarray(np.stack(sums, axis=1), np.float32),
     }
     if stats:
       item["best"]["batch_stats"] = stats
+    if not len(epoch_losses):  # Saved in the first epoch; orbax saves no empty array.
+      del item["epoch_losses"]
     return item
 
   def _global(self, a):
@@ -393,28 +401,28 @@ class RoundCheckpoint:
     return jax.make_array_from_process_local_data(self.sharding, a, shape)
 
   def restore(self, pop: runner.Population):
-    """Puts the latest checkpoint's state into `pop`; returns fit's `best` and the step,
-    or None without a checkpoint."""
+    """Puts the latest checkpoint's state into `pop`; returns (fit's `best`, fit's
+    `carry`, the step), or None without a checkpoint."""
+    self.steps_per_epoch = spe = pop.setup.steps_per_epoch
     step = self.manager.latest_step()
     if step is None:
       return None
     layout, size = pop.layout, pop.size
     host = layout.fetch(pop.state)
-    epochs = step // pop.setup.steps_per_epoch
+    epochs, zeros = step // spe, np.zeros(size)
     template = self._item(
       host,
       layout.fetch((pop.state.params, pop.state.batch_stats)),
-      np.zeros(size),
-      np.zeros(size),
+      zeros,
+      zeros,
       np.zeros((step, size)),
       np.zeros((epochs, size)),
-      np.zeros(size),
+      zeros,
+      (zeros, zeros),
     )
-    n = jax.process_count()
+    n, sharding = jax.process_count(), self.sharding
     abstract = jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(
-        (a.shape[0] * n, *a.shape[1:]), a.dtype, sharding=self.sharding
-      ),
+      lambda a: jax.ShapeDtypeStruct((a.shape[0] * n, *a.shape[1:]), a.dtype, sharding=sharding),
       template,
     )
     try:
@@ -429,9 +437,18 @@ class RoundCheckpoint:
     best = item["best"]
     variables = layout.place((best["params"], best.get("batch_stats", {})))
     best_val = item["best_val"].view(np.float64).reshape(size)
-    epoch_losses = item["epoch_losses"].view(np.float64).reshape(size, epochs).T
-    self.prefix = (item["losses"].T.astype(np.float64), epoch_losses, item["diverged"] > 0)
-    return (variables, best_val, item["best_step"].astype(np.int64)), step
+    epoch_losses = np.zeros((0, size))
+    if epochs:
+      epoch_losses = item["epoch_losses"].view(np.float64).reshape(size, epochs).T
+    losses = item["losses"].T  # (step, S)
+    done = epochs * spe  # The steps of whole epochs; the rest are the epoch so far.
+    self.prefix = (losses[:done].astype(np.float64), epoch_losses, item["diverged"] > 0)
+    carry = None
+    if step > done:
+      loss_sum, acc_sum = (layout.place(item["epoch_sums"][:, k]) for k in (0, 1))
+      carry = (loss_sum, acc_sum, [layout.place(row) for row in losses[done:]])
+    best = (None if epochs == 0 else variables, best_val, item["best_step"].astype(np.int64))
+    return best, carry, step
 
   def joined(self, fit: runner.Fit) -> runner.Fit:
     """`fit` with the histories of the epochs run before the restored checkpoint."""
@@ -445,20 +462,25 @@ class RoundCheckpoint:
       diverged=diverged | fit.diverged,
     )
 
-  def after_epoch(self, epoch: int, state, fit: runner.Fit) -> None:
-    """runner.fit's on_epoch hook: saves every `every` epochs and after the last."""
-    if (epoch + 1) % self.every and epoch + 1 != self.epochs:
-      return
+  def _save(self, state, fit: runner.Fit, carry) -> None:
     fit = self.joined(fit)
     host = self.layout.fetch(state)
+    size = len(fit.best_val)
+    losses, sums = fit.losses, (np.zeros(size), np.zeros(size))
+    if carry is not None:
+      loss_sum, acc_sum, epoch_losses = carry
+      sums = self.layout.fetch((loss_sum, acc_sum))
+      losses = np.concatenate([losses, np.stack(self.layout.fetch(epoch_losses))])
+    best = (fit.best, fit.best_batch_stats) if fit.best is not None else None
     item = self._item(
       host,
-      self.layout.fetch((fit.best, fit.best_batch_stats)),
+      self.layout.fetch(best or (state.params, state.batch_stats)),
       fit.best_val,
       fit.best_step,
-      fit.losses,
+      losses,
       fit.epoch_losses,
       fit.diverged,
+      tuple(np.broadcast_to(np.asarray(s, np.float32), (size,)) for s in sums),
     )
     step = int(np.asarray(host.step)[0])
     try:
@@ -468,6 +490,18 @@ class RoundCheckpoint:
       raise errors.WorkdirError(
         f"Could not save the sweep checkpoint step {step} in {self.directory}: {e}"
       ) from e
+
+  def after_epoch(self, epoch: int, state, fit: runner.Fit) -> None:
+    """runner.fit's on_epoch hook: saves every `every` epochs and after the last."""
+    if (epoch + 1) % self.every and epoch + 1 != self.epochs:
+      return
+    self._save(state, fit, None)
+
+  def after_step(self, step: int, state, so_far, carry) -> None:
+    """runner.fit's on_step hook: saves every `every_steps` steps inside an epoch (an
+    epoch's end is after_epoch's)."""
+    if self.every_steps and step % self.every_steps == 0 and step % self.steps_per_epoch:
+      self._save(state, so_far(), carry)
 
   def remove(self) -> None:
     """Once every process stored its members' results: the round's checkpoints go."""
@@ -493,10 +527,10 @@ def _train_chunk(
     for e, start, s in zip(exps, starts, stats, strict=True)
   ]
   pop = runner.Population.start(setup, exps, layout, params, stats)
-  best, on_epoch = None, None
+  hooks = {}
   if checkpoint is not None:
     resumed = checkpoint.restore(pop)
-    best, step = resumed if resumed is not None else (None, 0)
+    best, carry, step = resumed if resumed is not None else (None, None, 0)
     if resumed is not None:
       logging.info("%sresumed from its checkpoint at step %d.", label, step)
     if writer is not None and writer.path is not None:
@@ -504,8 +538,10 @@ def _train_chunk(
       workdir_lib.truncate_metrics(
         os.path.dirname(path), step, run=label.strip(": "), name=os.path.basename(path)
       )
-    on_epoch = checkpoint.after_epoch
-  fit = runner.fit(pop, writer=writer, label=label, best=best, on_epoch=on_epoch)
+    hooks = dict(best=best, carry=carry, on_epoch=checkpoint.after_epoch)
+    if checkpoint.every_steps:
+      hooks["on_step"] = checkpoint.after_step
+  fit = runner.fit(pop, writer=writer, label=label, **hooks)
   if checkpoint is not None:
     fit = checkpoint.joined(fit)
   runner.best_or_raise(fit)

@@ -420,12 +420,14 @@ RESUMABLE = {
   "sweep.seeds": (0, 1, 2),
   "sweep.plots": False,
 }
+# The killed sweep is also saved every 5 steps (10 an epoch): it resumes mid-epoch.
+MID_EPOCH = {"sweep.checkpoint_every_steps": 5}
 PROCESS_TIMEOUT_S = 300
 
 
-def resumable_config():
+def resumable_config(extra=None):
   config = sweep_bits.get_config("smoke")
-  for path, value in RESUMABLE.items():
+  for path, value in {**RESUMABLE, **(extra or {})}.items():
     *parents, leaf = path.split(".")
     section = config
     for p in parents:
@@ -434,13 +436,13 @@ def resumable_config():
   return config
 
 
-def _launch(workdir, log, *flags):
-  """`python -m ssm_aimc --mode=sweep` of resumable_config in a subprocess on one CPU
-  device (output to the file `log`)."""
+def _launch(workdir, log, *flags, extra=None):
+  """`python -m ssm_aimc --mode=sweep` of resumable_config(extra) in a subprocess on one
+  CPU device (output to the file `log`)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1"
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  args = [f"--config.{k}={v}" for k, v in RESUMABLE.items()]
+  args = [f"--config.{k}={v}" for k, v in {**RESUMABLE, **(extra or {})}.items()]
   command = [sys.executable, "-m", "ssm_aimc", "--config=configs/sweep_bits.py:smoke", *args]
   command += ["--mode=sweep", f"--workdir={workdir}", *flags]
   with open(log, "w") as out:
@@ -467,10 +469,9 @@ def _csv_rows(workdir):
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-  """resumable_config run uninterrupted in this process, then by 2 local processes
-  (subprocesses: the programs compiled here come from the session's compilation cache)."""
+  """resumable_config run by 2 local processes (subprocesses) while the same sweep runs
+  uninterrupted in this one."""
   root = tmp_path_factory.mktemp("distributed")
-  summary = sweep.run_sweep(resumable_config(), str(root / "one"))
   port, logs = _free_port(), [root / f"process{i}.log" for i in range(2)]
   address = f"--coordinator_address=127.0.0.1:{port}"
   processes = [
@@ -479,6 +480,7 @@ def two_processes(tmp_path_factory):
   ]
   try:
     start = time.time()
+    summary = sweep.run_sweep(resumable_config(), str(root / "one"))
     codes = [p.wait(timeout=max(1, PROCESS_TIMEOUT_S - (time.time() - start))) for p in processes]
   finally:
     _stop(processes)
@@ -513,11 +515,12 @@ def test_two_processes_write_the_sweep_of_one(two_processes):
 
 def test_a_killed_sweep_resumes_and_ends_as_if_never_stopped(two_processes, tmp_path):
   workdir, log = tmp_path / "killed", tmp_path / "killed.log"
-  first_epoch = workdir / workdir_lib.CHECKPOINT_DIR / "1-1_1x1" / "10"  # Member 1, step 10.
-  process = _launch(workdir, log)
+  member_1 = workdir / workdir_lib.CHECKPOINT_DIR / "1-1_1x1"
+  first_save = member_1 / "5"  # Member 1 at step 5, in the middle of its first epoch.
+  process = _launch(workdir, log, extra=MID_EPOCH)
   try:
     deadline = time.time() + PROCESS_TIMEOUT_S
-    while not (first_epoch.is_dir() and (workdir / sweep.MEMBERS_DIR / "0.json").exists()):
+    while not (first_save.is_dir() and (workdir / sweep.MEMBERS_DIR / "0.json").exists()):
       assert process.poll() is None, log.read_text()[-3000:]
       assert time.time() < deadline, "the sweep did not reach member 1's first checkpoint"
       time.sleep(0.02)
@@ -527,7 +530,7 @@ def test_a_killed_sweep_resumes_and_ends_as_if_never_stopped(two_processes, tmp_
     _stop([process])
   finished = sorted(os.listdir(workdir / sweep.MEMBERS_DIR))
   # A checkpointed workdir of another config is refused before anything is written.
-  other = resumable_config()
+  other = resumable_config(MID_EPOCH)
   other.sweep.seeds = (0, 1)
   with pytest.raises(errors.ConfigError, match="another config"):
     sweep.run_sweep(other, str(workdir))
@@ -540,17 +543,18 @@ def test_a_killed_sweep_resumes_and_ends_as_if_never_stopped(two_processes, tmp_
 
   def spy_restore(self, pop):
     resumed = original_restore(self, pop)
-    restored.append((os.path.basename(self.directory), resumed and resumed[1]))
+    restored.append((os.path.basename(self.directory), resumed and resumed[2]))
     return resumed
 
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(sweep, "_train_chunk", spy_chunk)
     mp.setattr(sweep.RoundCheckpoint, "restore", spy_restore)
-    summary = sweep.run_sweep(resumable_config(), str(workdir))
+    summary = sweep.run_sweep(resumable_config(MID_EPOCH), str(workdir))
   assert summary["members_reused"] == len(finished) >= 1
   assert [0] not in trained  # Member 0 finished before the kill: read back, not trained.
   if "1.json" not in finished:  # Killed within member 1: it went on from its checkpoint.
-    assert ("1-1_1x1", 10) in restored or ("1-1_1x1", 20) in restored
+    ((name, step),) = [r for r in restored if r[0] == "1-1_1x1"]
+    assert step in (5, 10, 15, 20)
   assert _csv_rows(workdir) == _csv_rows(two_processes.root / "one")  # Bit for bit.
   records = workdir_lib.read_metrics(workdir)
   for run in {r["run"] for r in records}:  # Every step logged once, in order.
