@@ -36,17 +36,18 @@ Not supported in a sweep (ConfigError): pruning.
 Checkpoints (a workdir given). A sweep survives a kill: every finished member's result is
 written, whole or not at all, to members/<index>.json (index: the member's place in the
 grid) the moment its population is evaluated, and a population still training is saved
-with orbax in checkpoints/<round>/ every `checkpoint_every_epochs` epochs and after its
-last (TrainState, best params and BatchNorm statistics, best validation accuracy and
-step, loss histories; `keep_checkpoints` kept). A relaunch with the same config reads the
-finished members back instead of training them, goes on with a saved population from its
-latest checkpoint (the same numbers, bit for bit, as a run never stopped: the batch order
-and dropout keys depend only on seed, epoch and step), drops the metrics.jsonl records
-the killed launch wrote after that checkpoint, and trains the rest. Half-written files
-never count: JSON is renamed into place, orbax renames a checkpoint when complete and the
-relaunch removes its temporary folders. A workdir of another config is refused by
-`workdir.check_owner` before anything is written. Checkpoints are per epoch, not per
-step: an epoch's mean loss (the train_loss column) needs all its steps in one run.
+with orbax in checkpoints/<round>/ every `checkpoint_every_epochs` epochs, after its last,
+and every `sweep.checkpoint_every_steps` steps when that is > 0 (TrainState, best params
+and BatchNorm statistics, best validation accuracy and step, loss histories, and the
+running loss and accuracy sums of an epoch saved in its middle; `keep_checkpoints` kept).
+A relaunch with the same config reads the finished members back instead of training
+them, goes on with a saved population from its latest checkpoint (the same numbers, bit
+for bit, as a run never stopped: the batch order and dropout keys depend only on seed,
+epoch and step), drops the metrics.jsonl records the killed launch wrote after that
+checkpoint, and trains the rest. Half-written files never count: JSON is renamed into
+place, orbax renames a checkpoint when complete and the relaunch removes its temporary
+folders. A workdir of another config is refused by `workdir.check_owner` before anything
+is written.
 
 Several processes (`ssm_aimc.distributed.initialize` first; the command line's
 --coordinator_address / --num_processes / --process_id, or --distributed on a cluster JAX
