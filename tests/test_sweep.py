@@ -407,7 +407,7 @@ RESUMABLE = {
   "model.d_model": 8,
   "model.n_layers": 1,
   "model.d_state": 4,
-  "num_epochs": 2,
+  "num_epochs": 1,
   "batch_size": 128,
   "eval_batch_size": 128,
   "optimizer.learning_rate": 5e-2,
@@ -420,7 +420,8 @@ RESUMABLE = {
   "sweep.seeds": (0, 1, 2),
   "sweep.plots": False,
 }
-# The killed sweep is also saved every 5 steps (10 an epoch): it resumes mid-epoch.
+# The killed sweep is also saved every 5 steps (10 an epoch): it resumes mid-epoch, its
+# member 1 killed between its checkpoint at step 5 and the one at the end of the epoch.
 MID_EPOCH = {"sweep.checkpoint_every_steps": 5}
 PROCESS_TIMEOUT_S = 300
 
@@ -504,9 +505,9 @@ def test_two_processes_write_the_sweep_of_one(two_processes):
   with open(run.root / "two" / sweep.JSON_NAME) as f:
     assert json.load(f)["processes"] == 2
   # Process 1 trained member 1 (round 1) and a thrown-away copy of member 2 (round 2).
-  assert "member 2/3: epoch 2/2" in run.logs[1] and "member 2/3" not in run.logs[0]
-  assert "member 3/3: epoch 2/2" in run.logs[0]
-  assert "padding, a copy of member 3/3: epoch 2/2" in run.logs[1]
+  assert "member 2/3: epoch 1/1" in run.logs[1] and "member 2/3" not in run.logs[0]
+  assert "member 3/3: epoch 1/1" in run.logs[0]
+  assert "padding, a copy of member 3/3: epoch 1/1" in run.logs[1]
   assert sorted(os.listdir(run.root / "two" / sweep.MEMBERS_DIR)) == ["0.json", "1.json", "2.json"]
   records = workdir_lib.read_metrics(run.root / "two", "metrics.process1.jsonl")
   assert {r["run"] for r in records} == {"member 2/3"}
@@ -516,7 +517,7 @@ def test_two_processes_write_the_sweep_of_one(two_processes):
 def test_a_killed_sweep_resumes_and_ends_as_if_never_stopped(two_processes, tmp_path):
   workdir, log = tmp_path / "killed", tmp_path / "killed.log"
   member_1 = workdir / workdir_lib.CHECKPOINT_DIR / "1-1_1x1"
-  first_save = member_1 / "5"  # Member 1 at step 5, in the middle of its first epoch.
+  first_save = member_1 / "5"  # Member 1 at step 5, in the middle of its epoch.
   process = _launch(workdir, log, extra=MID_EPOCH)
   try:
     deadline = time.time() + PROCESS_TIMEOUT_S
@@ -554,12 +555,12 @@ def test_a_killed_sweep_resumes_and_ends_as_if_never_stopped(two_processes, tmp_
   assert [0] not in trained  # Member 0 finished before the kill: read back, not trained.
   if "1.json" not in finished:  # Killed within member 1: it went on from its checkpoint.
     ((name, step),) = [r for r in restored if r[0] == "1-1_1x1"]
-    assert step in (5, 10, 15, 20)
+    assert step in (5, 10)
   assert _csv_rows(workdir) == _csv_rows(two_processes.root / "one")  # Bit for bit.
   records = workdir_lib.read_metrics(workdir)
   for run in {r["run"] for r in records}:  # Every step logged once, in order.
     steps = [r["step"] for r in records if r["run"] == run and "epoch" in r]
-    assert steps == [10, 20], run
+    assert steps == [10], run
   assert not os.listdir(workdir / workdir_lib.CHECKPOINT_DIR)
 
 
