@@ -260,7 +260,8 @@ class MemberResult:
     exactly)."""
     out = dataclasses.asdict(self)
     out["losses"], out["epoch_losses"] = self.losses.tolist(), self.epoch_losses.tolist()
-    return json.loads(workdir_lib.to_json(out))
+    # Keys in their order (the rows of sweep.json keep theirs); numpy scalars as numbers.
+    return json.loads(json.dumps(out, default=lambda v: np.asarray(v).tolist()))
 
   @classmethod
   def from_json(cls, obj: dict) -> MemberResult:
