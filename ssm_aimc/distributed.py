@@ -6,10 +6,11 @@
 
 `initialize` calls `jax.distributed.initialize` once per process, before anything touches
 a device (the command line's --coordinator_address, --num_processes, --process_id and
---distributed flags come here). On CPU the processes talk through JAX's CPU collectives
-(gloo), so several processes on one machine form a cluster too: a test and a laptop can
-run what a SLURM allocation runs. Its checks turn bad flags into ConfigErrors before any
-process waits for the others.
+--distributed flags come here). This module imports nothing of ssm_aimc that does:
+import it and initialize before the rest (ssm_aimc.experiment builds arrays on import).
+On CPU the processes talk through JAX's CPU collectives (gloo), so several processes on
+one machine form a cluster too: a test and a laptop can run what a SLURM allocation runs.
+Its checks turn bad flags into ConfigErrors before any process waits for the others.
 
 `gather` brings one JSON-able object from every process to every process: a barrier
 through the runtime's key-value store (`orbax.checkpoint.multihost.sync_global_processes`,
