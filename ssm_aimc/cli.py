@@ -7,6 +7,9 @@ clone's `python launch.py` are this module's `main`).
   ssm-aimc --config=default --workdir=runs/default --mode=deploy
   ssm-aimc --config=sweep_bits --workdir=runs/sweep --mode=sweep
   ssm-aimc --config=claims/c1_cost --workdir=runs/claims/c1 --mode=claim
+  ssm-aimc --config=sweep_bits --workdir=runs/sweep --mode=sweep \
+      --coordinator_address=127.0.0.1:8476 --num_processes=2 --process_id=0   # and =1
+  srun ssm-aimc --config=sweep_bits --workdir=runs/sweep --mode=sweep --distributed
   python launch.py --config=configs/default.py:smoke --workdir=/tmp/smoke   # in a clone
 
 --config is a config file, optionally with :variant. A path that exists as a file is that
@@ -19,6 +22,11 @@ not the config itself), progress of each long stage (a bar on a terminal, a few 
 otherwise), each table once and the results. Errors caused by the input (unknown config
 key, bad value, missing data file or checkpoint, a diverging run) print one `error:` line
 and exit with status 1; anything else is a bug and keeps its traceback.
+
+A sweep runs on several processes (README "Sweeps beyond one machine"): each process is
+launched with the same flags and its own --process_id, or with --distributed where JAX
+reads the cluster from the environment (SLURM's srun, TPU pods); `ssm_aimc.distributed`
+joins them before anything touches a device.
 """
 
 import importlib
@@ -31,8 +39,10 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from ssm_aimc import configs, cost, errors, experiment, progress
-from ssm_aimc import workdir as workdir_lib
+# Nothing here may touch a JAX device before `distributed.initialize` (a multi-process
+# sweep): ssm_aimc.experiment (and workdir, which imports it) builds arrays when imported,
+# so they are imported where used, after it.
+from ssm_aimc import configs, cost, distributed, errors, progress
 
 # mode -> (module of ssm_aimc, function(config, workdir)); a mode's module is imported only
 # when it runs.
@@ -53,7 +63,22 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _MODE = flags.DEFINE_enum("mode", "train", list(MODES), "What to do with the config.")
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address", None, "host:port of process 0 in a multi-process --mode=sweep."
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "Processes of a multi-process --mode=sweep (jax.distributed)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  "process_id", None, "This process's id in a multi-process --mode=sweep, from 0."
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+  "distributed",
+  False,
+  "Join the cluster JAX detects from the environment (SLURM, TPU pods) for --mode=sweep.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
+MULTI_PROCESS_MODES = ("sweep",)
 
 
 def _fail(message) -> None:
@@ -101,6 +126,8 @@ def _unknown_override(argv) -> errors.ConfigError | None:
   config = _load_config(argv) if paths else None
   if config is None:
     return None
+  from ssm_aimc import experiment  # noqa: PLC0415  (module comment at the imports)
+
   tree = config.to_dict()
   for path in paths:
     try:
@@ -148,6 +175,8 @@ def _parse_flags(argv):
 def header(config, mode: str, workdir: str) -> str:
   """The two lines a launch starts with: what runs where (the config itself is saved in the
   workdir, not printed), and on what."""
+  from ssm_aimc import workdir as workdir_lib  # noqa: PLC0415  (module comment at the imports)
+
   model = config.model_name
   if "model" in config and "d_model" in config.model:
     m = config.model
@@ -162,11 +191,29 @@ def header(config, mode: str, workdir: str) -> str:
   )
 
 
+def _join_processes(mode: str) -> None:
+  """jax.distributed.initialize from the process flags (`distributed.initialize` checks
+  them), before anything touches a device; only a sweep runs on several processes."""
+  several = _DISTRIBUTED.value or (_NUM_PROCESSES.value or 1) > 1
+  if several and mode not in MULTI_PROCESS_MODES:
+    raise errors.ConfigError(
+      f"--mode={mode} runs in one process; only --mode=sweep takes --num_processes > 1 or "
+      "--distributed."
+    )
+  distributed.initialize(
+    _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value
+  )
+
+
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   progress.show_info_logs()
   config, mode, workdir = _CONFIG.value, _MODE.value, _WORKDIR.value
+  try:
+    _join_processes(mode)
+  except errors.UserError as e:
+    _fail(e)
   print(header(config, mode, workdir), flush=True)
   try:
     module, function = MODES[mode]

@@ -291,6 +291,7 @@ class SweepConfig:
   chunk_size: int = 0
   shard: bool = True
   plots: bool = True
+  checkpoint_every_steps: int = 0
 
   def __post_init__(self):
     groups = dict(self.group_bits)
@@ -321,7 +322,7 @@ class SweepConfig:
       if not all(v >= low for v in values):
         _fail(f"sweep.{name}", ">= 0" if low == 0 else "positive", values)
     _one_of("sweep.strategy", self.strategy, STRATEGIES + (AUTO,))
-    _ints(self, "sweep.", 0, "chunk_size")
+    _ints(self, "sweep.", 0, "chunk_size", "checkpoint_every_steps")
 
   @property
   def swept_groups(self) -> tuple[tuple[str, tuple[int, ...]], ...]:

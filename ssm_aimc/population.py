@@ -14,8 +14,10 @@ With a mesh (several devices) a stacked population is sharded along its axis
 mapped function wrapped in `jax.shard_map`, so each device runs its own slice of members
 with no communication. Arrays are built from identical host data with
 `jax.make_array_from_callback` (each process fills only its own shards) and gathered with
-`multihost_utils.process_allgather`, so the same code runs on several hosts once every
-process has called `jax.distributed.initialize()`. CPU testing of the sharded path:
+`multihost_utils.process_allgather` when the mesh spans several processes. `mesh_over`'s
+default is this process's own devices: a multi-process sweep (ssm_aimc.sweep) gives each
+process members of its own, sharded over its local devices, and never steps one program
+across processes. CPU testing of the sharded path:
 `XLA_FLAGS=--xla_force_host_platform_device_count=8` set before JAX is imported.
 """
 
@@ -39,8 +41,9 @@ AXIS = "population"
 
 
 def mesh_over(devices=None) -> jax.sharding.Mesh | None:
-  """A one-axis ("population") mesh over `devices` (default: all), or None for one device."""
-  devices = jax.devices() if devices is None else list(devices)
+  """A one-axis ("population") mesh over `devices` (default: this process's, all of them
+  with one process), or None for one device."""
+  devices = jax.local_devices() if devices is None else list(devices)
   if len(devices) < 2:
     return None
   return jax.sharding.Mesh(np.array(devices), (AXIS,))
@@ -82,6 +85,12 @@ class Layout:
   @property
   def devices(self) -> int:
     return 1 if self.mesh is None else self.mesh.size
+
+  @property
+  def multi_process(self) -> bool:
+    """Whether the mesh spans devices of several processes (fetch gathers them)."""
+    me = jax.process_index()
+    return self.mesh is not None and any(d.process_index != me for d in self.mesh.devices.flat)
 
   def map(self, fn: Callable, mapped: tuple[bool, ...]) -> Callable:
     """`fn` of one member -> the same function of the population: arguments flagged in
@@ -125,9 +134,16 @@ class Layout:
     single layout); gathered from every host when there are several."""
     if not self.stacked:
       return jax.tree.map(lambda a: np.asarray(a)[None], jax.device_get(tree))
-    if jax.process_count() > 1:
+    if self.multi_process:
       return multihost_utils.process_allgather(tree, tiled=True)
     return jax.tree.map(np.asarray, jax.device_get(tree))
+
+  def place(self, tree):
+    """The inverse of `fetch`: host arrays with a leading population axis (of 1 for the
+    single layout) -> the population's arrays as this layout holds them."""
+    if not self.stacked:
+      return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[0]), tree)
+    return self._put(tree, P(AXIS))
 
   def member(self, tree, i: int):
     """Member i's tree (on the host for a stacked population)."""

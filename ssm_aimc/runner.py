@@ -433,20 +433,36 @@ def _log_epoch(label: str, epoch: int, epochs: int, step: int, record: dict) -> 
     )
 
 
-def _train_epoch(pop: Population, epoch: int, step: int, guard: _Guard, writer, label: str):
+def _train_epoch(
+  pop: Population,
+  epoch: int,
+  step: int,
+  guard: _Guard,
+  writer,
+  label: str,
+  carry: tuple | None = None,
+  on_step=None,
+):
   """One epoch of training steps from `step`; returns (step, mean loss (P,), mean accuracy
-  (P,), every step's loss (steps, P)). Logs and guards every `log_every_steps`."""
+  (P,), every step's loss (steps, P)). Logs and guards every `log_every_steps`.
+
+  `carry`: (loss sum, accuracy sum, [loss of each step]) of the epoch's steps before
+  `step` (an epoch resumed in its middle), as the layout holds them; `on_step(step, state,
+  carry)` is called after every step with the carry so far."""
   exp, layout, spe = pop.members[0], pop.layout, pop.setup.steps_per_epoch
   start_batch = step - epoch * spe
   desc = f"{label}epoch {epoch + 1}/{exp.num_epochs}"
   bar = progress.bar(spe, desc, initial=start_batch, enabled=exp.progress_bar, unit="steps")
-  loss_sum, acc_sum, losses = jnp.zeros(()), jnp.zeros(()), []
+  loss_sum, acc_sum, losses = carry or (jnp.zeros(()), jnp.zeros(()), [])
+  losses = list(losses)
   for x, y in pop.batches(epoch, start_batch):
     metrics = pop.step(x, y, step)
     step += 1
     bar.update()
     losses.append(metrics["loss"])
     loss_sum, acc_sum = loss_sum + metrics["loss"], acc_sum + metrics["accuracy"]
+    if on_step is not None:
+      on_step(step, pop.state, (loss_sum, acc_sum, losses))
     if step % exp.log_every_steps == 0:
       loss, acc = layout.fetch((metrics["loss"], metrics["accuracy"]))
       guard(loss, step, "training loss")
@@ -470,6 +486,9 @@ def fit(
   best: tuple | None = None,
   label: str = "",
   start_time: float | None = None,
+  on_epoch=None,
+  on_step=None,
+  carry: tuple | None = None,
 ) -> Fit:
   """Trains `pop` from its state's step to the members' num_epochs (see the module doc).
 
@@ -484,6 +503,12 @@ def fit(
       run), or None.
     label: prefix of log lines and records ("" for a single run).
     start_time: for the records' wall_time_s (default: now).
+    on_epoch: called at the end of every epoch as on_epoch(epoch, state, fit), `fit` the
+      `Fit` of the epochs run so far (a sweep's checkpoints of its populations).
+    on_step: called after every training step as on_step(step, state, so_far, carry):
+      so_far() makes the `Fit` of the epochs run so far, `carry` is the epoch so far
+      (`_train_epoch`).
+    carry: the epoch so far of a state saved in the middle of an epoch (`_train_epoch`).
   """
   exp, spe = pop.members[0], pop.setup.steps_per_epoch
   start_time = time.time() if start_time is None else start_time
@@ -492,10 +517,20 @@ def fit(
   # The best state as (params, batch_stats): its running statistics go with its params.
   variables, best_val, best_step = best or (None, np.full(pop.size, -np.inf), np.full(pop.size, -1))
   histories, epoch_losses = [np.zeros((0, pop.size))], [np.zeros((0, pop.size))]
+  step_hook = None
+  if on_step is not None:
+
+    def step_hook(at, state, epoch_carry):
+      so_far = lambda: _fit_of(variables, best_val, best_step, epoch_losses, histories, guard)
+      on_step(at, state, so_far, epoch_carry)
+
   for epoch in range(step // spe, exp.num_epochs):
     if pruning is not None:
       pop.state, pop.masks = pruning.start_epoch(pop.state, epoch)
-    step, train_loss, train_acc, history = _train_epoch(pop, epoch, step, guard, writer, label)
+    step, train_loss, train_acc, history = _train_epoch(
+      pop, epoch, step, guard, writer, label, carry, step_hook
+    )
+    carry = None
     guard(train_loss, step, "mean training loss of the epoch")
     val = pop.evaluate(pop.state.params, pop.setup.dataset.val, pop.state.batch_stats)
     guard(val["loss"], step, "validation loss")
@@ -524,6 +559,14 @@ def fit(
     # previous last state and redoes this epoch exactly, so no best state is ever lost.
     if checkpoints is not None:
       checkpoints.after_epoch(epoch, pop.state)
+    if on_epoch is not None:
+      on_epoch(
+        epoch, pop.state, _fit_of(variables, best_val, best_step, epoch_losses, histories, guard)
+      )
+  return _fit_of(variables, best_val, best_step, epoch_losses, histories, guard)
+
+
+def _fit_of(variables, best_val, best_step, epoch_losses, histories, guard) -> Fit:
   params, batch_stats = variables or (None, None)
   return Fit(
     params,
@@ -532,7 +575,7 @@ def fit(
     best_step,
     np.concatenate(epoch_losses),
     np.concatenate(histories),
-    guard.diverged,
+    guard.diverged.copy(),
   )
 
 

@@ -31,26 +31,71 @@ A noise-scale axis multiplies the programming and read noise of `config.hardware
 is evaluated at every scale (one row per scale) without being trained again.
 
 A workdir belongs to one config (`workdir.check_owner`); a finished sweep is reused.
-Not supported in a sweep (ConfigError): pruning; resuming (nothing is checkpointed).
+Not supported in a sweep (ConfigError): pruning.
+
+Checkpoints (a workdir given). A sweep survives a kill: every finished member's result is
+written, whole or not at all, to members/<index>.json (index: the member's place in the
+grid) the moment its population is evaluated, and a population still training is saved
+with orbax in checkpoints/<round>/ every `checkpoint_every_epochs` epochs, after its last,
+and every `sweep.checkpoint_every_steps` steps when that is > 0 (TrainState, best params
+and BatchNorm statistics, best validation accuracy and step, loss histories, and the
+running loss and accuracy sums of an epoch saved in its middle; `keep_checkpoints` kept).
+A relaunch with the same config reads the finished members back instead of training
+them, goes on with a saved population from its latest checkpoint (the same numbers, bit
+for bit, as a run never stopped: the batch order and dropout keys depend only on seed,
+epoch and step), drops the metrics.jsonl records the killed launch wrote after that
+checkpoint, and trains the rest. Half-written files never count: JSON is renamed into
+place, orbax renames a checkpoint when complete and the relaunch removes its temporary
+folders. A workdir of another config is refused by `workdir.check_owner` before anything
+is written.
+
+Several processes (`ssm_aimc.distributed.initialize` first; the command line's
+--coordinator_address / --num_processes / --process_id, or --distributed on a cluster JAX
+detects). Every process expands the same grid and trains its own members; nothing is
+stepped across processes. A structure's chunks go out in rounds of P (the process
+count): chunk r * P + p to process p, each process's chunk held in the layout of the
+strategy over its own local devices (`population.mesh_over`; chunk_size 0 means a P-th of
+the members each), so "separate" keeps every member the single run bit for bit on any
+number of processes. A process with no chunk in the last round trains a copy of the last
+chunk and throws it away, because a round's checkpoint is one orbax checkpoint written
+by all processes together, each process's population as its slice of one global array
+(orbax refuses to save process-local arrays once JAX runs on several processes). When a
+structure is done every process gets every member's result (`distributed.gather`: a
+key-value-store barrier, then one `process_allgather` of the results as JSON), and
+process 0 alone writes config.json, metrics.jsonl, sweep.csv, sweep.json and the plots;
+process p > 0 logs to metrics.process<p>.jsonl. The workdir must be one folder every
+process sees (a shared filesystem on a cluster), as for orbax's multi-host checkpoints.
+A relaunch may change the process count: finished members are read back all the same,
+but a round's checkpoint (its folder name records the count, chunk and padding) only
+resumes under the same count; other rounds start again.
+Why not one program over the global mesh: every chunk would then step all processes in
+lock-step through one cross-process program (a collective per step on CPU), and the
+"separate" strategy, the fastest measured, has no population axis to shard.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
+import glob
 import itertools
+import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ssm_aimc import (
   callable_module,
   deploy,
+  distributed,
   errors,
   experiment,
   figures,
@@ -66,6 +111,7 @@ from ssm_aimc import workdir as workdir_lib
 
 CSV_NAME = "sweep.csv"
 JSON_NAME = "sweep.json"
+MEMBERS_DIR = "members"  # One result file per finished member: <global index>.json.
 PLOT_BITS = "sweep_accuracy_vs_bits.png"
 PLOT_NOISE = "sweep_accuracy_vs_noise.png"
 PLOT_PARETO = "sweep_accuracy_vs_memory.png"
@@ -209,6 +255,24 @@ class MemberResult:
   analog: list[dict]
   cost: dict
 
+  def to_json(self) -> dict:
+    """The result as JSON values (floats as Python floats: `from_json` gives them back
+    exactly)."""
+    out = dataclasses.asdict(self)
+    out["losses"], out["epoch_losses"] = self.losses.tolist(), self.epoch_losses.tolist()
+    # Keys in their order (the rows of sweep.json keep theirs); numpy scalars as numbers.
+    return json.loads(json.dumps(out, default=lambda v: np.asarray(v).tolist()))
+
+  @classmethod
+  def from_json(cls, obj: dict) -> MemberResult:
+    return cls(
+      **{
+        **obj,
+        "losses": np.asarray(obj["losses"], np.float64),
+        "epoch_losses": np.asarray(obj["epoch_losses"], np.float64),
+      }
+    )
+
 
 def layout_of(strategy: str, mesh=None) -> population_lib.Layout:
   """The population layout of a sweep strategy ("separate" = single runs)."""
@@ -239,10 +303,222 @@ def _member_result(pop, fit, i: int, test, analog_rows) -> MemberResult:
   )
 
 
-def _train_chunk(setup, chunk: list[Member], padded: int, layout, loaded, writer, label: str):
+class Store:
+  """What a sweep keeps in its workdir to survive a kill (module docstring, "Checkpoints"):
+  members/<index>.json, one finished member's result, and checkpoints/<round>/, the
+  orbax checkpoints of the populations of a round not yet finished."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+
+  def result_path(self, index: int) -> str:
+    return os.path.join(self.workdir, MEMBERS_DIR, f"{index}.json")
+
+  def finished(self, index: int) -> bool:
+    return os.path.exists(self.result_path(index))
+
+  def load(self, index: int, member: Member) -> MemberResult:
+    stored = workdir_lib.read_json(self.result_path(index))
+    if stored["overrides"] != json.loads(workdir_lib.to_json(member.overrides)):
+      raise errors.ConfigError(
+        f"{self.result_path(index)} holds another member ({stored['overrides']}, not "
+        f"{member.overrides}); remove {os.path.join(self.workdir, MEMBERS_DIR)} to retrain."
+      )
+    return MemberResult.from_json(stored["result"])
+
+  def save(self, index: int, member: Member, result: MemberResult) -> None:
+    os.makedirs(os.path.dirname(self.result_path(index)), exist_ok=True)
+    record = {"overrides": member.overrides, "result": result.to_json()}
+    workdir_lib.write_json(self.result_path(index), record)
+
+  def round_dir(self, name: str) -> str:
+    return os.path.join(self.workdir, workdir_lib.CHECKPOINT_DIR, name)
+
+
+def _process_sharding() -> NamedSharding:
+  """One device of every process along one axis: a host array of each process's own
+  population, stacked process after process, is one global array orbax saves together."""
+  firsts: dict[int, jax.Device] = {}
+  for d in jax.devices():
+    firsts.setdefault(d.process_index, d)
+  mesh = jax.sharding.Mesh(np.array([firsts[p] for p in sorted(firsts)]), ("process",))
+  return NamedSharding(mesh, P("process"))
+
+
+def _bits64(a: np.ndarray) -> np.ndarray:
+  """(S, ...) float64 -> (S, 2k) uint32 of the same bits (JAX arrays are 32-bit)."""
+  a = np.ascontiguousarray(a, np.float64)
+  return a.reshape(len(a), -1).view(np.uint32)
+
+
+class RoundCheckpoint:
+  """The populations of one round (one per process) saved with orbax in `directory`
+  every `checkpoint_every_epochs` epochs, after the last, and every
+  `sweep.checkpoint_every_steps` steps when > 0: the TrainState, the best params (and
+  BatchNorm statistics), the best validation accuracy and its step, the loss histories
+  and the running sums of an epoch saved in its middle, so a relaunch goes on as if never
+  stopped. Every process saves its own population as its slice of one global array
+  (`_process_sharding`): one orbax checkpoint per round, written together, with orbax's
+  atomic rename."""
+
+  def __init__(self, directory: str, exp: experiment.Experiment, layout: population_lib.Layout):
+    self.directory, self.layout = directory, layout
+    self.every = max(1, exp.checkpoint_every_epochs)
+    self.every_steps = exp.sweep.checkpoint_every_steps if exp.sweep is not None else 0
+    self.epochs = exp.num_epochs
+    self.steps_per_epoch = None  # Known once a population is restored or trained.
+    name = os.path.basename(directory)
+    if distributed.is_main():
+      # A kill mid-save leaves orbax's temporary folder; its predecessor is complete.
+      for partial in glob.glob(os.path.join(directory, f"*{workdir_lib.PARTIAL_CHECKPOINT}*")):
+        shutil.rmtree(partial, ignore_errors=True)
+    distributed.barrier(f"open_{name}")
+    self.manager = workdir_lib.checkpoint_manager(directory, exp.keep_checkpoints)
+    self.sharding = _process_sharding()
+    self.prefix = None  # (losses (steps, S), epoch_losses (epochs, S), diverged (S,)).
+
+  def _item(self, state, best, best_val, best_step, losses, epoch_losses, diverged, sums):
+    """The saved tree: host arrays, every one with the population axis first. `losses`
+    (steps, S) runs to the state's step; `sums` (loss, accuracy) (S,) of its epoch so far."""
+    params, stats = best
+    item = {
+      "state": workdir_lib.checkpoint_item(state),
+      "best": {"params": params},
+      "best_val": _bits64(best_val),
+      "best_step": np.asarray(best_step, np.int32),
+      "losses": np.ascontiguousarray(np.asarray(losses, np.float32).T),
+      "epoch_losses": _bits64(np.asarray(epoch_losses).T),
+      "diverged": np.asarray(diverged, np.int8),
+      "epoch_sums": np.ascontiguousarray(np.stack(sums, axis=1), np.float32),
+    }
+    if stats:
+      item["best"]["batch_stats"] = stats
+    if not len(epoch_losses):  # Saved in the first epoch; orbax saves no empty array.
+      del item["epoch_losses"]
+    return item
+
+  def _global(self, a):
+    a = np.asarray(a)
+    shape = (a.shape[0] * jax.process_count(), *a.shape[1:])
+    return jax.make_array_from_process_local_data(self.sharding, a, shape)
+
+  def restore(self, pop: runner.Population):
+    """Puts the latest checkpoint's state into `pop`; returns (fit's `best`, fit's
+    `carry`, the step), or None without a checkpoint."""
+    self.steps_per_epoch = spe = pop.setup.steps_per_epoch
+    step = self.manager.latest_step()
+    if step is None:
+      return None
+    layout, size = pop.layout, pop.size
+    host = layout.fetch(pop.state)
+    epochs, zeros = step // spe, np.zeros(size)
+    template = self._item(
+      host,
+      layout.fetch((pop.state.params, pop.state.batch_stats)),
+      zeros,
+      zeros,
+      np.zeros((step, size)),
+      np.zeros((epochs, size)),
+      zeros,
+      (zeros, zeros),
+    )
+    n, sharding = jax.process_count(), self.sharding
+    abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct((a.shape[0] * n, *a.shape[1:]), a.dtype, sharding=sharding),
+      template,
+    )
+    try:
+      restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # Orbax raises many types for corrupt or mismatched files.
+      raise errors.CheckpointError(
+        f"Could not restore the sweep checkpoint step {step} from {self.directory}: {e}; "
+        "remove that folder to train its members again."
+      ) from e
+    item = jax.tree.map(lambda a: np.asarray(a.addressable_shards[0].data), restored)
+    pop.state = layout.place(host.replace(**item["state"]))
+    best = item["best"]
+    variables = layout.place((best["params"], best.get("batch_stats", {})))
+    best_val = item["best_val"].view(np.float64).reshape(size)
+    epoch_losses = np.zeros((0, size))
+    if epochs:
+      epoch_losses = item["epoch_losses"].view(np.float64).reshape(size, epochs).T
+    losses = item["losses"].T  # (step, S)
+    done = epochs * spe  # The steps of whole epochs; the rest are the epoch so far.
+    self.prefix = (losses[:done].astype(np.float64), epoch_losses, item["diverged"] > 0)
+    carry = None
+    if step > done:
+      loss_sum, acc_sum = (layout.place(item["epoch_sums"][:, k]) for k in (0, 1))
+      carry = (loss_sum, acc_sum, [layout.place(row) for row in losses[done:]])
+    best = (None if epochs == 0 else variables, best_val, item["best_step"].astype(np.int64))
+    return best, carry, step
+
+  def joined(self, fit: runner.Fit) -> runner.Fit:
+    """`fit` with the histories of the epochs run before the restored checkpoint."""
+    if self.prefix is None:
+      return fit
+    losses, epoch_losses, diverged = self.prefix
+    return dataclasses.replace(
+      fit,
+      losses=np.concatenate([losses, fit.losses]),
+      epoch_losses=np.concatenate([epoch_losses, fit.epoch_losses]),
+      diverged=diverged | fit.diverged,
+    )
+
+  def _save(self, state, fit: runner.Fit, carry) -> None:
+    fit = self.joined(fit)
+    host = self.layout.fetch(state)
+    size = len(fit.best_val)
+    losses, sums = fit.losses, (np.zeros(size), np.zeros(size))
+    if carry is not None:
+      loss_sum, acc_sum, epoch_losses = carry
+      sums = self.layout.fetch((loss_sum, acc_sum))
+      losses = np.concatenate([losses, np.stack(self.layout.fetch(epoch_losses))])
+    best = (fit.best, fit.best_batch_stats) if fit.best is not None else None
+    item = self._item(
+      host,
+      self.layout.fetch(best or (state.params, state.batch_stats)),
+      fit.best_val,
+      fit.best_step,
+      losses,
+      fit.epoch_losses,
+      fit.diverged,
+      tuple(np.broadcast_to(np.asarray(s, np.float32), (size,)) for s in sums),
+    )
+    step = int(np.asarray(host.step)[0])
+    try:
+      self.manager.save(step, args=ocp.args.StandardSave(jax.tree.map(self._global, item)))
+      self.manager.wait_until_finished()
+    except (OSError, ValueError) as e:
+      raise errors.WorkdirError(
+        f"Could not save the sweep checkpoint step {step} in {self.directory}: {e}"
+      ) from e
+
+  def after_epoch(self, epoch: int, state, fit: runner.Fit) -> None:
+    """runner.fit's on_epoch hook: saves every `every` epochs and after the last."""
+    if (epoch + 1) % self.every and epoch + 1 != self.epochs:
+      return
+    self._save(state, fit, None)
+
+  def after_step(self, step: int, state, so_far, carry) -> None:
+    """runner.fit's on_step hook: saves every `every_steps` steps inside an epoch (an
+    epoch's end is after_epoch's)."""
+    if self.every_steps and step % self.every_steps == 0 and step % self.steps_per_epoch:
+      self._save(state, so_far(), carry)
+
+  def remove(self) -> None:
+    """Once every process stored its members' results: the round's checkpoints go."""
+    distributed.barrier(f"done_{os.path.basename(self.directory)}")
+    if distributed.is_main():
+      shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _train_chunk(
+  setup, chunk: list[Member], padded: int, layout, loaded, writer, label: str, checkpoint=None
+):
   """Trains one chunk, padded to `padded` members (copies of its last: one compiled shape
-  for every chunk), from the variables `loaded` (None: each member's initial ones);
-  returns the results of the real members."""
+  for every chunk), from the variables `loaded` (None: each member's initial ones), or
+  from the latest of `checkpoint` (a RoundCheckpoint) and saving there; returns the
+  results of the real members."""
   n_real = len(chunk)
   batch = chunk + [chunk[-1]] * (padded - n_real)
   exps = [m.exp for m in batch]
@@ -253,7 +529,23 @@ def _train_chunk(setup, chunk: list[Member], padded: int, layout, loaded, writer
     for e, start, s in zip(exps, starts, stats, strict=True)
   ]
   pop = runner.Population.start(setup, exps, layout, params, stats)
-  fit = runner.fit(pop, writer=writer, label=label)
+  hooks = {}
+  if checkpoint is not None:
+    resumed = checkpoint.restore(pop)
+    best, carry, step = resumed if resumed is not None else (None, None, 0)
+    if resumed is not None:
+      logging.info("%sresumed from its checkpoint at step %d.", label, step)
+    if writer is not None and writer.path is not None:
+      path = writer.path
+      workdir_lib.truncate_metrics(
+        os.path.dirname(path), step, run=label.strip(": "), name=os.path.basename(path)
+      )
+    hooks = dict(best=best, carry=carry, on_epoch=checkpoint.after_epoch)
+    if checkpoint.every_steps:
+      hooks["on_step"] = checkpoint.after_step
+  fit = runner.fit(pop, writer=writer, label=label, **hooks)
+  if checkpoint is not None:
+    fit = checkpoint.joined(fit)
   runner.best_or_raise(fit)
   test = pop.evaluate(fit.best, setup.dataset.test, fit.best_batch_stats)
   analog_rows = []
@@ -272,8 +564,20 @@ def train_members(
   layout: population_lib.Layout,
   chunk_size: int = 0,
   writer: workdir_lib.MetricsWriter | None = None,
+  *,
+  store: Store | None = None,
+  first_index: int = 0,
+  prefix: str = "",
 ) -> list[MemberResult]:
-  """Trains and evaluates the members of one structure; one result each, in order."""
+  """Trains and evaluates the members of one structure; one result each, in order.
+
+  With several processes the chunks go out in rounds, chunk r * P + p of round r to
+  process p (a process without one trains a copy of the last, thrown away: every round's
+  checkpoints are saved by all processes together), and every process gets every result
+  (`distributed.gather`). With a `store` (a workdir) finished members' results are read
+  back instead of trained (`first_index`: the global index of members[0]), a round's
+  populations resume from their checkpoint, and each member's result is stored when its
+  round ends. `prefix` starts the log labels (the structure, when there are several)."""
   first = members[0].exp
   setup = runner.build(first)
   loaded = None
@@ -281,14 +585,49 @@ def train_members(
     state, _ = workdir_lib.load_state(first.init_checkpoint, runner.initial_state(setup, first))
     # On the host: every member's training donates its own device copy of these.
     loaded = jax.device_get(models.variables(state.params, state.batch_stats))
-  size, padded = population_lib.chunks(len(members), chunk_size, layout)
-  n_chunks = -(-len(members) // size)
-  results = []
-  for c in range(n_chunks):
-    chunk = members[c * size : (c + 1) * size]
-    label = f"{'member' if size == 1 else 'chunk'} {c + 1}/{n_chunks}: "
-    results += _train_chunk(setup, chunk, padded, layout, loaded, writer, label)
-  return results
+  n, procs, me = len(members), jax.process_count(), jax.process_index()
+  if procs > 1 and chunk_size == 0 and layout.stacked:
+    chunk_size = -(-n // procs)  # "All at once" in a multi-process run: a share each.
+  size, padded = population_lib.chunks(n, chunk_size, layout)
+  n_chunks = -(-n // size)
+  chunks = [list(range(c * size, min((c + 1) * size, n))) for c in range(n_chunks)]
+  results: dict[int, MemberResult] = {}
+  for r in range(-(-n_chunks // procs)):
+    in_round = [i for chunk in chunks[r * procs : (r + 1) * procs] for i in chunk]
+    name = f"{first_index + in_round[0]}-{first_index + in_round[-1]}_{procs}x{padded}"
+    if store is not None and all(store.finished(first_index + i) for i in in_round):
+      results.update({i: store.load(first_index + i, members[i]) for i in in_round})
+      logging.info("%smembers %s: finished in an earlier launch.", prefix, name.split("_")[0])
+      if distributed.is_main() and os.path.isdir(store.round_dir(name)):
+        shutil.rmtree(store.round_dir(name), ignore_errors=True)
+      continue
+    c = r * procs + me
+    mine = chunks[c] if c < n_chunks else []
+    what = "member" if size == 1 else "chunk"
+    label = f"{prefix}{what} {c + 1}/{n_chunks}: "
+    if not mine:  # This process pads the last round (see the docstring).
+      label = f"{prefix}padding, a copy of {what} {n_chunks}/{n_chunks}: "
+    checkpoint = (
+      RoundCheckpoint(store.round_dir(name), first, layout) if store is not None else None
+    )
+    chunk = [members[i] for i in (mine or chunks[-1])]
+    trained = _train_chunk(
+      setup, chunk, padded, layout, loaded, writer if mine else None, label, checkpoint
+    )
+    for i, result in zip(mine, trained, strict=False):
+      results[i] = result
+      if store is not None:
+        store.save(first_index + i, members[i], result)
+    if checkpoint is not None:
+      checkpoint.remove()
+  if procs > 1:
+    everyone = distributed.gather(
+      {str(i): results[i].to_json() for i in results}, f"results_{first_index}"
+    )
+    for part in everyone:
+      for i, result in part.items():
+        results.setdefault(int(i), MemberResult.from_json(result))
+  return [results[i] for i in range(n)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -461,9 +800,25 @@ def run_sweep(config, workdir: str | None) -> dict:
   workdir_lib.check_tensorboard(exp.log_tensorboard, workdir)
   if workdir is None:
     return _run_sweep(exp, None, start_time)
-  # One launch per workdir; the processes of one multi-host sweep share theirs.
-  with workdir_lib.lock(workdir) if jax.process_count() == 1 else contextlib.nullcontext():
+  # One launch per workdir: process 0 holds launch.lock (as a single run does), every other
+  # process of a multi-process launch a lock file of its own.
+  index = jax.process_index()
+  with workdir_lib.lock(
+    workdir, name=workdir_lib.LOCK if index == 0 else f"launch.process{index}.lock"
+  ):
     return _run_sweep(exp, workdir, start_time)
+
+
+def _metrics_name(index: int) -> str:
+  """Process `index`'s metrics file: metrics.jsonl for process 0."""
+  return workdir_lib.METRICS if index == 0 else f"metrics.process{index}.jsonl"
+
+
+def _all_records(workdir: str) -> list[dict]:
+  """The records of every process's metrics file (process 0's first)."""
+  others = sorted(glob.glob(os.path.join(workdir, "metrics.process*.jsonl")))
+  names = [workdir_lib.METRICS, *(os.path.basename(p) for p in others)]
+  return [r for name in names for r in workdir_lib.read_metrics(workdir, name)]
 
 
 def _run_sweep(exp: experiment.Experiment, workdir: str | None, start_time: float) -> dict:
@@ -489,11 +844,27 @@ def _run_sweep(exp: experiment.Experiment, workdir: str | None, start_time: floa
     layout.devices,
     " (population sharded)" if mesh is not None else "",
   )
-  writer = workdir_lib.MetricsWriter(workdir, exp.log_tensorboard) if main else None
-  rows, train_start = [], time.time()
+  index = jax.process_index()
+  tensorboard = exp.log_tensorboard and main
+  writer = workdir_lib.MetricsWriter(workdir, tensorboard, name=_metrics_name(index))
+  store = None if workdir is None else Store(workdir)
+  reused = 0 if store is None else sum(store.finished(i) for i in range(n_members))
+  if reused:
+    logging.info("Resuming: %d of %d members finished in earlier launches.", reused, n_members)
+  rows, train_start, first_index = [], time.time(), 0
   try:
-    for members in structures:
-      results = train_members(members, layout, exp.sweep.chunk_size, writer)
+    for s, members in enumerate(structures):
+      prefix = f"structure {s + 1}/{len(structures)}, " if len(structures) > 1 else ""
+      results = train_members(
+        members,
+        layout,
+        exp.sweep.chunk_size,
+        writer,
+        store=store,
+        first_index=first_index,
+        prefix=prefix,
+      )
+      first_index += len(members)
       for member, result in zip(members, results, strict=True):
         rows += rows_of(member, result)
   finally:
@@ -513,6 +884,8 @@ def _run_sweep(exp: experiment.Experiment, workdir: str | None, start_time: floa
     "structures": len(structures),
     "chunk_size": exp.sweep.chunk_size,
     "devices": layout.devices,
+    "processes": jax.process_count(),
+    "members_reused": reused,
     "best_test_accuracy": best["test_accuracy"],
     "best_index": best["index"],
     "csv": None if workdir is None else os.path.join(workdir, CSV_NAME),
@@ -525,7 +898,8 @@ def _run_sweep(exp: experiment.Experiment, workdir: str | None, start_time: floa
       summary["plots"] = plot_sweep(rows, exp.sweep, workdir, title=f"{exp.data.task} sweep")
       curves = os.path.join(workdir, figures.CURVES)
       title = f"{exp.data.task} sweep"
-      summary["plots"].append(figures.plot_training_curves(writer.records, curves, title))
+      records = _all_records(workdir)
+      summary["plots"].append(figures.plot_training_curves(records, curves, title))
     summary["wall_time_s"] = time.time() - start_time
     workdir_lib.write_json(os.path.join(workdir, JSON_NAME), {**summary, "rows": rows})
   summary["wall_time_s"] = time.time() - start_time

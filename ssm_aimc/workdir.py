@@ -125,16 +125,17 @@ def read_json(path: str):
 
 
 @contextlib.contextmanager
-def lock(workdir: str, create: bool = True):
-  """`workdir` (made when `create`) held by this process for the block: one launch per
-  workdir. A WorkdirError, before anything is written, when another launch holds it, or
-  when it is not a folder this process can write in; a CheckpointError when it does not
-  exist and `create` is off (evaluate, deploy: nothing to read)."""
+def lock(workdir: str, create: bool = True, name: str = LOCK):
+  """`workdir` (made when `create`) held by this process for the block (through the lock
+  file `name`): one launch per workdir. A WorkdirError, before anything is written, when
+  another launch holds it, or when it is not a folder this process can write in; a
+  CheckpointError when it does not exist and `create` is off (evaluate, deploy: nothing to
+  read)."""
   if not create and not os.path.isdir(workdir):
     raise errors.CheckpointError(
       f"No checkpoint found: {workdir} does not exist; train first with --mode=train."
     )
-  path = os.path.join(workdir, LOCK)
+  path = os.path.join(workdir, name)
   try:
     os.makedirs(workdir, exist_ok=True)
     fd = lockfile.acquire(path)
@@ -154,10 +155,11 @@ def write_config(workdir: str, exp: experiment.Experiment) -> None:
   write_json(os.path.join(workdir, CONFIG), experiment.to_dict(exp))
 
 
-def truncate_metrics(workdir: str, step: int) -> int:
-  """Drops the records of metrics.jsonl after `step` (and any line cut off by a crash), so
-  that a run resumed at `step` does not log those steps twice. Returns how many went."""
-  path = os.path.join(workdir, METRICS)
+def truncate_metrics(workdir: str, step: int, run: str | None = None, name: str = METRICS) -> int:
+  """Drops the records of metrics.jsonl (or `name`) after `step` (and any line cut off by a
+  crash), so that a run resumed at `step` does not log those steps twice; with `run`, only
+  the records of that run (a sweep's population: their "run" field). Returns how many went."""
+  path = os.path.join(workdir, name)
   if not os.path.exists(path):
     return 0
   with open(path) as f:
@@ -165,7 +167,8 @@ def truncate_metrics(workdir: str, step: int) -> int:
   kept = []
   for line in lines:
     try:
-      if json.loads(line)["step"] <= step:
+      record = json.loads(line)
+      if record["step"] <= step or (run is not None and record.get("run") != run):
         kept.append(line)
     except (ValueError, KeyError, TypeError):
       pass  # Half a line written when the run was killed.
@@ -174,10 +177,10 @@ def truncate_metrics(workdir: str, step: int) -> int:
   return len(lines) - len(kept)
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  """The records of workdir/metrics.jsonl in order ([] without one; a line cut off by a
-  crash is skipped)."""
-  path = os.path.join(workdir, METRICS)
+def read_metrics(workdir: str, name: str = METRICS) -> list[dict]:
+  """The records of workdir/metrics.jsonl (or `name`) in order ([] without one; a line cut
+  off by a crash is skipped)."""
+  path = os.path.join(workdir, name)
   if not os.path.exists(path):
     return []
   records = []
@@ -225,11 +228,14 @@ class MetricsWriter:
   tag `key` (`run/key` for a sweep's member, `key/i` for the i-th of a population's
   values), flushed at every epoch record; `purge_step` (a resumed run's step + 1) makes
   TensorBoard drop the events a crashed run wrote after it, as `truncate_metrics` drops
-  their records. With `workdir` None nothing is written: the records are only kept.
+  their records. With `workdir` None nothing is written: the records are only kept. `name`:
+  the file's (a multi-process sweep's other processes write their own).
   """
 
-  def __init__(self, workdir: str | None, tensorboard: bool = False, purge_step=None):
-    self.path = None if workdir is None else os.path.join(workdir, METRICS)
+  def __init__(
+    self, workdir: str | None, tensorboard: bool = False, purge_step=None, name: str = METRICS
+  ):
+    self.path = None if workdir is None else os.path.join(workdir, name)
     self.records = []
     self._events = None
     if tensorboard:

@@ -87,3 +87,10 @@ def test_config_values_are_resolved_in_both_flag_forms(tmp_path, monkeypatch):
   ]
   (tmp_path / "c").write_text("")  # A one-letter file name (inside "--config=") wins.
   assert cli._resolve_config(["prog", "--config=c"]) == ["prog", "--config=c"]
+
+
+def test_bad_process_flags_are_one_line_before_any_process_waits(tmp_path):
+  out = launch(*TINY, f"--workdir={tmp_path / 'w'}", "--num_processes=2", "--process_id=0")
+  assert out.returncode == 1
+  assert "error: --mode=train runs in one process; only --mode=sweep" in out.stderr
+  assert "Traceback" not in out.stderr and not (tmp_path / "w").exists()

@@ -7,6 +7,11 @@ One tiny sweep (4 members: weight bits 32 (float), 4 x seeds 0, 1; evaluated on 
 device at two noise scales, so 8 grid points) is trained once per module and inspected by
 several tests; the sharded run goes on in a subprocess meanwhile.
 
+Beyond one process: a tiny "separate" sweep (3 members) trained by 2 local processes
+(jax.distributed over gloo, launched through the command line's process flags) writes the
+single-process sweep.csv, and one SIGKILLed mid-way resumes to the same file without
+training its finished members again.
+
 Float tolerance holds step for step for the float members. A quantized member amplifies
 float rounding: a weight on the edge of a rounding step flips to the next level when the
 batched program rounds differently, and the loss jumps by ~1e-4. Its losses agree to float
@@ -16,8 +21,11 @@ precision for the first steps and to 3e-2 (about 1 %) afterwards.
 import csv
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import types
 
 import jax
@@ -29,6 +37,7 @@ import pytest
 from configs import default, sweep_bits
 from ssm_aimc import (
   data,
+  distributed,
   errors,
   experiment,
   figures,
@@ -39,6 +48,7 @@ from ssm_aimc import (
   sweep,
   train,
 )
+from ssm_aimc import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -385,3 +395,196 @@ def test_a_vmapped_population_of_batch_norm_members_keeps_each_ones_statistics()
   best_var = pop.layout.fetch(fit.best_batch_stats)["block_0"]["norm"]["var"]
   best_var_now = pop.layout.fetch(pop.state.batch_stats)["block_0"]["norm"]["var"]
   np.testing.assert_array_equal(best_var, best_var_now)  # One epoch: the best is the last.
+
+
+# ---------------------------------------------------------------------------------------
+# Several processes, and a killed sweep resumed.
+# ---------------------------------------------------------------------------------------
+
+# configs/sweep_bits.py:smoke with these: 3 members (4-bit weights, seeds 0-2) of one
+# structure, one compile of the step; "separate" so each member is the single run.
+RESUMABLE = {
+  "model.d_model": 8,
+  "model.n_layers": 1,
+  "model.d_state": 4,
+  "num_epochs": 1,
+  "batch_size": 128,
+  "eval_batch_size": 128,
+  "optimizer.learning_rate": 5e-2,
+  "optimizer.warmup_epochs": 0.1,
+  "progress_bar": False,
+  "quant.act_bits": 32,
+  "quant.a_bar_bits": 32,
+  "sweep.strategy": "separate",
+  "sweep.weight_bits": (4,),
+  "sweep.seeds": (0, 1, 2),
+  "sweep.plots": False,
+}
+# The killed sweep is also saved every 5 steps (10 an epoch): it resumes mid-epoch, its
+# member 1 killed between its checkpoint at step 5 and the one at the end of the epoch.
+MID_EPOCH = {"sweep.checkpoint_every_steps": 5}
+PROCESS_TIMEOUT_S = 300
+
+
+def resumable_config(extra=None):
+  config = sweep_bits.get_config("smoke")
+  for path, value in {**RESUMABLE, **(extra or {})}.items():
+    *parents, leaf = path.split(".")
+    section = config
+    for p in parents:
+      section = section[p]
+    section[leaf] = value
+  return config
+
+
+def _launch(workdir, log, *flags, extra=None):
+  """`python -m ssm_aimc --mode=sweep` of resumable_config(extra) in a subprocess on one
+  CPU device (output to the file `log`)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1"
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  args = [f"--config.{k}={v}" for k, v in {**RESUMABLE, **(extra or {})}.items()]
+  command = [sys.executable, "-m", "ssm_aimc", "--config=configs/sweep_bits.py:smoke", *args]
+  command += ["--mode=sweep", f"--workdir={workdir}", *flags]
+  with open(log, "w") as out:
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(processes) -> None:
+  for p in processes:
+    if p.poll() is None:
+      p.kill()
+      p.wait(timeout=30)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _csv_rows(workdir):
+  with open(os.path.join(workdir, sweep.CSV_NAME), newline="") as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+  """resumable_config run by 2 local processes (subprocesses) while the same sweep runs
+  uninterrupted in this one."""
+  root = tmp_path_factory.mktemp("distributed")
+  port, logs = _free_port(), [root / f"process{i}.log" for i in range(2)]
+  address = f"--coordinator_address=127.0.0.1:{port}"
+  processes = [
+    _launch(root / "two", logs[i], address, "--num_processes=2", f"--process_id={i}")
+    for i in range(2)
+  ]
+  try:
+    start = time.time()
+    summary = sweep.run_sweep(resumable_config(), str(root / "one"))
+    codes = [p.wait(timeout=max(1, PROCESS_TIMEOUT_S - (time.time() - start))) for p in processes]
+  finally:
+    _stop(processes)
+  return types.SimpleNamespace(
+    root=root, one=summary, codes=codes, logs=[log.read_text() for log in logs]
+  )
+
+
+def test_two_processes_write_the_sweep_of_one(two_processes):
+  run = two_processes
+  assert run.codes == [0, 0], run.logs[0][-3000:] + run.logs[1][-3000:]
+  one, two = _csv_rows(run.root / "one"), _csv_rows(run.root / "two")
+  assert len(two) == len(one) == 3
+  accuracies = ("test_accuracy", "val_accuracy", "test_loss", "train_loss")
+  for a, b in zip(one, two, strict=True):
+    assert {k: v for k, v in a.items() if k not in accuracies} == {
+      k: v for k, v in b.items() if k not in accuracies
+    }
+    for key in accuracies:  # The quantized members' tolerance of the population test.
+      assert abs(float(a[key]) - float(b[key])) <= 0.03, key
+  with open(run.root / "two" / sweep.JSON_NAME) as f:
+    assert json.load(f)["processes"] == 2
+  # Process 1 trained member 1 (round 1) and a thrown-away copy of member 2 (round 2).
+  assert "member 2/3: epoch 1/1" in run.logs[1] and "member 2/3" not in run.logs[0]
+  assert "member 3/3: epoch 1/1" in run.logs[0]
+  assert "padding, a copy of member 3/3: epoch 1/1" in run.logs[1]
+  assert sorted(os.listdir(run.root / "two" / sweep.MEMBERS_DIR)) == ["0.json", "1.json", "2.json"]
+  records = workdir_lib.read_metrics(run.root / "two", "metrics.process1.jsonl")
+  assert {r["run"] for r in records} == {"member 2/3"}
+  assert not os.listdir(run.root / "two" / workdir_lib.CHECKPOINT_DIR)  # Rounds cleaned up.
+
+
+def test_a_killed_sweep_resumes_and_ends_as_if_never_stopped(two_processes, tmp_path):
+  workdir, log = tmp_path / "killed", tmp_path / "killed.log"
+  member_1 = workdir / workdir_lib.CHECKPOINT_DIR / "1-1_1x1"
+  first_save = member_1 / "5"  # Member 1 at step 5, in the middle of its epoch.
+  process = _launch(workdir, log, extra=MID_EPOCH)
+  try:
+    deadline = time.time() + PROCESS_TIMEOUT_S
+    while not (first_save.is_dir() and (workdir / sweep.MEMBERS_DIR / "0.json").exists()):
+      assert process.poll() is None, log.read_text()[-3000:]
+      assert time.time() < deadline, "the sweep did not reach member 1's first checkpoint"
+      time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+  finally:
+    _stop([process])
+  finished = sorted(os.listdir(workdir / sweep.MEMBERS_DIR))
+  # A checkpointed workdir of another config is refused before anything is written.
+  other = resumable_config(MID_EPOCH)
+  other.sweep.seeds = (0, 1)
+  with pytest.raises(errors.ConfigError, match="another config"):
+    sweep.run_sweep(other, str(workdir))
+  trained, restored = [], []
+  original_chunk, original_restore = sweep._train_chunk, sweep.RoundCheckpoint.restore
+
+  def spy_chunk(setup, chunk, *args, **kwargs):
+    trained.append([m.exp.seed for m in chunk])
+    return original_chunk(setup, chunk, *args, **kwargs)
+
+  def spy_restore(self, pop):
+    resumed = original_restore(self, pop)
+    restored.append((os.path.basename(self.directory), resumed and resumed[2]))
+    return resumed
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(sweep, "_train_chunk", spy_chunk)
+    mp.setattr(sweep.RoundCheckpoint, "restore", spy_restore)
+    summary = sweep.run_sweep(resumable_config(MID_EPOCH), str(workdir))
+  assert summary["members_reused"] == len(finished) >= 1
+  assert [0] not in trained  # Member 0 finished before the kill: read back, not trained.
+  if "1.json" not in finished:  # Killed within member 1: it went on from its checkpoint.
+    ((name, step),) = [r for r in restored if r[0] == "1-1_1x1"]
+    assert step in (5, 10)
+  assert _csv_rows(workdir) == _csv_rows(two_processes.root / "one")  # Bit for bit.
+  records = workdir_lib.read_metrics(workdir)
+  for run in {r["run"] for r in records}:  # Every step logged once, in order.
+    steps = [r["step"] for r in records if r["run"] == run and "epoch" in r]
+    assert steps == [10], run
+  assert not os.listdir(workdir / workdir_lib.CHECKPOINT_DIR)
+
+
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
+    ({"process_id": 1}, "need --num_processes"),
+    ({"num_processes": 2, "process_id": 2}, "out of range"),
+    ({"num_processes": 2, "process_id": -1}, "out of range"),
+    ({"num_processes": 0}, ">= 1"),
+    ({"num_processes": 2, "process_id": 0}, "needs --coordinator_address"),
+    ({"num_processes": 2, "coordinator_address": "localhost"}, "needs --process_id"),
+    (
+      {"num_processes": 2, "process_id": 0, "coordinator_address": "localhost"},
+      "not host:port",
+    ),
+  ],
+)
+def test_bad_process_flags_are_config_errors(kwargs, match):
+  with pytest.raises(errors.ConfigError, match=match):
+    distributed.initialize(**kwargs)
+
+
+def test_one_process_needs_no_runtime():
+  assert not distributed.initialize()
+  assert not distributed.initialize(num_processes=1)
+  assert distributed.gather({"a": 1}, "one") == [{"a": 1}]

@@ -129,6 +129,7 @@ OUT_OF_DOMAIN = {
   "sweep.weight_bits": [(0,), (4, 4)],
   **{f"sweep.group_bits.{g}": [(0,)] for g in quant.GROUPS},
   "sweep.chunk_size": [-1],
+  "sweep.checkpoint_every_steps": [-1],
   "sweep.d_model": [(0,)],
   "sweep.d_state": [(-2,)],
   "sweep.n_layers": [(0,)],

@@ -68,6 +68,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.sweep.chunk_size = 0  # Members per compiled call (memory); 0 = all at once.
   config.sweep.shard = True  # Shard the population over all devices when several.
   config.sweep.plots = True  # Write the PNG plots.
+  # With a workdir a sweep is resumable: its populations are saved every
+  # checkpoint_every_epochs epochs and, when > 0, also every this many steps.
+  config.sweep.checkpoint_every_steps = 0
 
   if variant == "smoke":
     config.model.d_model = 16
