@@ -108,7 +108,7 @@ class Layout:
 
   def _put(self, tree, spec):
     if self.mesh is None:
-      return jax.tree.map(jnp.asarray, tree)
+      return _committed(tree)
     sharding = NamedSharding(self.mesh, spec)
 
     def put(a):
@@ -121,7 +121,7 @@ class Layout:
     """Members' trees as the population's: the one tree (single) or stacked on axis 0."""
     if not self.stacked:
       (tree,) = trees
-      return jax.tree.map(jnp.asarray, tree)
+      return _committed(tree)
     stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
     return self._put(stacked, P(AXIS))
 
@@ -165,6 +165,18 @@ def _select(improved, best, params):
     return jnp.where(improved.reshape((-1,) + (1,) * (p.ndim - 1)), p, b)
 
   return jax.tree.map(pick, best, params)
+
+
+def _committed(tree):
+  """`tree`'s leaves as arrays committed to this process's first device.
+
+  Committed like the outputs of the steps they go into: jit compiles a program per
+  placement of its arguments, so a state whose leaves were uncommitted (a TrainState's
+  Python int step, numpy stacks) compiled the training step a second time at its second
+  call, when the first step's committed outputs came back in (about 35 s of the demo's
+  noise-aware stage). Values and dtypes, weak types included, are unchanged.
+  """
+  return jax.device_put(tree, jax.local_devices()[0])
 
 
 def chunks(n: int, chunk_size: int, layout: Layout) -> tuple[int, int]:
