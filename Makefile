@@ -13,19 +13,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-## The whole pipeline on scikit-learn digits: train the default S4D (float, 15 epochs),
+## The whole pipeline on scikit-learn digits: train the default S4D (float, 12 epochs),
 ## fine-tune it with QAT (4-bit weights, 8-bit activations) and noise-aware training on
-## PCM-like noise (3 epochs), then deploy it on 10 simulated PCM and 10 RRAM chips (step by
+## PCM-like noise (3 epochs), then deploy it on 5 simulated PCM and 5 RRAM chips (step by
 ## step, 8-bit DAC/ADC) and print the cost, accuracy and energy tables. Sized to finish in
 ## about 5 minutes on a 2-core CPU; the configs' own epochs (60 and 20) are the README's
 ## result tables. Again into the same WORKDIR resumes (or re-evaluates);
 ## `make demo WORKDIR=runs/x` for a new run.
 demo: $(STAMP)
-	$(PY) launch.py --config=configs/default.py --workdir=$(WORKDIR)/float --config.num_epochs=15
+	$(PY) launch.py --config=configs/default.py --workdir=$(WORKDIR)/float --config.num_epochs=12
 	$(PY) launch.py --config=configs/noise_aware_w4a8.py --workdir=$(WORKDIR)/qat_noise_aware \
 	  --config.init_checkpoint=$(WORKDIR)/float --config.num_epochs=3
 	$(PY) launch.py --config=configs/noise_aware_w4a8.py --workdir=$(WORKDIR)/qat_noise_aware \
-	  --config.deploy.seeds=10 --mode=deploy
+	  --config.deploy.seeds=5 --mode=deploy
 
 ## The test suite, two workers, each taking whole files, longest first (tests/conftest.py).
 test: $(STAMP)
