@@ -142,7 +142,7 @@ class Layout:
     """The inverse of `fetch`: host arrays with a leading population axis (of 1 for the
     single layout) -> the population's arrays as this layout holds them."""
     if not self.stacked:
-      return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[0]), tree)
+      return _committed(jax.tree.map(lambda a: np.asarray(a)[0], tree))
     return self._put(tree, P(AXIS))
 
   def member(self, tree, i: int):

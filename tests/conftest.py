@@ -13,8 +13,8 @@ alone: 104 s at the default level, 50 s at 0, on 2 cores), while these tiny shap
 run. At level 0 the rest of the compile is mostly XLA's MLIR fusion emitters (one pipeline
 per fusion, 355 fusions in the tiny PCM train step), so the CPU backend's older elemental
 emitters are used instead (`xla_cpu_use_fusion_emitters=false`): the tiny model's train
-step compiles 2.1x (digital) and 1.8x (PCM) faster with them at level 0, and runs at a
-similar speed (BENCHMARKS.md "Compile time of the analog model"). The HLO, and so what is
+step compiles 2.2x (digital) and 1.3-1.5x (PCM, RRAM) faster with them at level 0, and runs
+at a similar speed (BENCHMARKS.md "The test suite's compile settings"). The HLO, and so what is
 computed, is the same; other machine code can round differently only where one emitter
 fuses a multiply and an add that the other does not (1e-9 on the train step's outputs),
 far inside every tolerance here. A user's own XLA_FLAGS setting of either flag is kept.
