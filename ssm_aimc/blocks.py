@@ -147,10 +147,22 @@ def pool(h: jax.Array, pooling: str) -> jax.Array:
 
 
 def classifier(
-  x: jax.Array, encoder: Fn, blocks: Sequence[Fn], pooling: str, decoder: Fn
+  x: jax.Array,
+  encoder: Fn,
+  blocks: Sequence[Fn],
+  pooling: str,
+  decoder: Fn,
+  start: int = 0,
+  stop: int | None = None,
 ) -> jax.Array:
-  """encoder -> blocks -> pooling -> decoder: x (B, L, d_input) -> logits (B, n_classes)."""
-  h = encoder(x)
-  for block in blocks:
+  """encoder -> blocks -> pooling -> decoder: x (B, L, d_input) -> logits (B, n_classes).
+
+  A segment of it with `start` / `stop`: blocks[start:stop] only; x is the (B, L, H) stream
+  entering block `start` when start > 0 (no encoder), and with `stop` set the stream
+  leaving block stop - 1 is returned (no pooling, no decoder). Splitting the model at a
+  block lets many variants of its later blocks share one pass through the earlier ones.
+  """
+  h = encoder(x) if start == 0 else x
+  for block in blocks[start:stop]:
     h = block(h)
-  return decoder(pool(h, pooling))
+  return h if stop is not None else decoder(pool(h, pooling))

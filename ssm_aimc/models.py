@@ -110,12 +110,21 @@ class S4DClassifier(nn.Module):
 
   @nn.compact
   def __call__(
-    self, x: jax.Array, train: bool = False, spec: layers.Quant = None, analog: layers.Analog = None
+    self,
+    x: jax.Array,
+    train: bool = False,
+    spec: layers.Quant = None,
+    analog: layers.Analog = None,
+    start: int = 0,
+    stop: int | None = None,
   ) -> jax.Array:
     """x: (B, L, d_input) -> logits (B, n_classes).
 
     `spec` quantizes (None: float); `analog` runs every weight group on the simulated
     analog substrate and needs the PRNG streams "program" and "read" (None: digital).
+    `start` / `stop` run a segment of blocks (`blocks.classifier`): x is then the (B, L, H)
+    stream entering block `start`, and with `stop` the stream after block stop - 1 comes
+    out instead of logits.
     """
     cfg = self.config
     blocks.check_pooling(cfg.pooling)
@@ -142,7 +151,7 @@ class S4DClassifier(nn.Module):
     decoder = lambda h: layers.QDense(
       self.n_classes, group="decoder", per_sequence=True, name="decoder"
     )(h, spec, analog)
-    return blocks.classifier(x, encoder, residual, cfg.pooling, decoder)
+    return blocks.classifier(x, encoder, residual, cfg.pooling, decoder, start, stop)
 
 
 MODELS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {

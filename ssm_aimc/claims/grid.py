@@ -40,11 +40,16 @@ def quantized(exp: experiment.Experiment, widths: dict) -> experiment.Experiment
   float. The model's recurrence method is kept: on the convolution paths (a CPU's "auto")
   the state group rounds the kernel, as the authors' FFT path does, on the sequential path
   the recurrent state (`layers.state_quantizer`)."""
+  return experiment.override(exp, quantized_overrides(widths))
+
+
+def quantized_overrides(widths: dict) -> dict:
+  """The config overrides of `quantized` ({"quant.<field>": value})."""
   overrides = {"quant.enabled": True, "quant.scheme": "qs4d", "quant.mode": "tensor"}
   overrides.update({f"quant.{field}": FLOAT_BITS for field in GROUPS["all"]})
   for group, bits in widths.items():
     overrides.update({f"quant.{field}": bits for field in GROUPS[group]})
-  return experiment.override(exp, overrides)
+  return overrides
 
 
 def by_structure(exps: list) -> list[list[int]]:

@@ -19,6 +19,7 @@ from ssm_aimc.claims import (
   c2_size_vs_precision,
   c3_robustness,
   c4_pruning,
+  c4_qs4d,
   c5_deployment,
   common,
 )
@@ -33,6 +34,7 @@ CLAIMS = {
   "c2_qs4d": c2_qs4d,
   "c3": c3_robustness,
   "c4": c4_pruning,
+  "c4_qs4d": c4_qs4d,
   "c5": c5_deployment,
 }
 CONFIG_FILES = {name: f"{claim.__name__.rsplit('.', 1)[-1]}.py" for name, claim in CLAIMS.items()}
