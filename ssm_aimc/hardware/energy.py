@@ -3,13 +3,19 @@
 
 What is counted for the chip (`aimc_energy`), per inference of one sequence of L steps
 (matrices with `per_sequence`, the decoder, run once; everything else L times):
-  cell reads   every device holding a structurally non-zero weight is read once per MVM at
-               V^2 G t, with G the mean programmed conductance and V the full read voltage
-               (an upper-end figure: real inputs are mostly below full scale);
-  DAC          one conversion per driven row per tile per MVM (an input that drives the
-               tiles of several column blocks is converted once per tile); energy per
+  cell reads   every device holding a structurally non-zero weight on a driven row
+               conducts at V^2 G t, with G the mean programmed conductance and V the full
+               read voltage (an upper-end figure: real inputs are mostly below full
+               scale). In a diagonal layout that is every such device once per MVM; in a
+               packed one (`crossbar.pack_lanes`) each read drives its pieces' rows and
+               the devices of the other pieces on those rows conduct too (their columns
+               are clamped, just not converted): `MappedMatrix.cell_reads_per_mvm`;
+  DAC          one conversion per driven row per piece per MVM (an input that drives the
+               tiles of several column blocks is converted once per tile, a row piece
+               read in its own cycle once per read); energy per
                conversion is flat, as docs/design.md gives it (the width is recorded, not priced);
-  ADC          one conversion per LOGICAL output per tile per MVM: the G+ and G- currents
+  ADC          one conversion per LOGICAL output per piece per MVM (a packed read fires
+               the ADCs of its own columns only): the G+ and G- currents
                of a differential pair are subtracted in analog before one shared ADC; the
                energy scales as adc_8bit_pj x 2^(bits - 8);
   periphery    digital work counted in int8 operations and charged `periphery_op_pj` each
@@ -19,8 +25,9 @@ What is counted for the chip (`aimc_energy`), per inference of one sequence of L
                `*_ops_per_element` constants price them).
 Not counted (in neither model): activation buffers, control, clocking, programming.
 
-Latency of the chip is a non-pipelined upper bound: every MVM stage (all tiles of one
-matrix in parallel) takes dac + integration + ADC time, stages run one after another, the
+Latency of the chip is a non-pipelined upper bound: every MVM cycle (all tiles of one
+matrix in parallel; a matrix whose tiles read their pieces in several cycles takes its
+busiest tile's `cycles`) takes dac + integration + ADC time, cycles run one after another, the
 digital periphery runs at `digital_int8_ops_per_ns`. The digital baseline is compute-bound:
 MACs / throughput (weight-fetch time is not modelled).
 
@@ -208,8 +215,8 @@ def aimc_energy(
 
   Returns:
     {"cell_read_j", "dac_j", "adc_j", "periphery_j", "total_j", "latency_s", and the counts
-    per inference "mvms", "cell_reads", "dac_conversions", "adc_conversions",
-    "periphery_ops", "adc_bits", "dac_bits"}.
+    per inference "mvms", "mvm_cycles" (MVMs times the cycles each takes), "cell_reads",
+    "dac_conversions", "adc_conversions", "periphery_ops", "adc_bits", "dac_bits"}.
   """
   constants = constants or EnergyConstants()
   seq_len = _check_seq_len(seq_len)
@@ -217,11 +224,12 @@ def aimc_energy(
   if periphery_ops is None:
     periphery_ops = count_periphery_ops(mapping, seq_len, constants)
   ops = float(sum(periphery_ops.values()) if isinstance(periphery_ops, Mapping) else periphery_ops)
-  mvms = cells = dacs = adcs = 0.0
+  mvms = cycles = cells = dacs = adcs = 0.0
   for a in mapping.arrays:
     n = a.mvms_per_step * (1 if a.per_sequence else seq_len)
     mvms += n
-    cells += n * a.weight_cells
+    cycles += n * a.cycles
+    cells += n * a.cell_reads_per_mvm
     dacs += n * a.usage.dac_per_mvm
     adcs += n * a.usage.adc_per_mvm
   energy_pj = {
@@ -237,9 +245,10 @@ def aimc_energy(
     + constants.mvm_latency_ns
     + constants.adc_latency_8bit_ns * adc_bits / 8 * constants.columns_per_adc
   )
-  out["latency_s"] = (mvms * stage_ns + ops / constants.digital_int8_ops_per_ns) * 1e-9
+  out["latency_s"] = (cycles * stage_ns + ops / constants.digital_int8_ops_per_ns) * 1e-9
   out.update(
     mvms=mvms,
+    mvm_cycles=cycles,
     cell_reads=cells,
     dac_conversions=dacs,
     adc_conversions=adcs,
