@@ -233,6 +233,18 @@ def test_a_packed_readout_costs_its_cycles_and_driven_rows_by_hand():
   assert (packed["dac_conversions"], packed["adc_conversions"]) == (280, 70)
   assert packed["adc_j"] == pytest.approx(140e-12)
   assert packed["total_j"] == pytest.approx((20.8 + 28 + 140) * 1e-12)
+  # A periphery that floats the unread columns reads only the 56 weight devices per MVM;
+  # halfway, 56 + 0.5 x (104 - 56) = 80.
+  floated = energy.EnergyConstants(unread_columns_conduct=0.0)
+  half = energy.EnergyConstants(unread_columns_conduct=0.5)
+  usage = crossbar.pack_lanes([(7, 1)] * 4, small)
+  mapping = crossbar.MappingReport(
+    small, (crossbar.MappedMatrix("ssm", "readout", shape, 4, usage, weight_cells=56),), ()
+  )
+  assert energy.aimc_energy(mapping, L, constants=floated)["cell_reads"] == 560
+  assert energy.aimc_energy(mapping, L, constants=half)["cell_reads"] == 800
+  with pytest.raises(errors.ConfigError, match="unread_columns_conduct"):
+    energy.EnergyConstants(unread_columns_conduct=1.5)
   # Latency: a cycle is 1 + 10 + 20 = 31 ns: 10 x 31 = 310 ns against 30 x 31 = 930 ns.
   assert diagonal["latency_s"] == pytest.approx(310e-9)
   assert packed["latency_s"] == pytest.approx(930e-9)

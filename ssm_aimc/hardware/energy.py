@@ -9,7 +9,9 @@ What is counted for the chip (`aimc_energy`), per inference of one sequence of L
                scale). In a diagonal layout that is every such device once per MVM; in a
                packed one (`crossbar.pack_lanes`) each read drives its pieces' rows and
                the devices of the other pieces on those rows conduct too (their columns
-               are clamped, just not converted): `MappedMatrix.cell_reads_per_mvm`;
+               are clamped, just not converted): `MappedMatrix.cell_reads_per_mvm`,
+               those extra devices weighted by `unread_columns_conduct` (1 by default;
+               0 for a periphery that floats the columns it does not read);
   DAC          one conversion per driven row per piece per MVM (an input that drives the
                tiles of several column blocks is converted once per tile, a row piece
                read in its own cycle once per read); energy per
@@ -83,6 +85,10 @@ class EnergyConstants:
   cell_read_time_ns: float = 10.0  # assumption (docs/design.md §2): read pulse width.
   adc_8bit_pj: float = 2.0  # assumption (docs/design.md §2): one 8-bit conversion, x 2^(bits-8).
   dac_pj: float = 0.1  # assumption (docs/design.md §2): one input conversion.
+  # assumption: share of the devices of unread pieces on a driven row that conduct in a
+  # packed read (1: every column of a tile clamped at virtual ground; 0: unread columns
+  # floated by column switches). A diagonal layout has no such devices.
+  unread_columns_conduct: float = 1.0
   # Digital periphery, int8 operations per element (assumption: small lookup tables with
   # linear interpolation for the nonlinearities).
   norm_ops_per_element: float = 8.0  # assumption: mean, centre, square-add, normalise, affine.
@@ -116,6 +122,8 @@ class EnergyConstants:
     ):
       if getattr(self, name) <= 0:
         raise errors.ConfigError(f"EnergyConstants.{name} must be > 0.")
+    if self.unread_columns_conduct > 1:
+      raise errors.ConfigError("EnergyConstants.unread_columns_conduct must be in [0, 1].")
     if int(self.columns_per_adc) != self.columns_per_adc:
       raise errors.ConfigError("EnergyConstants.columns_per_adc must be an integer.")
 
@@ -229,7 +237,8 @@ def aimc_energy(
     n = a.mvms_per_step * (1 if a.per_sequence else seq_len)
     mvms += n
     cycles += n * a.cycles
-    cells += n * a.cell_reads_per_mvm
+    unread = a.cell_reads_per_mvm - a.weight_cells  # Devices of other pieces on driven rows.
+    cells += n * (a.weight_cells + constants.unread_columns_conduct * unread)
     dacs += n * a.usage.dac_per_mvm
     adcs += n * a.usage.adc_per_mvm
   energy_pj = {
