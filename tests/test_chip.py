@@ -158,6 +158,29 @@ def test_packed_row_pieces_differ_between_channels():
     chip.row_pieces("block_0/s4d/recurrence", (4, 3, 3, 2), odd, "packed")
 
 
+def test_packed_readout_is_digitised_per_piece_of_its_placement():
+  """The packed chip's ADC rounds each row piece of the placement: the read-out MVM of
+  4 channels (n = 2) on 3 x 4 tiles, an ideal device with a 4-bit ADC, against the sum of
+  the per-piece roundings built from `crossbar.pack_lanes`' placements (second path). The
+  diagonal cut (rows 0-2 | 3-4 for every channel) rounds other partial sums."""
+  channels, rows = 4, 5
+  w = jax.random.normal(jax.random.PRNGKey(0), (channels, rows, 1))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (16, channels, rows), minval=-1, maxval=1)
+  adc = analog.AnalogSpec.make(devices.IDEAL, drift=False, adc_bits=4)
+  (array,) = chip.program_arrays(jax.random.PRNGKey(2), {"block_0/s4d/readout": w}, adc).values()
+  r = jnp.full((channels, 1), 3.0)
+  step = 3.0 / 7  # q_max(4) = 7 codes each side.
+  rounded = lambda y: np.clip(np.round(np.asarray(y) / step), -7, 7) * step
+  expected = np.zeros((16, channels, 1))
+  for p in crossbar.pack_lanes([(rows, 1)] * channels, SMALL_TILE).placements:
+    part = x[:, p.block, p.block_row : p.block_row + p.rows] @ w[p.block, p.block_row :][: p.rows]
+    expected[:, p.block] += rounded(part)
+  for mapping, equal in (("packed", True), ("diagonal", False)):
+    pieces = chip.row_pieces("block_0/s4d/readout", w.shape, SMALL_TILE, mapping)
+    y = chip.array_mvm(jax.random.PRNGKey(3), x, array, pieces, r, adc)
+    assert np.allclose(y, expected, atol=1e-5) == equal, mapping
+
+
 def test_bad_mapping_raises_config_error():
   with pytest.raises(errors.ConfigError, match="Unknown mapping 'dense'"):
     chip.ChipConfig(mapping="dense")
