@@ -150,6 +150,45 @@ def test_pack_lanes_cuts_wide_blocks_into_chunks_and_lanes_of_their_width():
   assert mixed.schedule == (0, 1)  # They share rows 0-2.
 
 
+@pytest.mark.parametrize("mapping", crossbar.MAPPINGS)
+@pytest.mark.parametrize(
+  "shapes, tile",
+  [
+    ([(33, 1)] * 64, TILE),  # The default model's read-outs.
+    ([(33, 32)] * 9, TILE),  # Its recurrence blocks.
+    ([(65, 70)] * 3 + [(5, 3), (7, 3), (2, 1)], TILE),  # Wider and taller than a tile.
+    ([(7, 6)] * 5 + [(7, 1)] * 5, SMALL),
+  ],
+  ids=["readouts", "recurrence", "mixed", "small"],
+)
+def test_placements_cover_every_block_once_and_reads_never_collide(mapping, shapes, tile):
+  """Invariants of both mappings: every cell of every block is placed exactly once, inside
+  a tile, no two pieces overlap, and no two pieces read in one cycle share a row or a
+  logical column of their tile."""
+  usage = crossbar.place_blocks(shapes, tile, mapping)
+  blocks = [np.zeros(shape, int) for shape in shapes]
+  tiles = np.zeros((usage.tiles, tile.rows, tile.logical_cols), int)
+  for p in usage.placements:
+    assert 0 <= p.row_offset and p.row_offset + p.rows <= tile.rows
+    assert 0 <= p.col_offset and p.col_offset + p.cols <= tile.logical_cols
+    blocks[p.block][p.block_row : p.block_row + p.rows, p.block_col : p.block_col + p.cols] += 1
+    tiles[p.tile, p.row_offset : p.row_offset + p.rows, p.col_offset : p.col_offset + p.cols] += 1
+  assert all((b == 1).all() for b in blocks)
+  assert tiles.max() == 1
+  assert usage.used_cells == tiles.sum() * tile.devices_per_weight
+  for cycle in set(usage.schedule):
+    for t in range(usage.tiles):
+      placed = zip(usage.placements, usage.schedule, strict=True)
+      read = [p for p, c in placed if c == cycle and p.tile == t]
+      rows = np.zeros(tile.rows, int)
+      cols = np.zeros(tile.logical_cols, int)
+      for p in read:
+        rows[p.row_offset : p.row_offset + p.rows] += 1
+        cols[p.col_offset : p.col_offset + p.cols] += 1
+      assert rows.max(initial=0) <= 1 and cols.max(initial=0) <= 1
+  assert usage.tiles >= -(-usage.used_cells // tile.cells)  # Never below the bound.
+
+
 def _hand_records(bidirectional=False):
   """A tiny model's deployed records: encoder 1 -> 4, one block (norm, S4D with H = 4,
   n = 3, GLU 4 -> 8), mean pooling, decoder 4 -> 3."""
