@@ -33,9 +33,13 @@ in `ssm_aimc.hardware.analog.program`), each a weight tensor of shape (*group, i
                                         on [s; u]: (H, 2n+1, 1).
 
 Structural zeros of the block-diagonal matrices (other modes, other channels) are devices
-left unprogrammed, at zero conductance: they add neither weight nor read noise. A block
-taller than a tile is cut into row pieces exactly as `crossbar.pack_blocks` cuts it (from
-the block's origin), each piece digitised by its own ADC.
+left unprogrammed, at zero conductance: they add neither weight nor read noise. The
+recurrence and read-out blocks are cut into row pieces exactly where `ChipConfig.mapping`'s
+placement cuts them (`crossbar.place_blocks`): "diagonal" cuts a block taller than a tile
+every `tile.rows` rows from the block's origin; "packed" cuts a block wherever it crosses
+the bottom of a lane, so channel h's cut depends on where its block starts. Each piece is
+read with its own read and output noise and digitised by its own ADC, and the pieces are
+summed digitally. (Which MVM cycle reads a piece changes the latency, not the numbers.)
 
 Ranges. The DAC of a matrix input uses the model's own activation quantizer when it has
 one (a QAT model's 8-bit input grid IS the chip's 8-bit DAC), else the calibrated range;
@@ -83,15 +87,19 @@ class ChipConfig:
       times this factor (> 1 leaves room for noise, < 1 clips outliers for resolution).
     read_rng: source of the per-MVM read and output noise: "hash" (`hardware.rng`, a
       counter hash, ~5x cheaper on a CPU) or "threefry" (`jax.random.normal`).
+    mapping: how the per-channel S4D blocks sit on the tiles (`crossbar.MAPPINGS`):
+      "diagonal" or "packed"; it decides where a block is cut into row pieces.
   """
 
   tile: crossbar.TileConfig = crossbar.TileConfig()
   periphery_bits: int = 16
   headroom: float = 1.0
   read_rng: str = "hash"
+  mapping: str = "diagonal"
 
   def __post_init__(self):
     quant.validate_bits(self.periphery_bits)
+    crossbar.check_mapping(self.mapping)
     if self.read_rng not in rng_lib.RNGS:
       raise errors.ConfigError(f"Unknown read_rng {self.read_rng!r}; valid: {rng_lib.RNGS}.")
     if not (math.isfinite(self.headroom) and self.headroom > 0):
@@ -177,19 +185,53 @@ def _dense_paths(manifest: dict) -> list[str]:
   return ["encoder"] + [f"block_{i}/glu_dense" for i in range(_n_layers(manifest))] + ["decoder"]
 
 
-def row_pieces(name: str, shape: tuple, tile: crossbar.TileConfig) -> np.ndarray:
+def _block_row_pieces(
+  n_blocks: int, rows: int, cols: int, tile: crossbar.TileConfig, mapping: str
+) -> np.ndarray:
+  """Piece index of each row of each column chunk of n identical (rows, cols) blocks placed
+  by `crossbar.place_blocks`: (n_blocks, column chunks, rows), the k-th cut of a chunk
+  from its top is piece k."""
+  usage = crossbar.place_blocks([(rows, cols)] * n_blocks, tile, mapping)
+  chunks = -(-cols // tile.logical_cols)
+  starts = [[[] for _ in range(chunks)] for _ in range(n_blocks)]
+  for p in usage.placements:
+    starts[p.block][p.block_col // tile.logical_cols].append(p.block_row)
+  index = np.arange(rows)
+  return np.asarray(
+    [[np.searchsorted(np.sort(s), index, side="right") - 1 for s in block] for block in starts],
+    np.int32,
+  )
+
+
+def row_pieces(
+  name: str, shape: tuple, tile: crossbar.TileConfig, mapping: str = "diagonal"
+) -> np.ndarray:
   """Index of the tile piece that holds each weight row, shape (*group, in) (static).
 
-  Dense matrices are cut every `tile.rows` rows; a recurrence or read-out block from its own
-  origin (`crossbar.pack_blocks`): the rows of mode m are 2m, 2m+1 of its channel's block
-  and u is row 2n.
+  Dense matrices are cut every `tile.rows` rows. A recurrence ((2n+1) x 2n) or read-out
+  ((2n+1) x 1) block of channel h is cut where `crossbar.place_blocks` cuts it under
+  `mapping`: the rows of mode m are 2m, 2m+1 of its channel's block and u is row 2n; the
+  two columns of mode m must lie in one column chunk of the block, or in chunks cut at the
+  same rows (a ConfigError otherwise: an odd number of logical columns per tile under the
+  packed mapping can split them).
   """
   *group, n_in, _ = shape
   if name.endswith("/recurrence"):
-    n_modes = group[-1]
+    channels, n_modes = group
+    cuts = _block_row_pieces(channels, 2 * n_modes + 1, 2 * n_modes, tile, mapping)
     m = np.arange(n_modes)
-    rows = np.stack([2 * m, 2 * m + 1, np.full_like(m, 2 * n_modes)], -1)
-    return np.broadcast_to(rows // tile.rows, (*group, 3)).astype(np.int32)
+    first, second = (2 * m) // tile.logical_cols, (2 * m + 1) // tile.logical_cols
+    if not np.array_equal(cuts[:, first], cuts[:, second]):
+      raise errors.ConfigError(
+        f"{name}: the Re and Im columns of a mode lie in column chunks cut at different "
+        f"rows ({tile.logical_cols} logical columns per tile, mapping {mapping!r}); use an "
+        "even number of logical columns per tile."
+      )
+    rows = np.stack([2 * m, 2 * m + 1, np.full_like(m, 2 * n_modes)], -1)  # (n, 3)
+    return cuts[:, first[:, None], rows].astype(np.int32)  # (H, n, 3)
+  if name.endswith("/readout"):
+    (channels,) = group
+    return _block_row_pieces(channels, n_in, 1, tile, mapping)[:, 0]
   return np.broadcast_to(np.arange(n_in) // tile.rows, (*group, n_in)).astype(np.int32)
 
 
@@ -364,7 +406,7 @@ def _forward(
   arch = manifest["arch"]
   norm_kind, options = blocks.block_options(arch)
   names = sorted(chip)
-  pieces = {n: row_pieces(n, chip[n].w.shape, config.tile) for n in names}
+  pieces = {n: row_pieces(n, chip[n].w.shape, config.tile, config.mapping) for n in names}
   batch, length, _ = x.shape
 
   def reader(per, key):

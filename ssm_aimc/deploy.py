@@ -52,14 +52,17 @@ PLOT = "deploy.png"
 
 
 def energy_report(exp: experiment.Experiment, records: dict, seq_len: int):
-  """The model's mapping onto `exp.deploy`'s tiles and the energy of one inference on that
-  chip and on FP32 / INT8 digital processors (weights fetched from SRAM every step).
+  """The model's mapping onto `exp.deploy`'s tiles (with its `mapping` of the S4D blocks)
+  and the energy of one inference on that chip and on FP32 / INT8 digital processors
+  (weights fetched from SRAM every step).
 
   Returns:
     (crossbar.MappingReport, {"aimc", "digital_fp32", "digital_int8"}: energy dicts).
   """
   d = exp.deploy
-  mapping = crossbar.map_model(records, d.chip.tile, exp.model.pooling, exp.hardware.recurrence)
+  mapping = crossbar.map_model(
+    records, d.chip.tile, exp.model.pooling, exp.hardware.recurrence, d.chip.mapping
+  )
   out = {"aimc": energy.aimc_energy(mapping, seq_len, d.adc_bits, d.dac_bits, d.energy)}
   periphery = energy.count_periphery_ops(mapping, seq_len, d.energy, array_ops=False)
   for p in energy.PRECISIONS:
@@ -224,6 +227,9 @@ def _results(exp, run, software: float, chips: dict, specs: dict, mapping, energ
     "drift": chips["drift"],
     "tiles": mapping.tiles,
     "utilisation": mapping.utilisation,
+    "tiles_lower_bound": mapping.tiles_lower_bound,
+    "utilisation_at_bound": mapping.utilisation_at_bound,
+    "mvm_cycles_per_step": mapping.cycles_per_step,
     "energy_per_inference_j": {
       "aimc": aimc["total_j"],
       **{f"digital_{p}": v["total_j"] for p, v in digital.items()},
@@ -244,6 +250,7 @@ def _results(exp, run, software: float, chips: dict, specs: dict, mapping, energ
       "headroom": d.headroom,
       "read_rng": d.read_rng,
       "tile": mapping.totals()["tile"],
+      "mapping": d.mapping,
       "hardware": {n: s.summary() for n, s in specs.items()},
     },
     "energy_constants": dataclasses.asdict(d.energy),
@@ -262,7 +269,9 @@ def report_markdown(results: dict, tables: dict, workdir: str) -> str:
     f"{results['checkpoint_step']}; quantization `{json.dumps(results['quant'])}`; "
     f"{results['params']} parameters, {results['memory_bits']:.4g} memory bits "
     f"({results['compression_vs_fp32']:.3g}x fewer than FP32).",
-    f"Chip: {chip['tile']} tiles, recurrence `{chip['recurrence']}`, DAC {chip['dac_bits']} "
+    f"Chip: {chip['tile']} tiles, {chip['mapping']} mapping ({results['tiles']} tiles, lower "
+    f"bound {results['tiles_lower_bound']}, {results['mvm_cycles_per_step']} MVM cycles per "
+    f"step), recurrence `{chip['recurrence']}`, DAC {chip['dac_bits']} "
     f"bits, ADC {chip['adc_bits']} bits, digital periphery {chip['periphery_bits']} bits, "
     f"converter headroom {chip['headroom']}.",
     "",

@@ -239,6 +239,7 @@ class DeployConfig:
   tile_rows: int = 64
   tile_cols: int = 64
   differential: bool = True
+  mapping: str = "diagonal"
   seeds: int = 20
   seeds_per_call: int = 5
   folder: str = "deploy"
@@ -253,6 +254,7 @@ class DeployConfig:
       )
     for name in ("dac_bits", "adc_bits", "periphery_bits"):
       _widths(f"deploy.{name}", (getattr(self, name),))
+    _one_of("deploy.mapping", self.mapping, crossbar.MAPPINGS)
     for name in filter(None, self.devices):
       _one_of("device in deploy.devices", name, devices.DEVICES)
     if not self.folder or os.sep in self.folder or self.folder in (".", ".."):
@@ -263,7 +265,7 @@ class DeployConfig:
   @functools.cached_property
   def chip(self) -> chip.ChipConfig:
     tile = crossbar.TileConfig(self.tile_rows, self.tile_cols, self.differential)
-    return chip.ChipConfig(tile, self.periphery_bits, self.headroom, self.read_rng)
+    return chip.ChipConfig(tile, self.periphery_bits, self.headroom, self.read_rng, self.mapping)
 
 
 STRATEGIES = ("vmap", "map", "separate")

@@ -31,15 +31,17 @@ QS4D_RELU_BLOCKS = dict(norm="batch", residual=False, activation="relu")
 
 
 @pytest.mark.parametrize(
-  "spec, recurrence, tile, blocks_options",
+  "spec, recurrence, tile, blocks_options, mapping",
   [
-    (None, "digital", crossbar.TileConfig(), {}),
-    (W4A8, "digital", crossbar.TileConfig(), {}),
-    (None, "direct", SMALL_TILE, {}),
-    (W4A8, "residual", SMALL_TILE, {}),
-    (None, "digital", crossbar.TileConfig(), QS4D_BLOCKS),
-    (W4A8, "residual", SMALL_TILE, QS4D_BLOCKS),
-    (W4A8, "digital", crossbar.TileConfig(), QS4D_RELU_BLOCKS),
+    (None, "digital", crossbar.TileConfig(), {}, "diagonal"),
+    (W4A8, "digital", crossbar.TileConfig(), {}, "diagonal"),
+    (None, "direct", SMALL_TILE, {}, "diagonal"),
+    (W4A8, "residual", SMALL_TILE, {}, "diagonal"),
+    (None, "digital", crossbar.TileConfig(), QS4D_BLOCKS, "diagonal"),
+    (W4A8, "residual", SMALL_TILE, QS4D_BLOCKS, "diagonal"),
+    (W4A8, "digital", crossbar.TileConfig(), QS4D_RELU_BLOCKS, "diagonal"),
+    (None, "direct", SMALL_TILE, {}, "packed"),
+    (W4A8, "digital", SMALL_TILE, {}, "packed"),
   ],
   ids=[
     "float-digital",
@@ -49,16 +51,22 @@ QS4D_RELU_BLOCKS = dict(norm="batch", residual=False, activation="relu")
     "batchnorm-noskip-float-digital",
     "batchnorm-noskip-w4a8-residual-3rows",
     "batchnorm-noskip-relu-w4a8-digital",
+    "packed-float-direct-3rows",
+    "packed-w4a8-digital-3rows",
   ],
 )
-def test_ideal_chip_equals_the_exported_model(tmp_path, spec, recurrence, tile, blocks_options):
+def test_ideal_chip_equals_the_exported_model(
+  tmp_path, spec, recurrence, tile, blocks_options, mapping
+):
   """Ideal device, converters and periphery off (>= 16 bits): the step program computes
-  the software model, for every way of holding the recurrence; on 3-row tiles every block
-  and dense matrix is cut into row pieces whose partial outputs are summed. A BatchNorm
-  runs as its folded per-channel scale and shift in the periphery."""
+  the software model, for every way of holding the recurrence and both mappings; on 3-row
+  tiles every block and dense matrix is cut into row pieces whose partial outputs are
+  summed (packed: cut where each channel's block crosses a lane's bottom,
+  test_packed_row_pieces_differ_between_channels). A BatchNorm runs as its folded
+  per-channel scale and shift in the periphery."""
   manifest, tensors, x = _exported(tmp_path, spec, **blocks_options)
   reference = export.forward(manifest, tensors, x)
-  config = chip.ChipConfig(tile=tile, periphery_bits=16)
+  config = chip.ChipConfig(tile=tile, periphery_bits=16, mapping=mapping)
   ranges = chip.calibrate(manifest, tensors, x, recurrence, config)
   keys = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
   logits = chip.run(manifest, tensors, ranges, x, *keys, IDEAL, config, recurrence)
@@ -114,6 +122,68 @@ def test_row_pieces_follow_the_block_cut():
   assert pieces.shape == (5, 2, 3)
   np.testing.assert_array_equal(pieces[0], [[0, 0, 1], [0, 0, 1]])
   np.testing.assert_array_equal(chip.row_pieces("encoder", (9, 3), tile), [0] * 4 + [1] * 4 + [2])
+
+
+def test_packed_row_pieces_differ_between_channels():
+  """The TINY model of the chip tests (H = 4, n = 2) on 3 x 4 tiles (2 logical columns,
+  lanes 3 rows tall), cut by hand."""
+  # Read-out blocks are 5 x 1: two 1-wide lanes of 3 rows per tile, filled in order.
+  # Channel 0: rows 0-2 (lane 0), 3-4 (lane 1 top); channel 1: row 0 (lane 1 bottom),
+  # rows 1-3 (tile 1 lane 0), row 4 (tile 1 lane 1); channel 2: rows 0-1 (tile 1 lane 1),
+  # rows 2-4 (tile 2 lane 0); channel 3: rows 0-2 (tile 2 lane 1), rows 3-4 (tile 3).
+  packed = chip.row_pieces("block_0/s4d/readout", (4, 5, 1), SMALL_TILE, "packed")
+  np.testing.assert_array_equal(
+    packed, [[0, 0, 0, 1, 1], [0, 1, 1, 1, 2], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]]
+  )
+  # Diagonal: every block cut every 3 rows from its own origin.
+  diagonal = chip.row_pieces("block_0/s4d/readout", (4, 5, 1), SMALL_TILE)
+  np.testing.assert_array_equal(diagonal, [[0, 0, 0, 1, 1]] * 4)
+  # The chip's cut is map_model's: one piece per placement of the packed read-out.
+  usage = crossbar.pack_lanes([(5, 1)] * 4, SMALL_TILE)
+  assert [(p.block, p.block_row, p.rows) for p in usage.placements] == [
+    (0, 0, 3), (0, 3, 2), (1, 0, 1), (1, 1, 3), (1, 4, 1), (2, 0, 2), (2, 2, 3), (3, 0, 3),
+    (3, 3, 2),
+  ]  # fmt: skip
+  # Recurrence blocks 5 x 4 are cut into two 2-wide chunks, each flowing down full-width
+  # lanes of 3 rows; mode 0 (rows 0, 1, u = 4) lies in chunk 0, mode 1 (rows 2, 3, 4) in
+  # chunk 1. Channel 0: chunk 0 rows 0-2 | 3-4, chunk 1 row 0 | 1-3 | 4; so mode 0 reads
+  # pieces (0, 0, 1) and mode 1 (1, 1, 2).
+  recurrence = chip.row_pieces("block_0/s4d/recurrence", (4, 2, 3, 2), SMALL_TILE, "packed")
+  np.testing.assert_array_equal(recurrence[0], [[0, 0, 1], [1, 1, 2]])
+  # An odd number of logical columns can put the Re and Im columns of a mode in chunks
+  # cut at different rows: n = 3 (7 x 6 blocks) on 3 logical columns puts mode 1's
+  # columns 2 and 3 in chunks 0 (cut 0-2 | 3-5 | 6) and 1 (cut 0-1 | 2-4 | 5-6): refused.
+  odd = crossbar.TileConfig(rows=3, cols=3, differential=False)
+  with pytest.raises(errors.ConfigError, match="even number of logical columns"):
+    chip.row_pieces("block_0/s4d/recurrence", (4, 3, 3, 2), odd, "packed")
+
+
+def test_packed_readout_is_digitised_per_piece_of_its_placement():
+  """The packed chip's ADC rounds each row piece of the placement: the read-out MVM of
+  4 channels (n = 2) on 3 x 4 tiles, an ideal device with a 4-bit ADC, against the sum of
+  the per-piece roundings built from `crossbar.pack_lanes`' placements (second path). The
+  diagonal cut (rows 0-2 | 3-4 for every channel) rounds other partial sums."""
+  channels, rows = 4, 5
+  w = jax.random.normal(jax.random.PRNGKey(0), (channels, rows, 1))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (16, channels, rows), minval=-1, maxval=1)
+  adc = analog.AnalogSpec.make(devices.IDEAL, drift=False, adc_bits=4)
+  (array,) = chip.program_arrays(jax.random.PRNGKey(2), {"block_0/s4d/readout": w}, adc).values()
+  r = jnp.full((channels, 1), 3.0)
+  step = 3.0 / 7  # q_max(4) = 7 codes each side.
+  rounded = lambda y: np.clip(np.round(np.asarray(y) / step), -7, 7) * step
+  expected = np.zeros((16, channels, 1))
+  for p in crossbar.pack_lanes([(rows, 1)] * channels, SMALL_TILE).placements:
+    part = x[:, p.block, p.block_row : p.block_row + p.rows] @ w[p.block, p.block_row :][: p.rows]
+    expected[:, p.block] += rounded(part)
+  for mapping, equal in (("packed", True), ("diagonal", False)):
+    pieces = chip.row_pieces("block_0/s4d/readout", w.shape, SMALL_TILE, mapping)
+    y = chip.array_mvm(jax.random.PRNGKey(3), x, array, pieces, r, adc)
+    assert np.allclose(y, expected, atol=1e-5) == equal, mapping
+
+
+def test_bad_mapping_raises_config_error():
+  with pytest.raises(errors.ConfigError, match="Unknown mapping 'dense'"):
+    chip.ChipConfig(mapping="dense")
 
 
 def test_array_mvm_reads_fresh_noise_of_the_closed_form_std_and_rounds_to_the_adc_grid():

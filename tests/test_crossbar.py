@@ -79,6 +79,116 @@ def test_pack_blocks_by_hand():
   assert pieces == [(0, 0, 64, 32), (0, 32, 64, 32), (64, 0, 1, 32), (64, 32, 1, 32)]
 
 
+SMALL = crossbar.TileConfig(rows=8, cols=4)  # 8 rows x 2 logical columns, 32 cells.
+
+
+def test_pack_lanes_by_hand():
+  # Four 7 x 1 read-out columns (H = 4, n = 3) on 8 x 4 differential tiles: two 1-wide
+  # lanes of 8 rows per tile, 28 rows to stack:
+  #   tile 0 lane 0: A = block 0 rows 0-6 at rows 0-6, B = block 1 row 0 at row 7;
+  #   tile 0 lane 1: C = block 1 rows 1-6 at rows 0-5, D = block 2 rows 0-1 at rows 6-7;
+  #   tile 1 lane 0: E = block 2 rows 2-6 at rows 0-4, F = block 3 rows 0-2 at rows 5-7;
+  #   tile 1 lane 1: G = block 3 rows 3-6 at rows 0-3 (rows 4-7 empty).
+  packed = crossbar.pack_lanes([(7, 1)] * 4, SMALL)
+  got = [
+    (p.block, p.block_row, p.rows, p.tile, p.row_offset, p.col_offset) for p in packed.placements
+  ]
+  assert got == [
+    (0, 0, 7, 0, 0, 0), (1, 0, 1, 0, 7, 0), (1, 1, 6, 0, 0, 1), (2, 0, 2, 0, 6, 1),
+    (2, 2, 5, 1, 0, 0), (3, 0, 3, 1, 5, 0), (3, 3, 4, 1, 0, 1),
+  ]  # fmt: skip
+  # 2 tiles, the bound ceil(4 x 7 x 2 / 32) = ceil(56 / 32) = 2; 56 of 64 cells = 87.5 %.
+  # Diagonally each 7-row column takes a tile (2 x 7 > 8 rows): 4 tiles, 56 of 128.
+  assert (packed.tiles, packed.used_cells) == (2, 56)
+  assert packed.utilisation == pytest.approx(56 / 64)
+  diagonal = crossbar.pack_blocks([(7, 1)] * 4, SMALL)
+  assert (diagonal.tiles, diagonal.utilisation) == (4, pytest.approx(56 / 128))
+  # Reads, greedily: A cycle 0; B shares A's column -> 1; C shares rows 0-5 with A, not
+  # B's row 7 -> 1; D shares rows with A (6) and B (7), a column with C -> 2. Tile 1: E 0;
+  # F shares E's column -> 1; G shares rows 0-3 with E, nothing with F -> 1. The busiest
+  # tile takes 3 cycles per MVM; the diagonal layout reads everything in one.
+  assert packed.schedule == (0, 1, 1, 2, 0, 1, 1)
+  assert (packed.cycles, diagonal.cycles) == (3, 1)
+  # Every piece converts its rows and columns once: 28 DACs as diagonally, 7 ADCs for 4
+  # outputs (3 digital partial sums) against 4.
+  assert (packed.dac_per_mvm, packed.adc_per_mvm) == (28, 7)
+  assert (diagonal.dac_per_mvm, diagonal.adc_per_mvm) == (28, 4)
+  # Devices on driven rows (2 per row and lane), per read:
+  #   tile 0 cycle 0 (A, rows 0-6): lane 0 rows 0-6 (A) 14 + lane 1 rows 0-6 (C, D) 14 = 28;
+  #          cycle 1 (B, C: rows 0-5, 7): 7 rows x 2 lanes x 2 = 28;
+  #          cycle 2 (D, rows 6-7): A's row 6, B's row 7, D's 2 rows: 8;
+  #   tile 1 cycle 0 (E, rows 0-4): E 10 + G's rows 0-3 8 = 18;
+  #          cycle 1 (F, G: rows 0-3, 5-7): lane 0 7 rows 14 + G 8 = 22.
+  # 28 + 28 + 8 + 18 + 22 = 104 against 56 (every device once) diagonally.
+  assert packed.driven_cells == 104
+  assert diagonal.driven_cells == diagonal.used_cells == 56
+
+
+def test_pack_lanes_cuts_wide_blocks_into_chunks_and_lanes_of_their_width():
+  # 7 x 6 recurrence blocks on 2 logical columns: chunks of 7 x 2, each lane the whole
+  # tile; 4 blocks x 3 chunks x 7 rows = 84 rows -> ceil(84 / 8) = 11 tiles (diagonal: one
+  # 7 x 2 chunk per tile, 12). Lane ends at rows 8, 16, ..., 80 cut a chunk except at 56
+  # (= 8 x 7): 12 + 9 = 21 pieces, 2 per tile at most, both in one column -> 2 cycles.
+  packed = crossbar.pack_lanes([(7, 6)] * 4, SMALL)
+  assert (packed.tiles, len(packed.placements), packed.cycles) == (11, 21, 2)
+  assert crossbar.pack_blocks([(7, 6)] * 4, SMALL).tiles == 12
+  # No two pieces share a row: every device is driven once.
+  assert packed.driven_cells == packed.used_cells == 4 * 7 * 6 * 2
+  # Lanes as wide as the blocks: four 7 x 6 blocks on a 64 x 64 tile (32 logical columns)
+  # stack down one 6-wide lane (28 rows), all sharing its columns: 1 tile, 4 cycles.
+  one = crossbar.pack_lanes([(7, 6)] * 4, TILE)
+  assert [(p.row_offset, p.col_offset) for p in one.placements] == [
+    (0, 0),
+    (7, 0),
+    (14, 0),
+    (21, 0),
+  ]
+  assert (one.tiles, one.cycles) == (1, 4)
+  # A block of another width opens a new lane beside the last one.
+  mixed = crossbar.pack_lanes([(7, 6), (3, 2)], TILE)
+  assert [(p.tile, p.col_offset) for p in mixed.placements] == [(0, 0), (0, 6)]
+  assert mixed.schedule == (0, 1)  # They share rows 0-2.
+
+
+@pytest.mark.parametrize("mapping", crossbar.MAPPINGS)
+@pytest.mark.parametrize(
+  "shapes, tile",
+  [
+    ([(33, 1)] * 64, TILE),  # The default model's read-outs.
+    ([(33, 32)] * 9, TILE),  # Its recurrence blocks.
+    ([(65, 70)] * 3 + [(5, 3), (7, 3), (2, 1)], TILE),  # Wider and taller than a tile.
+    ([(7, 6)] * 5 + [(7, 1)] * 5, SMALL),
+  ],
+  ids=["readouts", "recurrence", "mixed", "small"],
+)
+def test_placements_cover_every_block_once_and_reads_never_collide(mapping, shapes, tile):
+  """Invariants of both mappings: every cell of every block is placed exactly once, inside
+  a tile, no two pieces overlap, and no two pieces read in one cycle share a row or a
+  logical column of their tile."""
+  usage = crossbar.place_blocks(shapes, tile, mapping)
+  blocks = [np.zeros(shape, int) for shape in shapes]
+  tiles = np.zeros((usage.tiles, tile.rows, tile.logical_cols), int)
+  for p in usage.placements:
+    assert 0 <= p.row_offset and p.row_offset + p.rows <= tile.rows
+    assert 0 <= p.col_offset and p.col_offset + p.cols <= tile.logical_cols
+    blocks[p.block][p.block_row : p.block_row + p.rows, p.block_col : p.block_col + p.cols] += 1
+    tiles[p.tile, p.row_offset : p.row_offset + p.rows, p.col_offset : p.col_offset + p.cols] += 1
+  assert all((b == 1).all() for b in blocks)
+  assert tiles.max() == 1
+  assert usage.used_cells == tiles.sum() * tile.devices_per_weight
+  for cycle in set(usage.schedule):
+    for t in range(usage.tiles):
+      placed = zip(usage.placements, usage.schedule, strict=True)
+      read = [p for p, c in placed if c == cycle and p.tile == t]
+      rows = np.zeros(tile.rows, int)
+      cols = np.zeros(tile.logical_cols, int)
+      for p in read:
+        rows[p.row_offset : p.row_offset + p.rows] += 1
+        cols[p.col_offset : p.col_offset + p.cols] += 1
+      assert rows.max(initial=0) <= 1 and cols.max(initial=0) <= 1
+  assert usage.tiles >= -(-usage.used_cells // tile.cells)  # Never below the bound.
+
+
 def _hand_records(bidirectional=False):
   """A tiny model's deployed records: encoder 1 -> 4, one block (norm, S4D with H = 4,
   n = 3, GLU 4 -> 8), mean pooling, decoder 4 -> 3."""
@@ -153,6 +263,90 @@ def test_map_model_of_a_small_model_by_hand():
   assert "recurrence" in text and "total" in text
 
 
+def test_map_model_packed_by_hand():
+  """The small model of test_map_model_of_a_small_model_by_hand on 8 x 4 tiles, both
+  mappings, with the lower bound."""
+  diagonal = crossbar.map_model(_hand_records(), SMALL)
+  packed = crossbar.map_model(_hand_records(), SMALL, mapping="packed")
+  tiles = lambda report: [(a.kind, a.tiles, a.cycles) for a in report.arrays]
+  # encoder 1 x 4 and GLU 4 x 8 and decoder 4 x 3 are dense (2 logical columns per tile):
+  # ceil(4 / 2) = 2, ceil(8 / 2) = 4, ceil(3 / 2) = 2 tiles in both mappings. Recurrence
+  # and read-out: test_pack_lanes_cuts_wide_blocks... and test_pack_lanes_by_hand.
+  assert tiles(diagonal) == [
+    ("dense", 2, 1), ("recurrence", 12, 1), ("readout", 4, 1), ("dense", 4, 1), ("dense", 2, 1)
+  ]  # fmt: skip
+  assert tiles(packed) == [
+    ("dense", 2, 1), ("recurrence", 11, 2), ("readout", 2, 3), ("dense", 4, 1), ("dense", 2, 1)
+  ]  # fmt: skip
+  # Cells 8 + 336 + 56 + 64 + 24 = 488 of 32 per tile: bound ceil(15.25) = 16 tiles for
+  # both; diagonal 2 + 12 + 4 + 4 + 2 = 24 tiles (1.5x), packed 2 + 11 + 2 + 4 + 2 = 21.
+  for report, n_tiles in ((diagonal, 24), (packed, 21)):
+    t = report.totals()
+    assert (t["tiles"], t["tiles_lower_bound"], t["used_cells"]) == (n_tiles, 16, 488)
+    assert t["utilisation"] == pytest.approx(488 / (n_tiles * 32))
+    assert t["utilisation_at_bound"] == pytest.approx(488 / 512)
+    assert t["tiles_vs_bound"] == pytest.approx(n_tiles / 16)
+  # MVM cycles per step (the decoder runs once per sequence): diagonal 1 + 1 + 1 + 1 = 4,
+  # packed 1 + 2 + 3 + 1 = 7.
+  assert (diagonal.cycles_per_step, packed.cycles_per_step) == (4, 7)
+  assert (packed.totals()["mapping"], packed.totals()["mvm_cycles_per_step"]) == ("packed", 7)
+  # Digital partial sums: the packed recurrence has 21 pieces x 2 columns = 42 ADC outputs
+  # for 24 (18 adds), the read-out 7 for 4 (3 adds); diagonally none.
+  sums = [(s.layer, s.elements) for s in packed.digital if s.kind == "partial_sum"]
+  assert sums == [("block_0/s4d", 18), ("block_0/s4d", 3)]
+  assert not any(s.kind == "partial_sum" for s in diagonal.digital)
+  text = crossbar.format_mapping_table(packed)
+  assert "lower bound" in text and "1.31x the bound" in text
+
+
+def _default_shaped_records():
+  """Records of configs/default.py's model on digits (1 input, 10 classes), values zero:
+  the mapping depends on shapes only."""
+  from ssm_aimc.configs import default  # noqa: PLC0415
+
+  m = default.get_config().model
+  h, n = m.d_model, m.d_state // 2
+  rec = lambda shape, macs, dtype=np.float32, **extra: dict(
+    values=np.zeros(shape, dtype), macs_per_element=macs, **extra
+  )
+  records = {"encoder/kernel": rec((1, h), 1.0), "encoder/bias": rec((h,), 0.0)}
+  for i in range(m.n_layers):
+    b = f"block_{i}"
+    records |= {
+      f"{b}/norm/scale": rec((h,), 0.0),
+      f"{b}/norm/bias": rec((h,), 0.0),
+      f"{b}/s4d/a_bar": rec((h, n), 2.0, np.complex64),
+      f"{b}/s4d/b_bar": rec((h, n), 1.0, np.complex64),
+      f"{b}/s4d/c": rec((h, n), 1.0, np.complex64),
+      f"{b}/s4d/d": rec((h,), 1.0),
+      f"{b}/glu_dense/kernel": rec((h, 2 * h), 1.0),
+      f"{b}/glu_dense/bias": rec((2 * h,), 0.0),
+    }
+  records |= {"decoder/kernel": rec((h, 10), 1.0, per_sequence=True)}
+  return records
+
+
+def test_the_default_model_packs_within_twice_the_bound():
+  records = _default_shaped_records()
+  # H = 64, n = 16, 4 layers, recurrence in the periphery (the default). Cells: encoder
+  # 2 x 64 = 128, GLU 4 x 2 x 64 x 128 = 65536, decoder 2 x 640 = 1280, read-outs
+  # 4 x 64 x 33 x 2 = 16896: 83840, bound ceil(83840 / 4096) = ceil(20.47) = 21 tiles.
+  diagonal = crossbar.map_model(records, TILE, recurrence="digital")
+  packed = crossbar.map_model(records, TILE, recurrence="digital", mapping="packed")
+  assert diagonal.used_cells == packed.used_cells == 83840
+  assert diagonal.tiles_lower_bound == packed.tiles_lower_bound == 21
+  # Diagonal (README): 2 + 16 + 1 + 4 x 64 = 275 tiles, 13x the bound. Packed: 32 one-wide
+  # lanes of 64 rows per tile hold 64 x 33 = 2112 rows of a layer's read-outs in
+  # ceil(2112 / 2048) = 2 tiles: 2 + 16 + 1 + 4 x 2 = 27 tiles, 1.29x the bound.
+  assert diagonal.tiles == 275 and diagonal.tiles > 2 * diagonal.tiles_lower_bound
+  assert packed.tiles == 27 <= 2 * packed.tiles_lower_bound
+  # With the recurrence on the arrays: + 4 x 64 x 33 x 32 x 2 = 540672 cells, bound
+  # ceil(624512 / 4096) = 153; 64 blocks of 33 x 32 stack down full-width lanes in
+  # ceil(64 x 33 / 64) = 33 tiles per layer: 27 + 4 x 33 = 159 tiles (diagonal 531).
+  direct = crossbar.map_model(records, TILE, recurrence="direct", mapping="packed")
+  assert (direct.tiles, direct.tiles_lower_bound) == (159, 153)
+
+
 def test_map_model_bidirectional_and_row_split_layers():
   report = crossbar.map_model(_hand_records(bidirectional=True), TILE)
   kinds = [(a.kind, a.mvms_per_step) for a in report.arrays if a.layer == "block_0/s4d"]
@@ -214,6 +408,10 @@ def test_bad_shapes_raise_config_error():
     crossbar.pack_blocks([(7, 6), (7, -1)], TILE)
   with pytest.raises(errors.ConfigError):
     crossbar.map_model({}, TILE, pooling="max")
+  with pytest.raises(errors.ConfigError, match="Unknown mapping 'shelf'"):
+    crossbar.map_model(_hand_records(), TILE, mapping="shelf")
+  with pytest.raises(errors.ConfigError):
+    crossbar.pack_lanes([(7, 6), (0, 1)], TILE)
 
 
 def test_map_model_recurrence_in_the_periphery_or_residual_by_hand():

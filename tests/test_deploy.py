@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 from absl import logging as absl_logging
 
-from ssm_aimc import deploy, errors, models, train
+from ssm_aimc import deploy, errors, experiment, models, train
 from ssm_aimc.hardware import crossbar, energy
 from tests.test_train import SMOKE, launch, tiny_config
 
@@ -98,6 +98,17 @@ def test_deploy_numbers_match_the_library(deployed):
   records = models.deployed_tensors(setup.model, run.params, run.pop.specs, x)
   mapping = crossbar.map_model(records, crossbar.TileConfig(), "mean", "digital")
   assert results["tiles"] == mapping.tiles
+  assert results["tiles_lower_bound"] == mapping.tiles_lower_bound
+  assert results["mvm_cycles_per_step"] == mapping.cycles_per_step
+  assert results["mapping"]["totals"]["mapping"] == results["chip"]["mapping"] == "diagonal"
+  # deploy.mapping=packed reaches the mapping and the energy of the report.
+  packed_exp = experiment.override(train.as_experiment(config), {"deploy.mapping": "packed"})
+  packed, energies = deploy.energy_report(packed_exp, records, setup.dataset.seq_len)
+  expected = crossbar.map_model(records, crossbar.TileConfig(), "mean", "digital", "packed")
+  assert (packed.mapping, packed.tiles) == ("packed", expected.tiles)
+  assert energies["aimc"]["mvm_cycles"] == pytest.approx(
+    energy.aimc_energy(expected, setup.dataset.seq_len, 8, 8)["mvm_cycles"]
+  )
   aimc = energy.aimc_energy(mapping, setup.dataset.seq_len, 8, 8)
   assert results["energy_per_inference_j"]["aimc"] == pytest.approx(aimc["total_j"])
 

@@ -204,3 +204,47 @@ def test_format_energy_table_lists_every_component_and_the_ratio():
 def test_bad_input_raises_config_error(call):
   with pytest.raises(errors.ConfigError):
     call(_hand_mapping())
+
+
+def test_a_packed_readout_costs_its_cycles_and_driven_rows_by_hand():
+  """Four 7 x 1 read-out columns on 8 x 4 tiles (tests/test_crossbar.py
+  test_pack_lanes_by_hand): diagonal on 4 tiles in 1 cycle, packed on 2 tiles in 3 cycles,
+  2 lanes sharing rows. L = 10, 8-bit converters, no periphery."""
+  small = crossbar.TileConfig(rows=8, cols=4)
+  shape = (28, 4)
+
+  def cost(pack):
+    usage = pack([(7, 1)] * 4, small)
+    matrix = crossbar.MappedMatrix("ssm", "readout", shape, 4, usage, weight_cells=56)
+    mapping = crossbar.MappingReport(small, (matrix,), ())
+    return energy.aimc_energy(mapping, L, 8, 8, periphery_ops=0.0)
+
+  diagonal, packed = cost(crossbar.pack_blocks), cost(crossbar.pack_lanes)
+  # Diagonal: 10 MVMs of one cycle; every device once: 56 x 10 = 560 cell reads
+  # (11.2 pJ); 28 DACs (28 pJ) and 4 ADCs (80 pJ) per MVM.
+  assert (diagonal["mvms"], diagonal["mvm_cycles"]) == (10, 10)
+  assert diagonal["cell_reads"] == 560
+  assert (diagonal["dac_conversions"], diagonal["adc_conversions"]) == (280, 40)
+  # Packed: 3 cycles per MVM -> 30; 104 driven devices per MVM -> 1040 cell reads
+  # (20.8 pJ); the same 280 DACs; 7 ADCs per MVM (row pieces) -> 70 (140 pJ).
+  assert (packed["mvms"], packed["mvm_cycles"]) == (10, 30)
+  assert packed["cell_reads"] == 1040
+  assert packed["cell_read_j"] == pytest.approx(20.8e-12)
+  assert (packed["dac_conversions"], packed["adc_conversions"]) == (280, 70)
+  assert packed["adc_j"] == pytest.approx(140e-12)
+  assert packed["total_j"] == pytest.approx((20.8 + 28 + 140) * 1e-12)
+  # A periphery that floats the unread columns reads only the 56 weight devices per MVM;
+  # halfway, 56 + 0.5 x (104 - 56) = 80.
+  floated = energy.EnergyConstants(unread_columns_conduct=0.0)
+  half = energy.EnergyConstants(unread_columns_conduct=0.5)
+  usage = crossbar.pack_lanes([(7, 1)] * 4, small)
+  mapping = crossbar.MappingReport(
+    small, (crossbar.MappedMatrix("ssm", "readout", shape, 4, usage, weight_cells=56),), ()
+  )
+  assert energy.aimc_energy(mapping, L, constants=floated)["cell_reads"] == 560
+  assert energy.aimc_energy(mapping, L, constants=half)["cell_reads"] == 800
+  with pytest.raises(errors.ConfigError, match="unread_columns_conduct"):
+    energy.EnergyConstants(unread_columns_conduct=1.5)
+  # Latency: a cycle is 1 + 10 + 20 = 31 ns: 10 x 31 = 310 ns against 30 x 31 = 930 ns.
+  assert diagonal["latency_s"] == pytest.approx(310e-9)
+  assert packed["latency_s"] == pytest.approx(930e-9)

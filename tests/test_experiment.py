@@ -85,6 +85,14 @@ def test_deploy_tile_errors_name_the_config_field(field, value, message):
   experiment.override(experiment.Experiment(), {field: 7, "deploy.differential": False})
 
 
+def test_deploy_mapping_reaches_the_chip_and_an_unknown_one_is_refused():
+  exp = experiment.override(experiment.Experiment(), {"deploy.mapping": "packed"})
+  assert exp.deploy.chip.mapping == "packed"
+  assert experiment.Experiment().deploy.chip.mapping == "diagonal"  # Today's layout.
+  with pytest.raises(errors.ConfigError, match="Unknown deploy.mapping 'shelf'"):
+    experiment.override(experiment.Experiment(), {"deploy.mapping": "shelf"})
+
+
 def test_bit_width_vocabulary_zero_is_unset():
   exp = experiment.override(experiment.Experiment(), {"quant.enabled": True})
   assert dict(exp.quant.group_bits) == {g: 0 for g in quant.GROUPS}  # 0: inherit.

@@ -63,6 +63,7 @@ OUT_OF_DOMAIN = {
   "deploy.drift_times": [(-1.0,)],
   "deploy.folder": ["", "a/b", ".."],
   "deploy.headroom": [0.0],
+  "deploy.mapping": ["shelf", "Packed"],
   "deploy.periphery_bits": [0],
   "deploy.read_rng": ["mersenne"],
   "deploy.seeds": [0],

@@ -160,6 +160,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.deploy.tile_rows = 64  # Array size: 64x64 as the predecessor chip; 256, 512 ...
   config.deploy.tile_cols = 64
   config.deploy.differential = True  # G+/G- pair per weight, one ADC per pair.
+  config.deploy.mapping = "diagonal"  # S4D blocks: diagonal (1 read) | packed (fewer tiles).
   config.deploy.seeds = 20  # Chips (noise seeds) per device.
   config.deploy.seeds_per_call = 5  # Chips simulated together by one vmapped call.
   config.deploy.folder = "deploy"  # Results go to workdir/<folder>.

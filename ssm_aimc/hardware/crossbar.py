@@ -29,7 +29,27 @@ Conventions, used everywhere in this file:
   logical-cols; each piece's partial outputs are digitised by its own ADCs and the pieces
   of one output column are summed digitally (`chip.array_mvm` computes this). A dense
   matrix gets tiles of its own; small blocks that each have their own inputs and outputs
-  (one per S4D channel) are packed block-diagonally by `pack_blocks`.
+  (one per S4D channel) are placed by one of two MAPPINGS:
+    "diagonal"  `pack_blocks`: block-diagonally, no two blocks on a tile share a row or a
+                column, so one MVM cycle reads every block of every tile at once; a
+                33 x 1 read-out column takes a whole 64-row tile.
+    "packed"    `pack_lanes`: the tile is cut into vertical lanes as wide as the blocks,
+                and blocks are stacked down the lanes, a block that reaches a lane's
+                bottom continuing at the top of the next lane (row pieces digitised
+                separately and summed digitally), so tiles approach the lower bound
+                ceil(cells / cells per tile). Blocks that share a row (side by side) or a
+                column (stacked) cannot be read in the same cycle (their inputs differ;
+                a shared column would sum them), so each tile reads its pieces in
+                several MVM cycles (`schedule_reads`: greedy, pieces on disjoint rows
+                and columns share a cycle).
+
+  Reads.  One read (MVM cycle) of a tile drives the rows of the pieces it reads through
+  their DACs and fires the ADCs of their columns only. Every device on a driven row
+  conducts, the devices of other pieces on those rows included (their columns are held
+  at the sense amplifiers' virtual ground, as all columns of a tile are; they are just
+  not converted): `TileUsage.driven_cells_per_mvm` counts them, and the energy model
+  charges them. In the diagonal layout no other piece shares a driven row, so this is
+  every allocated device once.
 
   S4D layers.  Per channel the state s = [Re x_1, Im x_1, Re x_2, Im x_2, ...] (mode i in
   rows 2i, 2i+1). The recurrent update is one MVM with [A_bar | B_bar] on [s_{k-1}; u_k]
@@ -40,7 +60,8 @@ Conventions, used everywhere in this file:
   (H(2n+1)) x H matrix, packed the same way as the recurrence blocks. d is folded into the
   read-out's u row, so it needs no array of its own.
 
-`map_model` maps the deployed records of a whole model (`models.deployed_tensors`) and
+`map_model` maps the deployed records of a whole model (`models.deployed_tensors`) with
+either mapping (dense matrices are tiled by `tiles_for_matrix` in both) and
 lists the digital periphery (norm, GELU, GLU gate, bias, residual, pooling, digital
 partial sums and output scaling) that `ssm_aimc.hardware.energy` prices. Pure numpy/jax;
 no flax.
@@ -78,6 +99,16 @@ DIGITAL_KINDS = (
 # conversions per step).
 RECURRENCES = ("direct", "residual", "digital")
 POOLINGS = ("mean", "last")
+# How the per-channel S4D blocks are placed on tiles (module docstring): `pack_blocks` or
+# `pack_lanes`.
+MAPPINGS = ("diagonal", "packed")
+
+
+def check_mapping(mapping: str) -> str:
+  """`mapping`, or a ConfigError listing the valid ones."""
+  if mapping not in MAPPINGS:
+    raise errors.ConfigError(f"Unknown mapping {mapping!r}; valid: {MAPPINGS}.")
+  return mapping
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -158,6 +189,11 @@ class TileUsage:
     placements: where every piece sits (row-major grid for a dense matrix).
     dac_per_mvm: DAC conversions per MVM (every piece converts its own rows).
     adc_per_mvm: ADC conversions per MVM (every piece converts its own logical columns).
+    schedule: the MVM cycle in which each placement is read (`schedule_reads`); empty:
+      every piece in cycle 0 (one read per tile).
+    driven_cells_per_mvm: allocated devices on the driven rows, summed over the reads of
+      one MVM (module docstring, "Reads"); None: every allocated device once
+      (`used_cells`), as when no two pieces of a tile share a row.
   """
 
   tiles: int
@@ -166,10 +202,23 @@ class TileUsage:
   placements: tuple[Placement, ...]
   dac_per_mvm: int
   adc_per_mvm: int
+  schedule: tuple[int, ...] = ()
+  driven_cells_per_mvm: int | None = None
 
   @property
   def utilisation(self) -> float:
     return self.used_cells / max(self.tiles * self.cells_per_tile, 1)
+
+  @property
+  def cycles(self) -> int:
+    """MVM cycles of one MVM of the matrix: its tiles run in parallel, each reads its
+    pieces in `schedule` order, so the busiest tile sets it (1 for a diagonal layout)."""
+    return max(self.schedule, default=0) + 1
+
+  @property
+  def driven_cells(self) -> int:
+    """`driven_cells_per_mvm`, or `used_cells` where that is None."""
+    return self.used_cells if self.driven_cells_per_mvm is None else self.driven_cells_per_mvm
 
 
 def _pieces(rows: int, cols: int, tile: TileConfig):
@@ -225,10 +274,7 @@ def pack_blocks(block_shapes: Sequence[tuple[int, int]], tile: TileConfig) -> Ti
   n_tiles, row_cursor, col_cursor = 0, 0, 0
   used = 0
   for index, shape in enumerate(block_shapes):
-    if len(shape) != 2:
-      raise errors.ConfigError(f"Block {index}: expected a (rows, cols) shape, got {shape!r}.")
-    rows = _check_positive_int(f"block {index} rows", shape[0])
-    cols = _check_positive_int(f"block {index} cols", shape[1])
+    rows, cols = _check_block(index, shape)
     used += rows * cols * tile.devices_per_weight
     for r0, c0, r, c in _pieces(rows, cols, tile):
       fits = row_cursor + r <= tile.rows and col_cursor + c <= tile.logical_cols
@@ -240,6 +286,127 @@ def pack_blocks(block_shapes: Sequence[tuple[int, int]], tile: TileConfig) -> Ti
         )
       )
       row_cursor, col_cursor = row_cursor + r, col_cursor + c
+  return _scheduled_usage(n_tiles, used, placements, tile)
+
+
+def _check_block(index: int, shape) -> tuple[int, int]:
+  if len(shape) != 2:
+    raise errors.ConfigError(f"Block {index}: expected a (rows, cols) shape, got {shape!r}.")
+  return (
+    _check_positive_int(f"block {index} rows", shape[0]),
+    _check_positive_int(f"block {index} cols", shape[1]),
+  )
+
+
+def pack_lanes(block_shapes: Sequence[tuple[int, int]], tile: TileConfig) -> TileUsage:
+  """Packs independent blocks densely: stacked down lanes, split across lane ends.
+
+  A block wider than the tile's logical columns is first cut into column chunks of at
+  most `tile.logical_cols`. A lane is a vertical strip of a tile, `tile.rows` tall and as
+  wide as the chunks it holds; lanes sit side by side from column 0. Chunks are stacked
+  down the current lane in order; a chunk that reaches the lane's bottom is cut there and
+  goes on at the top of the next lane (to the right, or column 0 of a new tile), so a
+  piece is the part of a chunk inside one lane and a chunk may be cut at any row. A chunk
+  of another width starts a new lane. Identical r x c blocks (c <= logical columns) thus
+  fill floor(logical_cols / c) lanes per tile completely, leaving only the last tile's
+  tail and the columns right of the last lane empty.
+
+  The pieces of a tile share rows (side by side) or columns (stacked), so they are read in
+  several MVM cycles (`schedule_reads`); every row piece gets its own ADC conversions and
+  the pieces of one output are summed digitally.
+
+  Args:
+    block_shapes: (rows, logical cols) of each block, as in `pack_blocks`.
+    tile: the tile size.
+
+  Returns:
+    `TileUsage` with one `Placement` per piece, the read schedule and the driven cells.
+  """
+  placements = []
+  used = 0
+  # The current lane: its tile, first logical column, width and next free row. A full lane
+  # of width 0 stands for "no lane yet".
+  n_tiles, lane_col, lane_width, cursor = 0, 0, 0, tile.rows
+  for index, shape in enumerate(block_shapes):
+    rows, cols = _check_block(index, shape)
+    used += rows * cols * tile.devices_per_weight
+    for c0 in range(0, cols, tile.logical_cols):
+      c = min(tile.logical_cols, cols - c0)
+      r0 = 0
+      while r0 < rows:
+        if cursor == tile.rows or c != lane_width:
+          right = lane_col + lane_width
+          if n_tiles and right + c <= tile.logical_cols:
+            lane_col = right
+          else:
+            n_tiles, lane_col = n_tiles + 1, 0
+          lane_width, cursor = c, 0
+        r = min(rows - r0, tile.rows - cursor)
+        placements.append(
+          Placement(index, r0, c0, r, c, tile=n_tiles - 1, row_offset=cursor, col_offset=lane_col)
+        )
+        r0, cursor = r0 + r, cursor + r
+  return _scheduled_usage(n_tiles, used, placements, tile)
+
+
+def _overlap(start_a: int, size_a: int, start_b: int, size_b: int) -> bool:
+  return start_a < start_b + size_b and start_b < start_a + size_a
+
+
+def _by_tile(placements: Sequence[Placement]) -> dict[int, list[int]]:
+  """{tile: indices of its placements, in order}."""
+  out: dict[int, list[int]] = {}
+  for i, p in enumerate(placements):
+    out.setdefault(p.tile, []).append(i)
+  return out
+
+
+def schedule_reads(placements: Sequence[Placement]) -> tuple[int, ...]:
+  """The MVM cycle of each placement: greedy colouring in placement order.
+
+  Two pieces on one tile conflict when they share a row (one row driver cannot carry two
+  inputs) or a logical column (their currents would add on the column). Each piece gets
+  the first cycle in which no piece of its tile conflicts with it, so pieces on disjoint
+  rows and columns (a diagonal layout) all read in cycle 0.
+  """
+  cycles = [0] * len(placements)
+  for indices in _by_tile(placements).values():
+    for k, i in enumerate(indices):
+      p = placements[i]
+      taken = {
+        cycles[j]
+        for j in indices[:k]
+        if _overlap(p.row_offset, p.rows, placements[j].row_offset, placements[j].rows)
+        or _overlap(p.col_offset, p.cols, placements[j].col_offset, placements[j].cols)
+      }
+      cycles[i] = next(c for c in range(len(taken) + 1) if c not in taken)
+  return tuple(cycles)
+
+
+def _driven_cells(
+  placements: Sequence[Placement], schedule: Sequence[int], tile: TileConfig
+) -> int:
+  """Allocated devices on the driven rows, summed over every read (tile, cycle)."""
+  total = 0
+  for indices in _by_tile(placements).values():
+    # Allocated devices on each row of this tile.
+    per_row = np.zeros(tile.rows, np.int64)
+    for i in indices:
+      p = placements[i]
+      per_row[p.row_offset : p.row_offset + p.rows] += p.cols * tile.devices_per_weight
+    for cycle in {schedule[i] for i in indices}:
+      driven = np.zeros(tile.rows, bool)
+      for i in indices:
+        if schedule[i] == cycle:
+          driven[placements[i].row_offset : placements[i].row_offset + placements[i].rows] = True
+      total += int(per_row[driven].sum())
+  return total
+
+
+def _scheduled_usage(
+  n_tiles: int, used: int, placements: Sequence[Placement], tile: TileConfig
+) -> TileUsage:
+  schedule = schedule_reads(placements)
   return TileUsage(
     tiles=n_tiles,
     used_cells=used,
@@ -247,7 +414,17 @@ def pack_blocks(block_shapes: Sequence[tuple[int, int]], tile: TileConfig) -> Ti
     placements=tuple(placements),
     dac_per_mvm=sum(p.rows for p in placements),
     adc_per_mvm=sum(p.cols for p in placements),
+    schedule=schedule,
+    driven_cells_per_mvm=_driven_cells(placements, schedule, tile),
   )
+
+
+def place_blocks(
+  block_shapes: Sequence[tuple[int, int]], tile: TileConfig, mapping: str = "diagonal"
+) -> TileUsage:
+  """`pack_blocks` ("diagonal") or `pack_lanes` ("packed") of the blocks."""
+  pack = {"diagonal": pack_blocks, "packed": pack_lanes}[check_mapping(mapping)]
+  return pack(block_shapes, tile)
 
 
 # ---------------------------------------------------------------------------------------
@@ -330,6 +507,20 @@ class MappedMatrix:
     """Digital adds per MVM that merge the partial outputs of row-split pieces."""
     return self.usage.adc_per_mvm - self.outputs
 
+  @property
+  def cycles(self) -> int:
+    """MVM cycles per MVM (`TileUsage.cycles`): 1 unless pieces of a tile share rows or
+    columns."""
+    return self.usage.cycles
+
+  @property
+  def cell_reads_per_mvm(self) -> float:
+    """Weight-holding devices that conduct in one MVM: the allocated devices on the driven
+    rows of every read (`TileUsage.driven_cells`) times the matrix's share of allocated
+    devices that hold a non-zero weight; `weight_cells` exactly when every allocated device
+    is driven once (a diagonal layout)."""
+    return self.weight_cells * self.usage.driven_cells / max(self.used_cells, 1)
+
 
 @dataclasses.dataclass(frozen=True)
 class DigitalStage:
@@ -356,11 +547,13 @@ class MappingReport:
     tile: the tile size.
     arrays: one `MappedMatrix` per matrix, in the order of the records.
     digital: the digital periphery stages.
+    mapping: how the S4D blocks were placed (MAPPINGS).
   """
 
   tile: TileConfig
   arrays: tuple[MappedMatrix, ...]
   digital: tuple[DigitalStage, ...]
+  mapping: str = "diagonal"
 
   @property
   def tiles(self) -> int:
@@ -378,6 +571,22 @@ class MappingReport:
   def utilisation(self) -> float:
     return self.used_cells / max(self.tiles * self.tile.cells, 1)
 
+  @property
+  def tiles_lower_bound(self) -> int:
+    """ceil(used cells / cells per tile): no placement of these rectangles needs fewer
+    tiles (the same for every mapping: the blocks are the same rectangles)."""
+    return -(-self.used_cells // self.tile.cells)
+
+  @property
+  def utilisation_at_bound(self) -> float:
+    """The utilisation a mapping onto `tiles_lower_bound` tiles would have."""
+    return self.used_cells / max(self.tiles_lower_bound * self.tile.cells, 1)
+
+  @property
+  def cycles_per_step(self) -> int:
+    """MVM cycles per time step (matrices in sequence, each its `cycles` per MVM)."""
+    return sum(a.cycles * a.mvms_per_step for a in self.arrays if not a.per_sequence)
+
   def rows(self) -> list[dict]:
     """One JSON-ready dict per matrix: layer, kind, shape, tiles, used_cells, utilisation."""
     return [
@@ -389,6 +598,7 @@ class MappingReport:
         "used_cells": a.used_cells,
         "weight_cells": a.weight_cells,
         "utilisation": a.utilisation,
+        "cycles": a.cycles,
       }
       for a in self.arrays
     ]
@@ -401,23 +611,37 @@ class MappingReport:
       "used_cells": self.used_cells,
       "weight_cells": self.weight_cells,
       "utilisation": self.utilisation,
+      "mapping": self.mapping,
+      "tiles_lower_bound": self.tiles_lower_bound,
+      "tiles_vs_bound": self.tiles / max(self.tiles_lower_bound, 1),
+      "utilisation_at_bound": self.utilisation_at_bound,
+      "mvm_cycles_per_step": self.cycles_per_step,
     }
 
 
 def format_mapping_table(report: MappingReport) -> str:
-  """Plain-text table of the mapping, one line per matrix and a totals line."""
-  head = f"  {'layer':<24} {'kind':<16} {'shape':>12} {'tiles':>6} {'cells':>9} {'util':>7}"
+  """Plain-text table of the mapping, one line per matrix (with its MVM cycles), a totals
+  line and the lower bound on tiles."""
+  head = (
+    f"  {'layer':<24} {'kind':<16} {'shape':>12} {'tiles':>6} {'cells':>9} {'util':>7} "
+    f"{'cycles':>6}"
+  )
   lines = [head]
   for r in report.rows():
     shape = "x".join(str(s) for s in r["shape"])
     lines.append(
       f"  {r['layer']:<24} {r['kind']:<16} {shape:>12} {r['tiles']:>6} "
-      f"{r['used_cells']:>9} {r['utilisation']:>7.1%}"
+      f"{r['used_cells']:>9} {r['utilisation']:>7.1%} {r['cycles']:>6}"
     )
   t = report.totals()
   lines.append(
     f"  {'total (' + t['tile'] + ')':<41} {'':>12} {t['tiles']:>6} {t['used_cells']:>9} "
-    f"{t['utilisation']:>7.1%}"
+    f"{t['utilisation']:>7.1%} {t['mvm_cycles_per_step']:>6}"
+  )
+  lines.append(
+    f"  {t['mapping']} mapping; lower bound ceil(cells / cells per tile) = "
+    f"{t['tiles_lower_bound']} tiles ({t['utilisation_at_bound']:.1%} utilisation): "
+    f"{t['tiles_vs_bound']:.2f}x the bound; MVM cycles per step {t['mvm_cycles_per_step']}"
   )
   return "\n".join(lines)
 
@@ -431,7 +655,11 @@ def _join(layer: str, name: str) -> str:
 
 
 def _s4d_layer(
-  layer: str, records: dict, tile: TileConfig, recurrence: str = "direct"
+  layer: str,
+  records: dict,
+  tile: TileConfig,
+  recurrence: str = "direct",
+  mapping: str = "diagonal",
 ) -> tuple[list, list]:
   """Arrays and digital stages of one S4D layer whose records live under `layer`."""
   missing = [n for n in ("a_bar", "b_bar", "c", "d") if _join(layer, n) not in records]
@@ -456,7 +684,7 @@ def _s4d_layer(
         kind="recurrence",
         shape=(channels * (2 * n + 1), channels * 2 * n),
         blocks=channels,
-        usage=pack_blocks([(2 * n + 1, 2 * n)] * channels, tile),
+        usage=place_blocks([(2 * n + 1, 2 * n)] * channels, tile, mapping),
         # Per mode 4 entries of the 2x2 block and 2 of the b column.
         weight_cells=channels * 6 * n * tile.devices_per_weight,
         mvms_per_step=mvms,
@@ -471,7 +699,7 @@ def _s4d_layer(
         kind=kind,
         shape=(channels * (2 * n + 1), channels),
         blocks=channels,
-        usage=pack_blocks([(2 * n + 1, 1)] * channels, tile),
+        usage=place_blocks([(2 * n + 1, 1)] * channels, tile, mapping),
         weight_cells=channels * (2 * n + 1) * tile.devices_per_weight,
       )
     )
@@ -489,6 +717,7 @@ def map_model(
   tile: TileConfig | None = None,
   pooling: str = "mean",
   recurrence: str = "direct",
+  mapping: str = "diagonal",
 ) -> MappingReport:
   """Maps the deployed records of a whole model onto tiles.
 
@@ -512,6 +741,8 @@ def map_model(
     recurrence: "direct" (the [A_bar | B_bar] blocks above), "residual" (the same arrays
       holding a_bar - 1, plus a digital "state_add" per state value) or "digital" (no
       recurrence array; a digital "recurrence" stage per mode).
+    mapping: how the per-channel S4D blocks go onto tiles, "diagonal" (`pack_blocks`) or
+      "packed" (`pack_lanes`); dense matrices are tiled the same way in both.
 
   Returns:
     `MappingReport`.
@@ -521,6 +752,7 @@ def map_model(
     raise errors.ConfigError(f"Unknown pooling {pooling!r}; valid: {POOLINGS}.")
   if recurrence not in RECURRENCES:
     raise errors.ConfigError(f"Unknown recurrence {recurrence!r}; valid: {RECURRENCES}.")
+  check_mapping(mapping)
   s4d_layers = [_parent(p) for p in records if p.rsplit("/", 1)[-1] == "a_bar"]
   arrays, digital = [], []
   for path, record in records.items():
@@ -528,7 +760,7 @@ def map_model(
     values = np.asarray(record["values"])
     if layer in s4d_layers:
       if name == "a_bar":
-        more_arrays, more_digital = _s4d_layer(layer, records, tile, recurrence)
+        more_arrays, more_digital = _s4d_layer(layer, records, tile, recurrence, mapping)
         arrays += more_arrays
         digital += more_digital
       continue
@@ -557,7 +789,7 @@ def map_model(
       digital.append(
         DigitalStage(a.layer, "partial_sum", a.partial_sums_per_mvm * mvms, a.per_sequence)
       )
-  return MappingReport(tile=tile, arrays=tuple(arrays), digital=tuple(digital))
+  return MappingReport(tile=tile, arrays=tuple(arrays), digital=tuple(digital), mapping=mapping)
 
 
 def _dense_layer(

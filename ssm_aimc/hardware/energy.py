@@ -3,13 +3,21 @@
 
 What is counted for the chip (`aimc_energy`), per inference of one sequence of L steps
 (matrices with `per_sequence`, the decoder, run once; everything else L times):
-  cell reads   every device holding a structurally non-zero weight is read once per MVM at
-               V^2 G t, with G the mean programmed conductance and V the full read voltage
-               (an upper-end figure: real inputs are mostly below full scale);
-  DAC          one conversion per driven row per tile per MVM (an input that drives the
-               tiles of several column blocks is converted once per tile); energy per
+  cell reads   every device holding a structurally non-zero weight on a driven row
+               conducts at V^2 G t, with G the mean programmed conductance and V the full
+               read voltage (an upper-end figure: real inputs are mostly below full
+               scale). In a diagonal layout that is every such device once per MVM; in a
+               packed one (`crossbar.pack_lanes`) each read drives its pieces' rows and
+               the devices of the other pieces on those rows conduct too (their columns
+               are clamped, just not converted): `MappedMatrix.cell_reads_per_mvm`,
+               those extra devices weighted by `unread_columns_conduct` (1 by default;
+               0 for a periphery that floats the columns it does not read);
+  DAC          one conversion per driven row per piece per MVM (an input that drives the
+               tiles of several column blocks is converted once per tile, a row piece
+               read in its own cycle once per read); energy per
                conversion is flat, as docs/design.md gives it (the width is recorded, not priced);
-  ADC          one conversion per LOGICAL output per tile per MVM: the G+ and G- currents
+  ADC          one conversion per LOGICAL output per piece per MVM (a packed read fires
+               the ADCs of its own columns only): the G+ and G- currents
                of a differential pair are subtracted in analog before one shared ADC; the
                energy scales as adc_8bit_pj x 2^(bits - 8);
   periphery    digital work counted in int8 operations and charged `periphery_op_pj` each
@@ -19,8 +27,9 @@ What is counted for the chip (`aimc_energy`), per inference of one sequence of L
                `*_ops_per_element` constants price them).
 Not counted (in neither model): activation buffers, control, clocking, programming.
 
-Latency of the chip is a non-pipelined upper bound: every MVM stage (all tiles of one
-matrix in parallel) takes dac + integration + ADC time, stages run one after another, the
+Latency of the chip is a non-pipelined upper bound: every MVM cycle (all tiles of one
+matrix in parallel; a matrix whose tiles read their pieces in several cycles takes its
+busiest tile's `cycles`) takes dac + integration + ADC time, cycles run one after another, the
 digital periphery runs at `digital_int8_ops_per_ns`. The digital baseline is compute-bound:
 MACs / throughput (weight-fetch time is not modelled).
 
@@ -76,6 +85,10 @@ class EnergyConstants:
   cell_read_time_ns: float = 10.0  # assumption (docs/design.md §2): read pulse width.
   adc_8bit_pj: float = 2.0  # assumption (docs/design.md §2): one 8-bit conversion, x 2^(bits-8).
   dac_pj: float = 0.1  # assumption (docs/design.md §2): one input conversion.
+  # assumption: share of the devices of unread pieces on a driven row that conduct in a
+  # packed read (1: every column of a tile clamped at virtual ground; 0: unread columns
+  # floated by column switches). A diagonal layout has no such devices.
+  unread_columns_conduct: float = 1.0
   # Digital periphery, int8 operations per element (assumption: small lookup tables with
   # linear interpolation for the nonlinearities).
   norm_ops_per_element: float = 8.0  # assumption: mean, centre, square-add, normalise, affine.
@@ -109,6 +122,8 @@ class EnergyConstants:
     ):
       if getattr(self, name) <= 0:
         raise errors.ConfigError(f"EnergyConstants.{name} must be > 0.")
+    if self.unread_columns_conduct > 1:
+      raise errors.ConfigError("EnergyConstants.unread_columns_conduct must be in [0, 1].")
     if int(self.columns_per_adc) != self.columns_per_adc:
       raise errors.ConfigError("EnergyConstants.columns_per_adc must be an integer.")
 
@@ -208,8 +223,8 @@ def aimc_energy(
 
   Returns:
     {"cell_read_j", "dac_j", "adc_j", "periphery_j", "total_j", "latency_s", and the counts
-    per inference "mvms", "cell_reads", "dac_conversions", "adc_conversions",
-    "periphery_ops", "adc_bits", "dac_bits"}.
+    per inference "mvms", "mvm_cycles" (MVMs times the cycles each takes), "cell_reads",
+    "dac_conversions", "adc_conversions", "periphery_ops", "adc_bits", "dac_bits"}.
   """
   constants = constants or EnergyConstants()
   seq_len = _check_seq_len(seq_len)
@@ -217,11 +232,13 @@ def aimc_energy(
   if periphery_ops is None:
     periphery_ops = count_periphery_ops(mapping, seq_len, constants)
   ops = float(sum(periphery_ops.values()) if isinstance(periphery_ops, Mapping) else periphery_ops)
-  mvms = cells = dacs = adcs = 0.0
+  mvms = cycles = cells = dacs = adcs = 0.0
   for a in mapping.arrays:
     n = a.mvms_per_step * (1 if a.per_sequence else seq_len)
     mvms += n
-    cells += n * a.weight_cells
+    cycles += n * a.cycles
+    unread = a.cell_reads_per_mvm - a.weight_cells  # Devices of other pieces on driven rows.
+    cells += n * (a.weight_cells + constants.unread_columns_conduct * unread)
     dacs += n * a.usage.dac_per_mvm
     adcs += n * a.usage.adc_per_mvm
   energy_pj = {
@@ -237,9 +254,10 @@ def aimc_energy(
     + constants.mvm_latency_ns
     + constants.adc_latency_8bit_ns * adc_bits / 8 * constants.columns_per_adc
   )
-  out["latency_s"] = (mvms * stage_ns + ops / constants.digital_int8_ops_per_ns) * 1e-9
+  out["latency_s"] = (cycles * stage_ns + ops / constants.digital_int8_ops_per_ns) * 1e-9
   out.update(
     mvms=mvms,
+    mvm_cycles=cycles,
     cell_reads=cells,
     dac_conversions=dacs,
     adc_conversions=adcs,
