@@ -243,8 +243,9 @@ def test_a_packed_readout_costs_its_cycles_and_driven_rows_by_hand():
   )
   assert energy.aimc_energy(mapping, L, constants=floated)["cell_reads"] == 560
   assert energy.aimc_energy(mapping, L, constants=half)["cell_reads"] == 800
-  with pytest.raises(errors.ConfigError, match="unread_columns_conduct"):
-    energy.EnergyConstants(unread_columns_conduct=1.5)
+  for bad in (1.5, -0.1):
+    with pytest.raises(errors.ConfigError, match="unread_columns_conduct"):
+      energy.EnergyConstants(unread_columns_conduct=bad)
   # Latency: a cycle is 1 + 10 + 20 = 31 ns: 10 x 31 = 310 ns against 30 x 31 = 930 ns.
   assert diagonal["latency_s"] == pytest.approx(310e-9)
   assert packed["latency_s"] == pytest.approx(930e-9)

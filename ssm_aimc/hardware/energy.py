@@ -122,7 +122,7 @@ class EnergyConstants:
     ):
       if getattr(self, name) <= 0:
         raise errors.ConfigError(f"EnergyConstants.{name} must be > 0.")
-    if self.unread_columns_conduct > 1:
+    if not 0.0 <= self.unread_columns_conduct <= 1.0:
       raise errors.ConfigError("EnergyConstants.unread_columns_conduct must be in [0, 1].")
     if int(self.columns_per_adc) != self.columns_per_adc:
       raise errors.ConfigError("EnergyConstants.columns_per_adc must be an integer.")
