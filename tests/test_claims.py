@@ -21,6 +21,7 @@ from ssm_aimc.claims import (
   c2_size_vs_precision,
   c3_robustness,
   c4_pruning,
+  c4_qs4d,
   c5_deployment,
   grid,
   report,
@@ -527,6 +528,69 @@ def test_pruning_finds_the_largest_ratio_kept(tmp_path):
   results["qat_w4a8_prune50"] = _pruned(0.5, 0.95, 2e5, 0.5)  # QAT keeps nothing pruned.
   results["qat_w4a8_prune75"] = _pruned(0.5, 0.95, 2e5, 0.75)
   assert _judge(c4_pruning, _c4_numbers(results)) == claims.NOT_SUPPORTED
+
+
+def _greedy_row(bits, seed, structured, linear=0.5):
+  def kind(share):
+    return {
+      "shares": {"total": share, "layer 0": min(1.0, 1.5 * share), "layer 1": share / 2},
+      "val_before": 0.95,
+      "val_after": 0.945,
+      "test_before": 0.96,
+      "test_after": 0.94,
+      "units": 16,
+      "evaluations": 20,
+      "seconds": 1.0,
+    }
+
+  return {
+    "name": f"m{bits}_{seed}",
+    "bits": bits,
+    "seed": seed,
+    "linear": kind(linear),
+    "unstructured": kind(0.3),
+    "structured": kind(structured),
+  }
+
+
+def test_greedy_pruning_by_the_authors_protocol(tmp_path):
+  shares = {32: (0.10, 0.12, 0.08), 10: (0.12, 0.15, 0.1), 7: (0.2, 0.22, 0.18)}
+  rows = [_greedy_row(b, i, v) for b, vs in shares.items() for i, v in enumerate(vs)]
+  numbers = {"models": rows, "layers": 2, "val_examples": 144}
+  outcome = _render(c4_qs4d, numbers, tmp_path)
+  assert outcome.protocol == claims_common.AUTHORS
+  assert outcome.verdict == claims.SUPPORTED  # 0.2 / 0.1 = 2x, ranges 18-22 vs 8-12 apart.
+  assert "| structured kernel | 7 bit | 30.0 (27-33) | 10.0 (9-11) | 20.0 (18-22) | ~21 |" in (
+    outcome.table
+  )
+  assert "2.00x" in outcome.summary and "2.0 points" in outcome.summary
+  assert c4_qs4d.spread(numbers, "structured", 32) == pytest.approx(
+    {"mean": 0.1, "min": 0.08, "max": 0.12, "n": 3}
+  )
+  # A 2x mean whose seed ranges overlap: partly; below the gain: not supported.
+  overlap = [dict(r) for r in rows]
+  overlap[6] = _greedy_row(7, 0, 0.11)
+  overlap[7] = _greedy_row(7, 1, 0.35)
+  assert _judge(c4_qs4d, {**numbers, "models": overlap}) == claims.PARTLY
+  assert _judge(c4_qs4d, numbers, min_gain=2.5) == claims.NOT_SUPPORTED
+  # Nothing pruned in float but something at 7 bit: an infinite gain, still judged.
+  zero = [
+    _greedy_row(b, i, 0.0 if b == 32 else v) for b, vs in shares.items() for i, v in enumerate(vs)
+  ]
+  assert _judge(c4_qs4d, {**numbers, "models": zero}) == claims.SUPPORTED
+
+
+def test_greedy_claim_settings_are_checked():
+  with pytest.raises(ValueError, match="Unknown kinds"):
+    _settings(c4_qs4d, kinds=("channels",))
+  with pytest.raises(ValueError, match="float width"):
+    _settings(c4_qs4d, bits=(7, 10))
+  recipes = c4_qs4d.recipes(
+    experiment.from_config(_claim_config("c4_qs4d", "smoke")), _settings(c4_qs4d)
+  )
+  assert len(recipes) == 9 and all(r["overrides"]["seed"] in (0, 1, 2) for r in recipes.values())
+  seven = [r for n, r in recipes.items() if "_7bit_" in n]
+  assert len(seven) == 3 and all(r["overrides"]["quant.weight_bits"] == 7 for r in seven)
 
 
 def _deployed(pcm, rram, gain=60.0):
