@@ -541,11 +541,27 @@ class Inference:
   trained_quantized: bool
 
 
+def _check_not_channel_masked(workdir: str) -> None:
+  """ConfigError for the workdir of a channel-pruned run (`prune.unit` "channel"): its
+  checkpoints hold the channel-masked model, which only its run builds (the unmasked model
+  would read its zeroed channels into every LayerNorm); the model to evaluate or deploy is
+  the smaller one in workdir/pruned."""
+  path = os.path.join(workdir, workdir_lib.CONFIG)
+  cfg = workdir_lib.read_json(path).get("prune", {}) if os.path.exists(path) else {}
+  if cfg.get("enabled") and cfg.get("unit") == "channel":
+    raise errors.ConfigError(
+      f"{workdir} is a channel-pruned run; evaluate or deploy its smaller model instead: "
+      f"--workdir={os.path.join(workdir, PRUNED_DIR)} with that directory's model.d_model "
+      "(its config.json; results.json's prune.d_model_after)."
+    )
+
+
 def _best_params(setup: runner.Setup, exps: list, workdir: str) -> tuple[list, object, int]:
   """The best params of `workdir` for each of `exps` (activation ranges calibrated under
   each one when the checkpoint never fitted them and it quantizes or simulates hardware:
   post-training quantization), their BatchNorm running statistics and the checkpoint's
-  step."""
+  step. A channel-pruned run's workdir is refused (`_check_not_channel_masked`)."""
+  _check_not_channel_masked(workdir)
   template = runner.initial_state(setup, exps[0])
   state, step = workdir_lib.load_state(workdir, template, which="best")
   fitted = workdir_lib.trained_with(workdir, "quant") or workdir_lib.trained_with(

@@ -192,6 +192,9 @@ def test_channel_prune_run_exports_a_smaller_d_model_with_the_masked_outputs(
   )
   evaluated = train.evaluate(small_config, results["pruned_dir"])
   assert evaluated["test_accuracy"] == results["test_accuracy"]
+  # The run's own workdir holds the masked model, which only the run builds.
+  with pytest.raises(errors.ConfigError, match="channel-pruned"):
+    train.evaluate(config, str(tmp_path / "run"))
 
 
 def test_channel_masks_at_ratio_zero_is_the_unmasked_model(built):
