@@ -14,6 +14,11 @@ pair, i.e. 2 real states), or a whole channel. The workflow:
   4. export:   `compact_s4d` / `compact_model` gather the kept modes into a physically
                smaller layer (smaller N) with the same outputs.
 
+Whole channels h (the residual stream's, shared by the encoder, every block and the
+decoder) go the same way: `channel_scores` -> `channel_keep_mask` -> `channel_param_masks`,
+`apply_channel_masks` and `fill_pruned_modes` for fine-tuning the channel-masked model
+(models.S4DClassifier with `channels`) -> `compact_channels`, a model with a smaller H.
+
 Trees are nested dicts keyed like the Flax params tree ({"block_0": {"s4d": {...}}}); layer
 paths are '/'-joined ("block_0/s4d"). Keep masks are boolean (H, n); parameter masks are
 float32 0/1 arrays of each parameter's shape.
