@@ -216,11 +216,12 @@ class _Pruning:
 
   With `prune.unit` "channel" the run trains and evaluates the channel-masked model
   (`pruning.masked_model`, the population's model from the first mask on; a new mask is
-  a new model, compiled anew); `model` is the unmasked one, which scores."""
+  a new model, compiled anew); `model` is the unmasked one, which scores, and `keep` the
+  (H,) bool channel mask in use (None for modes)."""
 
   def __init__(self, pop: runner.Population, first_epoch: int):
     self.pop, self.cfg, self.first_epoch = pop, pop.members[0].prune, first_epoch
-    self.model = pop.setup.model
+    self.model, self.keep = pop.setup.model, None
     pop.state, pop.masks, self.ratio = self.masks_for(pop.state)
 
   def masks_for(self, state):
@@ -228,11 +229,11 @@ class _Pruning:
     ratio = self.cfg.ratio_at(int(state.step), setup.total_steps)
     args = (self.cfg, self.model, state.params, exp.quant.spec, setup.example, ratio)
     if self.cfg.unit == "channel":
-      keep, masks = pruning.channel_masks_at(*args, state.batch_stats)
+      self.keep, masks = pruning.channel_masks_at(*args, state.batch_stats)
       params = prune.apply_channel_masks(state.params, masks)
-      self.pop.use_model(pruning.masked_model(self.model, keep))
+      self.pop.use_model(pruning.masked_model(self.model, self.keep))
       state = state.replace(apply_fn=self.pop.setup.model.apply)
-      kept = f"{int(keep.sum())} of {keep.size} channels kept"
+      kept = f"{int(self.keep.sum())} of {self.keep.size} channels kept"
     else:
       modes, masks = pruning.masks_at(*args, state.batch_stats)
       params = prune.apply_masks(state.params, masks)
@@ -293,14 +294,14 @@ def _start_pruning(pop: runner.Population, workdir: str | None, fresh: bool) -> 
 
 def _compact(pop: runner.Population, hook: _Pruning, params, batch_stats) -> tuple:
   """(smaller params, their batch_stats, smaller experiment, results["prune"] keys) of the
-  masked `params` at the final ratio: the kept modes (a smaller d_state; every channel
-  kept, so BatchNorm's running statistics go over as they are) or the kept channels (a
-  smaller d_model, the statistics gathered too)."""
+  masked `params`: the kept modes at the final ratio (a smaller d_state; every channel
+  kept, so BatchNorm's running statistics go over as they are) or the channels of the
+  hook's mask, the model's (a smaller d_model, the statistics gathered too)."""
   setup, exp = pop.setup, pop.members[0]
   cfg = exp.prune
   args = (cfg, hook.model, params, exp.quant.spec, setup.example, cfg.ratio, batch_stats)
   if cfg.unit == "channel":
-    keep, _ = pruning.channel_masks_at(*args)
+    keep = hook.keep
     tree, batch_stats, d_model = pruning.compact_channels(params, batch_stats, keep)
     small_exp = pruned_experiment(exp, exp.model.d_state, d_model)
     keys = {"pruned_fraction": 1.0 - d_model / keep.size, "kept_channels": d_model}
