@@ -557,6 +557,17 @@ def _check_not_channel_masked(workdir: str) -> None:
     )
 
 
+def _check_not_channel_masked_fit(trained: Trained) -> None:
+  """`_check_not_channel_masked` for a model trained in memory: its smaller model is
+  `trained.pruned_params`, of results["prune"]["d_model_after"] channels."""
+  if trained.exp.prune.enabled and trained.exp.prune.unit == "channel":
+    raise errors.ConfigError(
+      "The fit result is a channel-pruned model, whose params are the channel-masked "
+      "model's; evaluate its smaller model (pruned_params, with model.d_model = "
+      f"{trained.results['prune']['d_model_after']}) instead."
+    )
+
+
 def _best_params(setup: runner.Setup, exps: list, workdir: str) -> tuple[list, object, int]:
   """The best params of `workdir` for each of `exps` (activation ranges calibrated under
   each one when the checkpoint never fitted them and it quantizes or simulates hardware:
@@ -603,6 +614,7 @@ def inference_of(config, trained: Trained) -> Inference:
   hardware, exactly as `load_for_inference` reads its checkpoint from a workdir (a
   ConfigError when it was trained with another model or data)."""
   exp = as_experiment(config)
+  _check_not_channel_masked_fit(trained)
   workdir_lib.check_same_model(experiment.to_dict(trained.exp), exp, "The fit result is a model")
   setup = runner.build(exp)
   fitted = trained.exp.quant.enabled or trained.exp.hardware.enabled

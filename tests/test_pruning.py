@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+import ssm_aimc
 from ssm_aimc import data, errors, experiment, models, prune, pruning, runner, steps, train
 from ssm_aimc import workdir as workdir_lib
 from tests.test_train import tiny_config
@@ -208,3 +209,17 @@ def test_channel_masks_at_ratio_zero_is_the_unmasked_model(built):
   assert keep.sum() == 8
   masked = pruning.masked_model(exp.setup.model, keep)
   assert masked.channels == tuple(bool(k) for k in keep)
+
+
+def test_channel_pruned_fit_in_memory_refuses_the_masked_params_for_evaluation(
+  tmp_path, monkeypatch
+):
+  monkeypatch.chdir(tmp_path)
+  prune_keys = {"prune.enabled": True, "prune.unit": "channel", "prune.ratio": 0.5}
+  result = ssm_aimc.fit(tiny_config(), overrides=prune_keys)
+  assert os.listdir(tmp_path) == []
+  assert result.results["prune"]["d_model_after"] == 8
+  assert result.pruned_params["encoder"]["kernel"].shape[-1] == 8
+  assert result.pruned_params["block_0"]["glu_dense"]["kernel"].shape == (8, 16)
+  with pytest.raises(errors.ConfigError, match="channel-pruned"):
+    ssm_aimc.evaluate(trained=result)
