@@ -2,6 +2,7 @@
 no-op, and a prune run exports a smaller model with the masked model's outputs."""
 
 import os
+import shutil
 
 import chex
 import jax
@@ -11,7 +12,7 @@ import pytest
 import ssm_aimc
 from ssm_aimc import data, errors, experiment, models, prune, pruning, runner, steps, train
 from ssm_aimc import workdir as workdir_lib
-from tests.test_train import tiny_config
+from tests.test_train import _latest_params, tiny_config
 
 
 def _masks(pop, params, ratio, scope="channel"):
@@ -223,3 +224,34 @@ def test_channel_pruned_fit_in_memory_refuses_the_masked_params_for_evaluation(
   assert result.pruned_params["block_0"]["glu_dense"]["kernel"].shape == (8, 16)
   with pytest.raises(errors.ConfigError, match="channel-pruned"):
     ssm_aimc.evaluate(trained=result)
+
+
+def test_a_channel_pruned_run_resumes_as_an_uninterrupted_one(tmp_path):
+  """Stopped after its first epoch's checkpoint and resumed, a channel-pruned run finds its
+  mask again (the pruned channels score 0) and ends with the uninterrupted run's params and
+  its smaller model."""
+  train.train_and_evaluate(tiny_config(), str(tmp_path / "base"))
+  config = tiny_config(
+    num_epochs=2,
+    keep_checkpoints=10,
+    **{
+      "prune.enabled": True,
+      "prune.unit": "channel",
+      "prune.ratio": 0.25,
+      "init_checkpoint": str(tmp_path / "base"),
+    },
+  )
+  full, stopped = str(tmp_path / "full"), str(tmp_path / "stopped")
+  results = train.train_and_evaluate(config, full)
+  shutil.copytree(full, stopped)
+  ckpt_dir = os.path.join(stopped, workdir_lib.CHECKPOINT_DIR)
+  steps_saved = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
+  assert len(steps_saved) == 2
+  shutil.rmtree(os.path.join(ckpt_dir, str(steps_saved[1])))
+  shutil.rmtree(os.path.join(stopped, workdir_lib.BEST_DIR))
+  shutil.rmtree(os.path.join(stopped, train.PRUNED_DIR))
+  resumed = train.train_and_evaluate(config, stopped)
+  for a, b in zip(_latest_params(full), _latest_params(stopped), strict=True):
+    chex.assert_trees_all_equal(a, b)
+  assert resumed["prune"] == results["prune"]
+  assert resumed["pruned_model_test_accuracy"] == results["pruned_model_test_accuracy"]
