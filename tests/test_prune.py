@@ -515,7 +515,7 @@ def test_channel_scores_and_keep_mask():
   params, _ = channel_variables(channel_model("layer", "glu"))
   scores = prune.channel_scores(params)
   assert scores.shape == (6,) and bool(jnp.all(scores > 0))
-  # Four matrices (encoder, 2 glu_dense read and write, decoder), 1 on average each.
+  # Six terms (encoder; each block's glu_dense rows and columns; decoder), 1 on average each.
   np.testing.assert_allclose(jnp.mean(scores), 6.0, rtol=1e-5)
   # Zeroing channel 2's entries gives it score 0 and prunes it first.
   masks = prune.channel_param_masks(params, np.arange(6) != 2)
