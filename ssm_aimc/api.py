@@ -51,7 +51,8 @@ class FitResult:
       tested), a pytree of arrays; with pruning the masked params of the model as trained.
     batch_stats: their BatchNorm running statistics ({} for a model without BatchNorm).
     pruned_params: with `prune.enabled`, the params of the physically smaller model (its
-      d_state in results["prune"]["d_state_after"]); else None.
+      d_state and d_model in results["prune"]["d_state_after"], ["d_model_after"]); else
+      None.
     history: the metrics records in order, one dict per logged step (step, train_loss,
       train_accuracy) and per epoch (also epoch, val_loss, val_accuracy, wall_time_s), as
       in metrics.jsonl.

@@ -39,15 +39,33 @@ BLOCK_DEFAULTS = {"norm": "layer", "residual": True, "activation": "glu"}
 
 
 def layer_norm(
-  x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float = LAYER_NORM_EPSILON
+  x: jax.Array,
+  scale: jax.Array,
+  bias: jax.Array,
+  epsilon: float = LAYER_NORM_EPSILON,
+  channels: jax.Array | None = None,
 ) -> jax.Array:
   """LayerNorm over the last axis: (x - mean) / sqrt(var + epsilon) * scale + bias.
 
-  x (..., H); scale, bias (H,).
+  x (..., H); scale, bias (H,). `channels` (H,) 0/1, the kept channels of a channel-pruned
+  model (`mask_channels`): mean and variance are taken over the kept channels only and the
+  pruned ones output 0, so the kept outputs are those of the LayerNorm of a model that has
+  only the kept channels. None (every channel) is the plain LayerNorm, computed as always.
   """
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias
+  if channels is None:
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias
+  count = jnp.sum(channels)
+  mean = jnp.sum(x * channels, axis=-1, keepdims=True) / count
+  var = jnp.sum(jnp.square(x - mean) * channels, axis=-1, keepdims=True) / count
+  return ((x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias) * channels
+
+
+def mask_channels(x: jax.Array, channels: jax.Array | None) -> jax.Array:
+  """x (..., H) with the pruned channels of a channel-pruned model set to 0: x * channels
+  for a (H,) 0/1 keep mask; x itself (not a copy times one) when `channels` is None."""
+  return x if channels is None else x * channels
 
 
 def batch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -100,6 +118,7 @@ def residual_block(
   dropout: Fn | None = None,
   residual: bool = True,
   activation: str = "glu",
+  channels: jax.Array | None = None,
 ) -> jax.Array:
   """One S4D block: x + dropout(GLU(glu_dense(dropout(GELU(S4D(norm(x))))))).
 
@@ -119,19 +138,24 @@ def residual_block(
       order), or None for none.
     residual: add the block's input to its branch.
     activation: "glu" or "relu" (ACTIVATIONS), on glu_dense's output.
+    channels: None, or the (H,) 0/1 keep mask of a channel-pruned model: the SSM's input,
+      glu_dense's input and the block's output are zero on the pruned channels
+      (`mask_channels`), so what the kept channels compute is that of the block with only
+      the kept channels, whatever the pruned channels' parameters hold (the norm, which
+      mixes channels, is given the mask by the caller).
 
   Returns:
     (..., H).
   """
-  z = norm(x) if prenorm else x
+  z = mask_channels(norm(x) if prenorm else x, channels)
   z = jax.nn.gelu(sequence_layer(z))
   if dropout is not None:
     z = dropout(z)
-  z = ACTIVATIONS[activation][0](glu_dense(z))
+  z = ACTIVATIONS[activation][0](glu_dense(mask_channels(z, channels)))
   if dropout is not None:
     z = dropout(z)
   x = x + z if residual else z
-  return x if prenorm else norm(x)
+  return mask_channels(x if prenorm else norm(x), channels)
 
 
 def check_pooling(pooling: str) -> str:

@@ -287,17 +287,21 @@ def _stored_norm_vectors(module: nn.Module, scale: jax.Array, bias: jax.Array, s
 class QLayerNorm(nn.Module):
   """LayerNorm over the last axis whose scale and offset can be quantized (group "bias").
 
-  Called as every norm of `NORMS` is, with `train` (which a LayerNorm does not use)."""
+  Called as every norm of `NORMS` is, with `train` (which a LayerNorm does not use) and
+  `channels`, the (H,) 0/1 keep mask of a channel-pruned model (statistics over the kept
+  channels only, `blocks.layer_norm`) or None."""
 
   epsilon: float = blocks.LAYER_NORM_EPSILON
 
   @nn.compact
-  def __call__(self, x: jax.Array, spec: Quant = None, train: bool = False) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, spec: Quant = None, train: bool = False, channels: jax.Array | None = None
+  ) -> jax.Array:
     del train  # The same in training and inference.
     scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
     bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
     scale, bias = _stored_norm_vectors(self, scale, bias, spec)
-    return blocks.layer_norm(x, scale, bias, self.epsilon)
+    return blocks.layer_norm(x, scale, bias, self.epsilon, channels)
 
 
 class QBatchNorm(nn.Module):
@@ -308,14 +312,19 @@ class QBatchNorm(nn.Module):
   Training (`train=True`) normalises with the batch's statistics and moves the running
   averages towards them (the caller makes "batch_stats" mutable, as `steps.train_step`
   does); inference uses the running averages. Parameters scale, bias (H,); "batch_stats":
-  mean, var (H,).
+  mean, var (H,). `channels` (a channel-pruned model's keep mask) is accepted as every
+  norm's is and not needed: each channel is normalised on its own, and the block zeroes
+  the pruned channels' outputs.
   """
 
   momentum: float = blocks.BATCH_NORM_MOMENTUM
   epsilon: float = blocks.BATCH_NORM_EPSILON
 
   @nn.compact
-  def __call__(self, x: jax.Array, spec: Quant = None, train: bool = False) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, spec: Quant = None, train: bool = False, channels: jax.Array | None = None
+  ) -> jax.Array:
+    del channels  # Per-channel statistics: a pruned channel does not enter a kept one's.
     shape = (x.shape[-1],)
     scale = self.param("scale", nn.initializers.ones, shape)
     bias = self.param("bias", nn.initializers.zeros, shape)
@@ -523,19 +532,28 @@ class S4DBlock(nn.Module):
 
   @nn.compact
   def __call__(
-    self, x: jax.Array, train: bool = False, spec: Quant = None, analog: Analog = None
+    self,
+    x: jax.Array,
+    train: bool = False,
+    spec: Quant = None,
+    analog: Analog = None,
+    channels: jax.Array | None = None,
   ) -> jax.Array:
-    """x: (B, L, H) -> (B, L, H). The norm, GELU and output activation are digital periphery."""
+    """x: (B, L, H) -> (B, L, H). The norm, GELU and output activation are digital periphery.
+
+    `channels`: None, or the (H,) 0/1 keep mask of a channel-pruned model
+    (`blocks.residual_block`)."""
     width = blocks.ACTIVATIONS[self.activation][1] * x.shape[-1]
     # Modules are made where they are first called, in the order of the block's maths, so
     # the two dropouts are Dropout_0 (after the GELU) and Dropout_1 (after the activation).
     return blocks.residual_block(
       x,
-      norm=lambda v: self.norm(name="norm")(v, spec, train),
+      norm=lambda v: self.norm(name="norm")(v, spec, train, channels),
       sequence_layer=lambda z: self.ssm(name="s4d")(z, spec, analog),
       glu_dense=lambda z: QDense(width, group="glu", name="glu_dense")(z, spec, analog),
       prenorm=self.prenorm,
       dropout=lambda z: nn.Dropout(self.dropout, deterministic=not train)(z),
       residual=self.residual,
       activation=self.activation,
+      channels=channels,
     )

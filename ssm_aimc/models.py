@@ -102,11 +102,18 @@ class S4DClassifier(nn.Module):
     config: the architecture.
     n_classes: width of the decoder's output (logits).
     bidirectional: use bidirectional S4D layers (sees the whole sequence; not streamable).
+    channels: None (every channel), or a channel-pruned model's keep flags, one bool per
+      channel of d_model: the encoder's and every block's output are 0 on the pruned
+      channels and every LayerNorm normalises over the kept ones (`blocks.residual_block`),
+      so the model computes exactly what the model with only the kept channels computes
+      (`prune.compact_channels`). A tuple, not an array: it is part of the model's
+      structure, so a new mask is a new model (and a new compile).
   """
 
   config: ModelConfig
   n_classes: int
   bidirectional: bool = False
+  channels: tuple[bool, ...] | None = None
 
   @nn.compact
   def __call__(
@@ -128,6 +135,14 @@ class S4DClassifier(nn.Module):
     """
     cfg = self.config
     blocks.check_pooling(cfg.pooling)
+    keep = None
+    if self.channels is not None:
+      if len(self.channels) != cfg.d_model or not any(self.channels):
+        raise errors.ConfigError(
+          f"channels must hold d_model={cfg.d_model} keep flags with at least one True, got "
+          f"{len(self.channels)} flags, {sum(map(bool, self.channels))} True."
+        )
+      keep = jnp.asarray(self.channels, jnp.float32)
     s4d = functools.partial(
       layers.S4D, bidirectional=self.bidirectional, **{f: getattr(cfg, f) for f in S4D_FIELDS}
     )
@@ -144,10 +159,12 @@ class S4DClassifier(nn.Module):
       activation=cfg.activation,
     )
     residual = [
-      lambda h, name=f"block_{i}": block(name=name)(h, train, spec, analog)
+      lambda h, name=f"block_{i}": block(name=name)(h, train, spec, analog, keep)
       for i in range(cfg.n_layers)
     ]
-    encoder = lambda v: layers.QDense(cfg.d_model, group="encoder", name="encoder")(v, spec, analog)
+    encoder = lambda v: blocks.mask_channels(
+      layers.QDense(cfg.d_model, group="encoder", name="encoder")(v, spec, analog), keep
+    )
     decoder = lambda h: layers.QDense(
       self.n_classes, group="decoder", per_sequence=True, name="decoder"
     )(h, spec, analog)

@@ -14,6 +14,11 @@ pair, i.e. 2 real states), or a whole channel. The workflow:
   4. export:   `compact_s4d` / `compact_model` gather the kept modes into a physically
                smaller layer (smaller N) with the same outputs.
 
+Whole channels h (the residual stream's, shared by the encoder, every block and the
+decoder) go the same way: `channel_scores` -> `channel_keep_mask` -> `channel_param_masks`,
+`apply_channel_masks` and `fill_pruned_modes` for fine-tuning the channel-masked model
+(models.S4DClassifier with `channels`) -> `compact_channels`, a model with a smaller H.
+
 Trees are nested dicts keyed like the Flax params tree ({"block_0": {"s4d": {...}}}); layer
 paths are '/'-joined ("block_0/s4d"). Keep masks are boolean (H, n); parameter masks are
 float32 0/1 arrays of each parameter's shape.
@@ -349,6 +354,11 @@ def fill_pruned_modes(params_tree, masks_tree):
   Call it whenever the masks change and after every optimizer step (the kept mode moves).
   Jittable.
 
+  A channel with no kept mode at all (a pruned channel, `channel_param_masks`) takes the
+  log_neg_re_a, im_a and log_step of the first channel that keeps a mode, so its a_bar
+  values are again kept ones. Mode masks keep a mode in every channel, so for them this
+  second fill selects every value as it is.
+
   Args:
     params_tree, masks_tree: nested dicts of the same structure (`model_masks`).
 
@@ -363,9 +373,14 @@ def fill_pruned_modes(params_tree, masks_tree):
     if all(name in params for name in MODE_PARAMS):
       keep = masks[MODE_PARAMS[0]] > 0
       first = jnp.argmax(keep, axis=1)[:, None]  # First kept mode of every channel.
+      live = jnp.any(keep, axis=1)  # Channels that keep a mode.
+      source = jnp.argmax(live)  # The first of them.
       for name in MODE_PARAMS:
         value = params[name]
-        out[name] = jnp.where(keep, value, jnp.take_along_axis(value, first, axis=1))
+        value = jnp.where(keep, value, jnp.take_along_axis(value, first, axis=1))
+        out[name] = jnp.where(live[:, None], value, value[source][None])
+      if "log_step" in params:
+        out["log_step"] = jnp.where(live, params["log_step"], params["log_step"][source])
     return out
 
   return visit(_to_dict(params_tree), _to_dict(masks_tree))
@@ -463,3 +478,236 @@ def compact_model(
     parent, key = _subtree(tree, path)
     parent[key], new_ns[path] = compact_s4d(parent[key], mode_mask, n_modes)
   return tree, new_ns
+
+
+# ---------------------------------------------------------------------------------------
+# Channels: whole channels h of the residual stream (H), across the model.
+# ---------------------------------------------------------------------------------------
+
+# Leaves of a classifier's trees (params or batch_stats) with one entry per channel along
+# axis 0 (norm vectors and running statistics, the S4D layer's per-channel parameters).
+CHANNEL_LEAVES = {
+  "norm": ("scale", "bias", "mean", "var"),
+  "s4d": ("log_step", "log_neg_re_a", "im_a", "b", "c", "c_reverse", "d"),
+}
+# Leaves a channel mask leaves at their value: zeroing A or log_step would make a pruned
+# channel a different live SSM (`fill_pruned_modes` copies a kept channel's there
+# instead), and a zero LSQ step or clip range would divide by zero. Their masks only
+# freeze them.
+CHANNEL_UNMASKED = ("log_neg_re_a", "im_a", "log_step", "kernel_scale", "input_range")
+
+
+def _dense_axes(module: str, name: str, shape: tuple, n_channels: int) -> dict[int, np.ndarray]:
+  """{axis: channel of each index} of a Dense leaf (encoder, glu_dense, decoder).
+
+  The encoder writes channels (kernel columns, bias, the per-output LSQ step); the decoder
+  reads them (kernel rows); glu_dense reads them (kernel rows) and writes k H outputs, k
+  the width of the block's activation: ReLU's output j is channel j, GLU's is split into
+  a value half and a gate half, so outputs h and H + h both belong to channel h.
+  """
+  channels = np.arange(n_channels)
+  if name == "input_range":
+    return {}
+  if module == "decoder":
+    return {0: channels} if name == "kernel" else {}
+  width = shape[-1] // n_channels if module == "glu_dense" else 1
+  if width not in (1, 2) or shape[-1] != width * n_channels:
+    raise errors.ConfigError(
+      f"{module}/{name} has shape {shape}: its outputs are not 1 or 2 x H={n_channels}."
+    )
+  outputs = np.tile(channels, width)
+  axes = {len(shape) - 1: outputs}
+  if name == "kernel" and module == "glu_dense":
+    axes[0] = channels
+  return axes
+
+
+def _channel_axes(path: tuple[str, ...], shape: tuple, n_channels: int) -> dict[int, np.ndarray]:
+  """{axis: channel of each index along it} of one leaf of a classifier's params or
+  batch_stats tree ({} for a leaf without channels); ConfigError for a leaf this
+  function does not know, so that no H-indexed leaf is ever skipped in silence."""
+  where = "/".join(path)
+  top_level = len(path) == 2 and path[0] in ("encoder", "decoder")
+  in_block = len(path) == 3 and path[0].startswith("block_") and path[0][6:].isdigit()
+  known = top_level or (in_block and path[1] in ("norm", "s4d", "glu_dense"))
+  module, name = path[-2:] if len(path) >= 2 else ("", "")
+  dense = name in ("kernel", "bias", "kernel_scale", "input_range")
+  if known and module in ("encoder", "decoder", "glu_dense") and dense:
+    axes = _dense_axes(module, name, shape, n_channels)
+  elif known and name in CHANNEL_LEAVES.get(module, ()):
+    axes = {0: np.arange(n_channels)}
+  elif known and module == "s4d" and name == "input_range":
+    axes = {}
+  else:
+    raise errors.ConfigError(
+      f"Channel pruning does not know the leaf {where!r} (shape {shape}); it knows the "
+      "encoder, decoder and block_<i>/{norm, s4d, glu_dense} of models.S4DClassifier."
+    )
+  for axis, index in axes.items():
+    if shape[axis] != index.size:
+      raise errors.ConfigError(
+        f"{where} has shape {shape}; axis {axis} should have {index.size} entries for "
+        f"H={n_channels} channels."
+      )
+  return axes
+
+
+def _map_channels(fn, tree, n_channels: int):
+  """fn(path, leaf, {axis: channel index}) at every leaf of a nested-dict tree."""
+
+  def visit(node, path):
+    if isinstance(node, Mapping):
+      return {key: visit(value, path + (str(key),)) for key, value in node.items()}
+    return fn(path, node, _channel_axes(path, tuple(np.shape(node)), n_channels))
+
+  return visit(tree, ())
+
+
+def _check_keep(keep, n_channels: int | None = None) -> np.ndarray:
+  """keep as a concrete (H,) bool array with at least one True, else ConfigError."""
+  keep = np.asarray(keep, bool)
+  if keep.ndim != 1 or (n_channels is not None and keep.shape[0] != n_channels):
+    raise errors.ConfigError(f"A channel keep mask must have shape (H,), got {keep.shape}.")
+  if not keep.any():
+    raise errors.ConfigError("A channel keep mask must keep at least one channel.")
+  return keep
+
+
+def channel_count(params_tree) -> int:
+  """H of a classifier's params tree: the width of its encoder's bias."""
+  try:
+    return int(np.shape(params_tree["encoder"]["bias"])[0])
+  except (KeyError, TypeError, IndexError) as e:
+    raise errors.ConfigError("Channel pruning needs a tree with an encoder bias (H,).") from e
+
+
+def channel_scores(params_tree, s4d_scores: dict[str, jax.Array] | None = None) -> jax.Array:
+  """How much each channel h of the residual stream carries: an (H,) score.
+
+  The sum, over the matrices that write or read the channel, of the channel's share of
+  the matrix's energy: the squared L2 norm of its entries divided by the mean over
+  channels (so a matrix's scale does not matter, and a channel of average weight scores
+  1 per matrix). The matrices: the encoder's kernel column, every block's glu_dense
+  kernel row (what the block reads) and its output columns (GLU: value and gate), the
+  decoder's kernel row; and, with `s4d_scores`, each S4D layer's energy of the channel,
+  its mode scores summed over modes (e.g. `mode_scores_h2`, the channel's squared H2
+  norm). A channel whose entries are all zero (pruned before) scores 0.
+
+  Args:
+    params_tree: a classifier's params tree (nested dicts; see `compact_channels`).
+    s4d_scores: None, or {S4D layer path: (H, n) mode scores}.
+
+  Returns:
+    (H,) float32 scores, higher = more important.
+  """
+  tree = _to_dict(params_tree)
+  n_channels = channel_count(tree)
+  energies = []
+
+  def collect(path, leaf, axes):
+    if path[-1] != "kernel" or not axes:
+      return leaf
+    for axis, index in axes.items():
+      squares = jnp.sum(jnp.square(jnp.asarray(leaf, jnp.float32)), axis=1 - axis)
+      energies.append(jax.ops.segment_sum(squares, jnp.asarray(index), n_channels))
+    return leaf
+
+  _map_channels(collect, tree, n_channels)
+  for path, scores in (s4d_scores or {}).items():
+    if jnp.shape(scores)[0] != n_channels:
+      raise errors.ConfigError(
+        f"S4D scores of {path} have shape {jnp.shape(scores)}; the model has H={n_channels}."
+      )
+    energies.append(jnp.sum(jnp.asarray(scores, jnp.float32), axis=1))
+  total = jnp.zeros((n_channels,), jnp.float32)
+  for energy in energies:
+    mean = jnp.mean(energy)
+    total = total + jnp.where(mean > 0, energy / jnp.where(mean > 0, mean, 1.0), 0.0)
+  return total
+
+
+def channel_keep_mask(scores: jax.Array, ratio: float) -> np.ndarray:
+  """(H,) bool mask of the channels to keep: the H - round(ratio H) highest scores (at
+  least 1); equal scores keep the lower index. Host-side (the count fixes the model)."""
+  ratio = _check_ratio(ratio)
+  scores = np.asarray(scores)
+  if scores.ndim != 1:
+    raise ValueError(f"Channel scores must have shape (H,), got {scores.shape}.")
+  n_channels = scores.shape[0]
+  k = max(n_channels - round(ratio * n_channels), 1)
+  order = np.argsort(0.0 - scores, kind="stable")
+  keep = np.zeros((n_channels,), bool)
+  keep[order[:k]] = True
+  return keep
+
+
+def channel_param_masks(tree, keep) -> dict:
+  """float32 0/1 masks of a classifier's params (or batch_stats) tree from an (H,) channel
+  keep mask: 0 at every entry that belongs to a pruned channel (`compact_channels` says
+  which), 1 elsewhere. For `mask_updates` (a pruned channel never moves) and
+  `apply_channel_masks`; `fill_pruned_modes` reads a pruned channel from the all-zero
+  rows of its log_neg_re_a mask.
+
+  Returns:
+    a nested dict of the tree's structure.
+  """
+  tree = _to_dict(tree)
+  keep = _check_keep(keep, channel_count(tree) if "encoder" in tree else None)
+
+  def one(path, leaf, axes):
+    mask = np.ones(np.shape(leaf), np.float32)
+    for axis, index in axes.items():
+      shape = [1] * mask.ndim
+      shape[axis] = index.size
+      mask = mask * keep[index].astype(np.float32).reshape(shape)
+    return jnp.asarray(mask)
+
+  return _map_channels(one, tree, keep.shape[0])
+
+
+def apply_channel_masks(params_tree, masks_tree):
+  """Parameters with every entry of a pruned channel set to zero (`channel_param_masks`),
+  except CHANNEL_UNMASKED's (follow with `fill_pruned_modes`). The channel-masked model
+  (models.S4DClassifier with `channels`) computes the same with or without this; the
+  zeros keep a pruned channel out of the scales of quantized tensors (largest |value| of
+  a tensor) and out of later channel scores. Jittable.
+  """
+
+  def one(path, param, mask):
+    if _leaf_name(path) in CHANNEL_UNMASKED:
+      return param
+    return param * mask.astype(param.dtype)
+
+  return jax.tree_util.tree_map_with_path(one, _to_dict(params_tree), _to_dict(masks_tree))
+
+
+def compact_channels(tree, keep) -> dict:
+  """A classifier's params (or BatchNorm batch_stats) tree with only its kept channels.
+
+  Gathers, in their original order, the kept channels of every leaf indexed by H: the
+  encoder's kernel columns, bias and LSQ step; every block's norm scale and bias (and
+  running mean and var), its S4D log_step, d, log_neg_re_a, im_a (H, n), b, c, c_reverse
+  (H, n, 2), its glu_dense kernel rows and the output columns, bias and step of each half
+  of its outputs (GLU's value and gate, or ReLU's one); the decoder's kernel rows. The
+  result is the params of the same classifier with d_model = the kept count, which
+  computes what the channel-masked model (models.S4DClassifier with `channels`)
+  computes. A leaf this function does not know raises ConfigError rather than being
+  left at the old H. Host-side (the output shapes depend on the mask).
+
+  Args:
+    tree: nested dicts keyed as the Flax tree of models.S4DClassifier ({} stays {}).
+    keep: (H,) bool, True = keep (at least one).
+
+  Returns:
+    the compact tree (plain nested dicts of jax arrays).
+  """
+  tree = _to_dict(tree)
+  keep = _check_keep(keep, channel_count(tree) if "encoder" in tree else None)
+
+  def one(path, leaf, axes):
+    value = jnp.asarray(leaf)
+    for axis, index in axes.items():
+      value = jnp.take(value, np.flatnonzero(keep[index]), axis=axis)
+    return value
+
+  return _map_channels(one, tree, keep.shape[0])

@@ -243,12 +243,26 @@ class Population:
 
       self._eval, self.chip_eval_fn = _stacked_evals(layout, apply_fn)
     else:
-      # The quantization spec is baked into the single run's evaluation programs (as
-      # --mode=train always compiled them); the train step takes it as an argument.
       self._step = _SINGLE_STEP
-      spec = members[0].quant.spec
-      self._eval = jax.jit(functools.partial(steps.eval_step, apply_fn, spec))
-      self.chip_eval_fn = noise_eval.make_eval_fn(apply_fn, spec)
+      self._single_evals(apply_fn)
+
+  def _single_evals(self, apply_fn) -> None:
+    """The single run's evaluation programs of `apply_fn`. The quantization spec is baked
+    into them (as --mode=train always compiled them); the train step takes it as an
+    argument."""
+    spec = self.members[0].quant.spec
+    self._eval = jax.jit(functools.partial(steps.eval_step, apply_fn, spec))
+    self.chip_eval_fn = noise_eval.make_eval_fn(apply_fn, spec)
+
+  def use_model(self, model) -> None:
+    """Trains and evaluates with `model` from now on, a model of the same variables as
+    `setup.model` (a channel-pruned run's masked classifier, `pruning.masked_model`): the
+    setup, the state's apply_fn and the evaluation programs change. Single layout only."""
+    if self.layout.stacked:
+      raise ValueError("Only a single run can change its model.")
+    self.setup = dataclasses.replace(self.setup, model=model)
+    self.state = self.state.replace(apply_fn=model.apply)
+    self._single_evals(model.apply)
 
   @staticmethod
   def optimizer(setup: Setup, members: list, stacked: bool):

@@ -88,7 +88,8 @@ class Runs:
     """(experiment, workdir) of run `name` as deployed: the smaller exported one if pruned."""
     exp, workdir = self.experiment(name), self.workdir(name)
     if "pruned_dir" in results:
-      exp = train.pruned_experiment(exp, results["prune"]["d_state_after"])
+      prune = results["prune"]
+      exp = train.pruned_experiment(exp, prune["d_state_after"], prune.get("d_model_after"))
       workdir = os.path.join(workdir, train.PRUNED_DIR)
     return exp, workdir
 

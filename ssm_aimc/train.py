@@ -211,25 +211,35 @@ class _Checkpoints:
 class _Pruning:
   """Masks of `prune` for the run's state (runner.Pruning): at the start, and at every
   epoch start of a gradual schedule. Modes pruned earlier have zero b and c, hence score
-  0, so they stay pruned when masks are recomputed (gradual schedule, or after a resume)."""
+  0, so they stay pruned when masks are recomputed (gradual schedule, or after a resume);
+  so do channels, whose entries are all zero.
+
+  With `prune.unit` "channel" the run trains and evaluates the channel-masked model
+  (`pruning.masked_model`, the population's model from the first mask on; a new mask is
+  a new model, compiled anew); `model` is the unmasked one, which scores, and `keep` the
+  (H,) bool channel mask in use (None for modes)."""
 
   def __init__(self, pop: runner.Population, first_epoch: int):
     self.pop, self.cfg, self.first_epoch = pop, pop.members[0].prune, first_epoch
+    self.model, self.keep = pop.setup.model, None
     pop.state, pop.masks, self.ratio = self.masks_for(pop.state)
 
   def masks_for(self, state):
     setup, exp = self.pop.setup, self.pop.members[0]
     ratio = self.cfg.ratio_at(int(state.step), setup.total_steps)
-    modes, masks = pruning.masks_at(
-      self.cfg, setup.model, state.params, exp.quant.spec, setup.example, ratio, state.batch_stats
-    )
-    logging.info(
-      "Pruning at step %d: ratio %.3f, %d modes kept.",
-      int(state.step),
-      ratio,
-      pruning.kept_modes(modes),
-    )
-    params = prune.fill_pruned_modes(prune.apply_masks(state.params, masks), masks)
+    args = (self.cfg, self.model, state.params, exp.quant.spec, setup.example, ratio)
+    if self.cfg.unit == "channel":
+      self.keep, masks = pruning.channel_masks_at(*args, state.batch_stats)
+      params = prune.apply_channel_masks(state.params, masks)
+      self.pop.use_model(pruning.masked_model(self.model, self.keep))
+      state = state.replace(apply_fn=self.pop.setup.model.apply)
+      kept = f"{int(self.keep.sum())} of {self.keep.size} channels kept"
+    else:
+      modes, masks = pruning.masks_at(*args, state.batch_stats)
+      params = prune.apply_masks(state.params, masks)
+      kept = f"{pruning.kept_modes(modes)} modes kept"
+    logging.info("Pruning at step %d: ratio %.3f, %s.", int(state.step), ratio, kept)
+    params = prune.fill_pruned_modes(params, masks)
     return state.replace(params=params), masks, ratio
 
   def start_epoch(self, state, epoch: int):
@@ -242,11 +252,15 @@ class _Pruning:
     return self.cfg.ratio_at(step, self.pop.setup.total_steps) >= self.cfg.ratio
 
 
-def pruned_experiment(exp: experiment.Experiment, d_state: int) -> experiment.Experiment:
-  """The experiment of the physically smaller model a pruning run exports (workdir/pruned)."""
+def pruned_experiment(
+  exp: experiment.Experiment, d_state: int, d_model: int | None = None
+) -> experiment.Experiment:
+  """The experiment of the physically smaller model a pruning run exports (workdir/pruned):
+  `d_state` (modes pruned) and `d_model` (channels pruned; None: exp's)."""
+  d_model = exp.model.d_model if d_model is None else d_model
   return dataclasses.replace(
     exp,
-    model=dataclasses.replace(exp.model, d_state=d_state),
+    model=dataclasses.replace(exp.model, d_state=d_state, d_model=d_model),
     prune=dataclasses.replace(exp.prune, enabled=False),
     hardware=dataclasses.replace(exp.hardware, train=False),
     init_checkpoint="",
@@ -278,18 +292,39 @@ def _start_pruning(pop: runner.Population, workdir: str | None, fresh: bool) -> 
   return hook
 
 
-def _export_pruned(pop: runner.Population, params, batch_stats, workdir, start: dict) -> dict:
-  """Writes the physically smaller model to workdir/pruned (a workdir of its own: config.json
-  with the new d_state and a best/ checkpoint; nothing with `workdir` None) and returns its
-  results keys, `start` the pruning hook's. Pruning keeps every channel, so BatchNorm's
-  running statistics `batch_stats` go over as they are."""
+def _compact(pop: runner.Population, hook: _Pruning, params, batch_stats) -> tuple:
+  """(smaller params, their batch_stats, smaller experiment, results["prune"] keys) of the
+  masked `params`: the kept modes at the final ratio (a smaller d_state; every channel
+  kept, so BatchNorm's running statistics go over as they are) or the channels of the
+  hook's mask, the model's (a smaller d_model, the statistics gathered too)."""
   setup, exp = pop.setup, pop.members[0]
   cfg = exp.prune
-  modes, _ = pruning.masks_at(
-    cfg, setup.model, params, exp.quant.spec, setup.example, cfg.ratio, batch_stats
-  )
-  tree, d_state = pruning.compact(params, modes)
-  small_exp = pruned_experiment(exp, d_state)
+  args = (cfg, hook.model, params, exp.quant.spec, setup.example, cfg.ratio, batch_stats)
+  if cfg.unit == "channel":
+    keep = hook.keep
+    tree, batch_stats, d_model = pruning.compact_channels(params, batch_stats, keep)
+    small_exp = pruned_experiment(exp, exp.model.d_state, d_model)
+    keys = {"pruned_fraction": 1.0 - d_model / keep.size, "kept_channels": d_model}
+  else:
+    modes, _ = pruning.masks_at(*args)
+    tree, d_state = pruning.compact(params, modes)
+    small_exp = pruned_experiment(exp, d_state)
+    keys = {
+      "pruned_fraction": prune.pruned_fraction(modes),
+      "kept_modes": pruning.kept_modes(modes),
+    }
+  for name in ("d_state", "d_model"):
+    keys[f"{name}_before"] = getattr(exp.model, name)
+    keys[f"{name}_after"] = getattr(small_exp.model, name)
+  return tree, batch_stats, small_exp, keys
+
+
+def _export_pruned(pop: runner.Population, params, batch_stats, workdir, hook: _Pruning) -> dict:
+  """Writes the physically smaller model to workdir/pruned (a workdir of its own: config.json
+  with the new d_state or d_model and a best/ checkpoint; nothing with `workdir` None) and
+  returns its results keys; `hook` the run's pruning hook."""
+  exp, start = pop.members[0], hook.start
+  tree, batch_stats, small_exp, keys = _compact(pop, hook, params, batch_stats)
   small = runner.build(small_exp)
   small_params = jax.tree_util.tree_map(jnp.asarray, tree)
   state = runner.initial_state(small, small_exp)
@@ -306,13 +341,7 @@ def _export_pruned(pop: runner.Population, params, batch_stats, workdir, start: 
   small_pop = runner.Population(small, [small_exp], population_lib.Layout(), [state])
   test = small_pop.evaluate(small_params, small.dataset.test, batch_stats)
   return {
-    "prune": {
-      **dataclasses.asdict(cfg),
-      "pruned_fraction": prune.pruned_fraction(modes),
-      "kept_modes": pruning.kept_modes(modes),
-      "d_state_before": exp.model.d_state,
-      "d_state_after": d_state,
-    },
+    "prune": {**dataclasses.asdict(exp.prune), **keys},
     "pruned_dir": directory,
     "test_accuracy_unpruned": start["test_accuracy_unpruned"],
     "test_accuracy_before_finetune": start["test_accuracy_before_finetune"],
@@ -459,12 +488,15 @@ def _final_results(pop: runner.Population, fit: runner.Fit, workdir, start_time:
   val = pop.evaluate(params, setup.dataset.val, stats)
   report = runner.cost_report(setup, params, exp.quant.spec, stats)
   extra, pruned_params = {}, None
-  if exp.quant.spec is not None and workdir is not None:
+  # A channel-pruned model's export is the smaller one's (workdir/pruned/export): the
+  # export's architecture has no channel mask, so a full-size one would not be this model.
+  channels = exp.prune.enabled and exp.prune.unit == "channel"
+  if exp.quant.spec is not None and workdir is not None and not channels:
     extra["export_dir"] = os.path.join(workdir, EXPORT_DIR)
     export_params(setup, exp, params, extra["export_dir"], stats)
   extra.update(analog_results(pop, params, workdir, stats))
   if exp.prune.enabled:
-    pruned = _export_pruned(pop, params, stats, workdir, hook.start)
+    pruned = _export_pruned(pop, params, stats, workdir, hook)
     # The cost keys describe the model as exported: the physically smaller one.
     report, pruned_params = pruned.pop("report"), pruned.pop("pruned_params")
     extra.update(pruned)
@@ -510,11 +542,38 @@ class Inference:
   trained_quantized: bool
 
 
+def _check_not_channel_masked(workdir: str) -> None:
+  """ConfigError for the workdir of a channel-pruned run (`prune.unit` "channel"): its
+  checkpoints hold the channel-masked model, which only its run builds (the unmasked model
+  would read its zeroed channels into every LayerNorm); the model to evaluate or deploy is
+  the smaller one in workdir/pruned."""
+  path = os.path.join(workdir, workdir_lib.CONFIG)
+  cfg = workdir_lib.read_json(path).get("prune", {}) if os.path.exists(path) else {}
+  if cfg.get("enabled") and cfg.get("unit") == "channel":
+    raise errors.ConfigError(
+      f"{workdir} is a channel-pruned run; evaluate or deploy its smaller model instead: "
+      f"--workdir={os.path.join(workdir, PRUNED_DIR)} with that directory's model.d_model "
+      "(its config.json; results.json's prune.d_model_after)."
+    )
+
+
+def _check_not_channel_masked_fit(trained: Trained) -> None:
+  """`_check_not_channel_masked` for a model trained in memory: its smaller model is
+  `trained.pruned_params`, of results["prune"]["d_model_after"] channels."""
+  if trained.exp.prune.enabled and trained.exp.prune.unit == "channel":
+    raise errors.ConfigError(
+      "The fit result is a channel-pruned model, whose params are the channel-masked "
+      "model's; evaluate its smaller model (pruned_params, with model.d_model = "
+      f"{trained.results['prune']['d_model_after']}) instead."
+    )
+
+
 def _best_params(setup: runner.Setup, exps: list, workdir: str) -> tuple[list, object, int]:
   """The best params of `workdir` for each of `exps` (activation ranges calibrated under
   each one when the checkpoint never fitted them and it quantizes or simulates hardware:
   post-training quantization), their BatchNorm running statistics and the checkpoint's
-  step."""
+  step. A channel-pruned run's workdir is refused (`_check_not_channel_masked`)."""
+  _check_not_channel_masked(workdir)
   template = runner.initial_state(setup, exps[0])
   state, step = workdir_lib.load_state(workdir, template, which="best")
   fitted = workdir_lib.trained_with(workdir, "quant") or workdir_lib.trained_with(
@@ -555,6 +614,7 @@ def inference_of(config, trained: Trained) -> Inference:
   hardware, exactly as `load_for_inference` reads its checkpoint from a workdir (a
   ConfigError when it was trained with another model or data)."""
   exp = as_experiment(config)
+  _check_not_channel_masked_fit(trained)
   workdir_lib.check_same_model(experiment.to_dict(trained.exp), exp, "The fit result is a model")
   setup = runner.build(exp)
   fitted = trained.exp.quant.enabled or trained.exp.hardware.enabled

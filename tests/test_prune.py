@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from ssm_aimc import errors, models, prune, ssm
+from ssm_aimc import blocks, errors, models, prune, quant, ssm
 
 
 def decode(s4d_params: dict, discretization: str = "zoh") -> dict:
@@ -334,3 +334,223 @@ def test_pruned_entries_stay_fixed_through_adamw():
       np.testing.assert_array_equal(np.asarray(new[name])[~keep], np.asarray(old[name])[~keep])
       assert np.all(np.asarray(new[name])[keep] != np.asarray(old[name])[keep])
   assert not np.allclose(params["decoder"]["kernel"], start["decoder"]["kernel"])
+
+
+# ---------------------------------------------------------------------------------------
+# Channels.
+# ---------------------------------------------------------------------------------------
+
+KEEP = np.array([True, False, True, True, False, True])  # H = 6 -> 4.
+
+
+def channel_model(norm="layer", activation="glu", bidirectional=False, prenorm=True, h=6):
+  cfg = models.ModelConfig(
+    d_model=h,
+    n_layers=2,
+    d_state=4,
+    dropout=0.0,
+    norm=norm,
+    activation=activation,
+    prenorm=prenorm,
+  )
+  return models.S4DClassifier(cfg, 3, bidirectional=bidirectional)
+
+
+def channel_variables(model) -> tuple[dict, dict]:
+  """(params, batch_stats) of `model` at random values (running statistics too), so that
+  every channel differs from every other."""
+  variables = model.init(jax.random.PRNGKey(0), jnp.ones((1, 7, 2)))
+  leaves, treedef = jax.tree_util.tree_flatten(variables["params"])
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = treedef.unflatten(
+    [x + 0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+  )
+  stats = jax.tree_util.tree_map(
+    lambda x: x + jax.random.uniform(jax.random.PRNGKey(2), x.shape),
+    variables.get("batch_stats", {}),
+  )
+  return params, stats
+
+
+CHANNEL_CASES = [
+  ("layer", "glu", False, True),
+  ("layer", "relu", True, True),
+  ("batch", "glu", True, True),
+  ("batch", "relu", False, True),
+  ("layer", "glu", False, False),
+  ("batch", "glu", False, False),
+]
+
+
+@pytest.mark.parametrize("norm, activation, bidirectional, prenorm", CHANNEL_CASES)
+def test_channel_masked_model_equals_the_smaller_model(norm, activation, bidirectional, prenorm):
+  model = channel_model(norm, activation, bidirectional, prenorm)
+  params, stats = channel_variables(model)
+  masked_model = model.clone(channels=tuple(bool(k) for k in KEEP))
+  small_model = channel_model(norm, activation, bidirectional, prenorm, h=int(KEEP.sum()))
+  small_params = prune.compact_channels(params, KEEP)
+  small_stats = prune.compact_channels(stats, KEEP)
+  x = jax.random.normal(jax.random.PRNGKey(3), (4, 9, 2))
+  full = model.apply(models.variables(params, stats), x)
+  masked = masked_model.apply(models.variables(params, stats), x)
+  small = small_model.apply(models.variables(small_params, small_stats), x)
+  assert not np.allclose(masked, full, atol=1e-2)  # Pruning did change the model.
+  np.testing.assert_allclose(masked, small, rtol=1e-5, atol=1e-6)
+  # In training mode too (BatchNorm on the batch's statistics, which it then records).
+  masked, new = masked_model.apply(
+    models.variables(params, stats), x, train=True, mutable=["batch_stats"]
+  )
+  small, small_new = small_model.apply(
+    models.variables(small_params, small_stats), x, train=True, mutable=["batch_stats"]
+  )
+  np.testing.assert_allclose(masked, small, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(
+    prune.compact_channels(new.get("batch_stats", {}), KEEP),
+    small_new.get("batch_stats", {}),
+    rtol=1e-5,
+    atol=1e-6,
+  )
+
+
+def test_masked_layer_norm_ignores_the_pruned_channels():
+  """A LayerNorm that zeroes a channel is not the smaller LayerNorm: the mask's statistics
+  are those over the kept channels, whatever the pruned ones hold."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 6))
+  scale, bias = jnp.arange(1.0, 7.0), jnp.linspace(-1.0, 1.0, 6)
+  keep = jnp.asarray(KEEP, jnp.float32)
+  out = blocks.layer_norm(x, scale, bias, channels=keep)
+  small = blocks.layer_norm(x[:, KEEP], scale[KEEP], bias[KEEP])
+  np.testing.assert_allclose(out[:, KEEP], small, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(out[:, ~KEEP], 0.0)
+  zeroed = blocks.layer_norm(x * keep, scale, bias)[:, KEEP]
+  assert not np.allclose(zeroed, small, atol=1e-2)
+  # Every channel kept: the plain LayerNorm's numbers.
+  np.testing.assert_allclose(
+    blocks.layer_norm(x, scale, bias, channels=jnp.ones(6)),
+    blocks.layer_norm(x, scale, bias),
+    rtol=1e-6,
+    atol=1e-6,
+  )
+
+
+@pytest.mark.parametrize("mode", ["channel", "tensor"])
+def test_channel_masked_params_keep_quantization_grids(mode):
+  """Quantized: with the pruned channels' entries zeroed and their A copied from a kept
+  channel (`apply_channel_masks`, `fill_pruned_modes`), every absmax grid is the smaller
+  model's, so the outputs are equal; without, the grids differ."""
+  spec = quant.QuantSpec.uniform(4, 8, a_bar_bits=4, mode=mode)
+  model = channel_model("layer", "glu", bidirectional=True)
+  params, _ = channel_variables(model)
+  masks = prune.channel_param_masks(params, KEEP)
+  masked_params = prune.fill_pruned_modes(prune.apply_channel_masks(params, masks), masks)
+  masked_model = model.clone(channels=tuple(bool(k) for k in KEEP))
+  small_model = channel_model("layer", "glu", bidirectional=True, h=4)
+  x = jax.random.normal(jax.random.PRNGKey(3), (4, 9, 2))
+  small = small_model.apply({"params": prune.compact_channels(params, KEEP)}, x, spec=spec)
+  masked = masked_model.apply({"params": masked_params}, x, spec=spec)
+  np.testing.assert_allclose(masked, small, rtol=1e-5, atol=1e-6)
+  unmasked = masked_model.apply({"params": params}, x, spec=spec)
+  assert not np.allclose(unmasked, small, atol=1e-3)
+  # The pruned channels' A and log_step are those of the first kept channel (0).
+  s4d = masked_params["block_1"]["s4d"]
+  for name in ("log_neg_re_a", "im_a", "log_step"):
+    np.testing.assert_array_equal(s4d[name][~KEEP], np.stack([s4d[name][0]] * 2))
+  np.testing.assert_array_equal(s4d["c"][~KEEP], 0.0)
+
+
+@pytest.mark.parametrize("activation", ["glu", "relu"])
+def test_compact_channels_shapes(activation):
+  model = channel_model("batch", activation, bidirectional=True)
+  params, stats = channel_variables(model)
+  small = prune.compact_channels(params, KEEP)
+  small_model = channel_model("batch", activation, bidirectional=True, h=4)
+  expected = small_model.init(jax.random.PRNGKey(0), jnp.ones((1, 7, 2)))
+  shapes = lambda tree: jax.tree_util.tree_map(jnp.shape, tree)
+  assert shapes(small) == shapes(expected["params"])
+  assert shapes(prune.compact_channels(stats, KEEP)) == shapes(expected["batch_stats"])
+  # GLU keeps the matching value and gate columns; the decoder keeps its rows.
+  kept = np.flatnonzero(KEEP)
+  columns = np.concatenate([kept, kept + 6]) if activation == "glu" else kept
+  glu = params["block_0"]["glu_dense"]
+  np.testing.assert_array_equal(
+    small["block_0"]["glu_dense"]["kernel"], glu["kernel"][kept][:, columns]
+  )
+  np.testing.assert_array_equal(small["block_0"]["glu_dense"]["bias"], glu["bias"][columns])
+  np.testing.assert_array_equal(small["decoder"]["kernel"], params["decoder"]["kernel"][kept])
+  np.testing.assert_array_equal(small["decoder"]["bias"], params["decoder"]["bias"])
+  np.testing.assert_array_equal(
+    small["block_1"]["s4d"]["c_reverse"], params["block_1"]["s4d"]["c_reverse"][kept]
+  )
+
+
+def test_keeping_every_channel_returns_the_same_tree():
+  model = channel_model("batch", "glu")
+  params, stats = channel_variables(model)
+  keep = np.ones(6, bool)
+  chex.assert_trees_all_equal(prune.compact_channels(params, keep), params)
+  chex.assert_trees_all_equal(prune.compact_channels(stats, keep), stats)
+  masks = prune.channel_param_masks(params, keep)
+  assert all(bool(jnp.all(m == 1.0)) for m in jax.tree_util.tree_leaves(masks))
+  chex.assert_trees_all_equal(
+    prune.fill_pruned_modes(prune.apply_channel_masks(params, masks), masks), params
+  )
+
+
+def test_channel_param_masks_zero_exactly_the_pruned_channels():
+  params, _ = channel_variables(channel_model("layer", "glu"))
+  masks = prune.channel_param_masks(params, KEEP)
+  assert jax.tree_util.tree_structure(masks) == jax.tree_util.tree_structure(params)
+  pruned = np.flatnonzero(~KEEP)
+  glu = np.asarray(masks["block_0"]["glu_dense"]["kernel"])
+  assert np.all(glu[pruned] == 0.0) and np.all(glu[:, pruned] == 0.0)
+  assert np.all(glu[:, pruned + 6] == 0.0)
+  assert glu.sum() == 4 * 8  # 4 kept rows x (4 value + 4 gate) kept columns.
+  np.testing.assert_array_equal(masks["encoder"]["kernel"], np.broadcast_to(KEEP, (2, 6)))
+  np.testing.assert_array_equal(masks["block_1"]["s4d"]["b"][..., 0], np.stack([KEEP] * 2, 1))
+  assert float(masks["decoder"]["bias"].min()) == 1.0
+  assert float(masks["block_0"]["s4d"]["input_range"]) == 1.0
+
+
+def test_channel_scores_and_keep_mask():
+  params, _ = channel_variables(channel_model("layer", "glu"))
+  scores = prune.channel_scores(params)
+  assert scores.shape == (6,) and bool(jnp.all(scores > 0))
+  # Six terms (encoder; each block's glu_dense rows and columns; decoder), 1 on average each.
+  np.testing.assert_allclose(jnp.mean(scores), 6.0, rtol=1e-5)
+  # Zeroing channel 2's entries gives it score 0 and prunes it first.
+  masks = prune.channel_param_masks(params, np.arange(6) != 2)
+  zeroed = prune.apply_channel_masks(params, masks)
+  s4d = {p: jnp.abs(zeroed[p.split("/")[0]]["s4d"]["c"][..., 0]) for p in prune.s4d_paths(zeroed)}
+  scores = prune.channel_scores(zeroed, s4d)
+  assert float(scores[2]) == 0.0 and bool(jnp.all(scores[np.arange(6) != 2] > 0))
+  keep = prune.channel_keep_mask(scores, 1 / 6)
+  np.testing.assert_array_equal(keep, np.arange(6) != 2)
+  # A strong channel is kept; counts round, with at least one channel kept.
+  scores = jnp.array([1.0, 5.0, 1.0, 1.0, 0.5, 2.0])
+  np.testing.assert_array_equal(prune.channel_keep_mask(scores, 0.5), [1, 1, 0, 0, 0, 1])
+  np.testing.assert_array_equal(prune.channel_keep_mask(scores, 0.99), [0, 1, 0, 0, 0, 0])
+  assert prune.channel_keep_mask(scores, 0.0).all()
+  np.testing.assert_array_equal(prune.channel_keep_mask(jnp.ones(4), 0.5), [1, 1, 0, 0])
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
+def test_channel_keep_mask_rejects_bad_ratios(ratio):
+  with pytest.raises(errors.ConfigError, match="ratio"):
+    prune.channel_keep_mask(jnp.ones(4), ratio)
+
+
+def test_channel_functions_refuse_what_they_do_not_know():
+  params, _ = channel_variables(channel_model("layer", "glu"))
+  extra = {**params, "block_0": {**params["block_0"], "adapter": {"kernel": jnp.ones((6, 6))}}}
+  for fn in (prune.compact_channels, prune.channel_param_masks):
+    with pytest.raises(errors.ConfigError, match="block_0/adapter/kernel"):
+      fn(extra, KEEP)
+  odd = {**params, "block_1": {**params["block_1"], "norm": {"scale": jnp.ones(5)}}}
+  with pytest.raises(errors.ConfigError, match="block_1/norm/scale"):
+    prune.compact_channels(odd, KEEP)
+  with pytest.raises(errors.ConfigError, match="shape"):
+    prune.compact_channels(params, KEEP[:5])
+  with pytest.raises(errors.ConfigError, match="at least one"):
+    prune.compact_channels(params, np.zeros(6, bool))
+  with pytest.raises(errors.ConfigError, match="keep flags"):
+    channel_model().clone(channels=(True,) * 5).init(jax.random.PRNGKey(0), jnp.ones((1, 7, 2)))

@@ -2,15 +2,17 @@
 no-op, and a prune run exports a smaller model with the masked model's outputs."""
 
 import os
+import shutil
 
 import chex
 import jax
 import numpy as np
 import pytest
 
-from ssm_aimc import data, errors, experiment, prune, pruning, runner, steps, train
+import ssm_aimc
+from ssm_aimc import data, errors, experiment, models, prune, pruning, runner, steps, train
 from ssm_aimc import workdir as workdir_lib
-from tests.test_train import tiny_config
+from tests.test_train import _latest_params, tiny_config
 
 
 def _masks(pop, params, ratio, scope="channel"):
@@ -117,6 +119,7 @@ def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
     ({"prune.scope": "row"}, "prune.scope"),
     ({"prune.score": "random"}, "prune.score"),
     ({"prune.schedule": "linear"}, "prune.schedule"),
+    ({"prune.unit": "layer"}, "prune.unit"),
   ],
 )
 def test_bad_prune_settings_are_config_errors(overrides, message):
@@ -135,3 +138,120 @@ def test_gradual_schedule_reaches_the_ratio_and_exports(tmp_path):
   assert results["pruned_model_test_accuracy"] == results["test_accuracy"]
   # The best checkpoint is a fully pruned one (the only epoch at the final ratio).
   assert results["checkpoint_step"] == results["final_step"]
+
+
+@pytest.mark.parametrize(
+  "norm, quant, schedule",
+  [("layer", {}, "oneshot"), ("batch", {**QUANT, "quant.mode": "tensor"}, "gradual")],
+)
+def test_channel_prune_run_exports_a_smaller_d_model_with_the_masked_outputs(
+  tmp_path, norm, quant, schedule
+):
+  """prune.unit="channel": the run fine-tunes the channel-masked model and writes the model
+  with a quarter of its channels removed (d_model 16 -> 12) to workdir/pruned, whose logits
+  are the masked model's (a per-tensor quantized BatchNorm model, gradual schedule, too)."""
+  model = {"model.norm": norm}
+  train.train_and_evaluate(tiny_config(**model), str(tmp_path / "base"))
+  prune_keys = {
+    "prune.enabled": True,
+    "prune.unit": "channel",
+    "prune.ratio": 0.25,
+    "prune.schedule": schedule,
+    "num_epochs": 2 if schedule == "gradual" else 1,
+    "init_checkpoint": str(tmp_path / "base"),
+  }
+  config = tiny_config(**model, **quant, **prune_keys)
+  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  keys = results["prune"]
+  assert (keys["d_model_before"], keys["d_model_after"], keys["kept_channels"]) == (16, 12, 12)
+  assert keys["d_state_before"] == keys["d_state_after"] == 4
+  assert keys["pruned_fraction"] == 0.25 and keys["unit"] == "channel"
+  assert results["pruned_model_test_accuracy"] == results["test_accuracy"]
+  assert results["memory_bits"] < results["unpruned_memory_bits"]
+  assert "export_dir" not in results  # The export is the smaller model's.
+  if quant:
+    assert os.path.isdir(os.path.join(results["pruned_dir"], "export"))
+  # The masked params: every entry of the 4 pruned channels is zero, in the encoder too.
+  masked_pop = runner.single(experiment.from_config(config))
+  masked, _ = workdir_lib.load_state(str(tmp_path / "run"), masked_pop.state)
+  keep = np.any(np.asarray(masked.params["encoder"]["kernel"]) != 0.0, axis=0)
+  assert keep.sum() == 12
+  assert np.all(np.asarray(masked.params["block_0"]["glu_dense"]["kernel"])[~keep] == 0.0)
+  small_config = tiny_config(**model, **quant, **{"model.d_model": 12})
+  small_pop = runner.single(experiment.from_config(small_config))
+  small, _ = workdir_lib.load_state(results["pruned_dir"], small_pop.state)
+  x = masked_pop.setup.dataset.test.x[:16]
+  masked_model = pruning.masked_model(masked_pop.setup.model, keep)
+  np.testing.assert_allclose(
+    small_pop.setup.model.apply(
+      models.variables(small.params, small.batch_stats), x, spec=small_pop.specs
+    ),
+    masked_model.apply(
+      models.variables(masked.params, masked.batch_stats), x, spec=masked_pop.specs
+    ),
+    rtol=1e-5,
+    atol=1e-5,
+  )
+  evaluated = train.evaluate(small_config, results["pruned_dir"])
+  assert evaluated["test_accuracy"] == results["test_accuracy"]
+  # The run's own workdir holds the masked model, which only the run builds.
+  with pytest.raises(errors.ConfigError, match="channel-pruned"):
+    train.evaluate(config, str(tmp_path / "run"))
+
+
+def test_channel_masks_at_ratio_zero_is_the_unmasked_model(built):
+  exp = built
+  cfg = pruning.PruneConfig(enabled=True, ratio=0.0, unit="channel")
+  args = (cfg, exp.setup.model, exp.state.params, None, exp.setup.example)
+  keep, masks = pruning.channel_masks_at(*args, 0.0)
+  assert keep.all() and pruning.masked_model(exp.setup.model, keep) is exp.setup.model
+  assert all(bool(np.all(m == 1.0)) for m in jax.tree_util.tree_leaves(masks))
+  keep, masks = pruning.channel_masks_at(*args, 0.5)
+  assert keep.sum() == 8
+  masked = pruning.masked_model(exp.setup.model, keep)
+  assert masked.channels == tuple(bool(k) for k in keep)
+
+
+def test_channel_pruned_fit_in_memory_refuses_the_masked_params_for_evaluation(
+  tmp_path, monkeypatch
+):
+  monkeypatch.chdir(tmp_path)
+  prune_keys = {"prune.enabled": True, "prune.unit": "channel", "prune.ratio": 0.5}
+  result = ssm_aimc.fit(tiny_config(), overrides=prune_keys)
+  assert os.listdir(tmp_path) == []
+  assert result.results["prune"]["d_model_after"] == 8
+  assert result.pruned_params["encoder"]["kernel"].shape[-1] == 8
+  assert result.pruned_params["block_0"]["glu_dense"]["kernel"].shape == (8, 16)
+  with pytest.raises(errors.ConfigError, match="channel-pruned"):
+    ssm_aimc.evaluate(trained=result)
+
+
+def test_a_channel_pruned_run_resumes_as_an_uninterrupted_one(tmp_path):
+  """Stopped after its first epoch's checkpoint and resumed, a channel-pruned run finds its
+  mask again (the pruned channels score 0) and ends with the uninterrupted run's params and
+  its smaller model."""
+  train.train_and_evaluate(tiny_config(), str(tmp_path / "base"))
+  config = tiny_config(
+    num_epochs=2,
+    keep_checkpoints=10,
+    **{
+      "prune.enabled": True,
+      "prune.unit": "channel",
+      "prune.ratio": 0.25,
+      "init_checkpoint": str(tmp_path / "base"),
+    },
+  )
+  full, stopped = str(tmp_path / "full"), str(tmp_path / "stopped")
+  results = train.train_and_evaluate(config, full)
+  shutil.copytree(full, stopped)
+  ckpt_dir = os.path.join(stopped, workdir_lib.CHECKPOINT_DIR)
+  steps_saved = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
+  assert len(steps_saved) == 2
+  shutil.rmtree(os.path.join(ckpt_dir, str(steps_saved[1])))
+  shutil.rmtree(os.path.join(stopped, workdir_lib.BEST_DIR))
+  shutil.rmtree(os.path.join(stopped, train.PRUNED_DIR))
+  resumed = train.train_and_evaluate(config, stopped)
+  for a, b in zip(_latest_params(full), _latest_params(stopped), strict=True):
+    chex.assert_trees_all_equal(a, b)
+  assert resumed["prune"] == results["prune"]
+  assert resumed["pruned_model_test_accuracy"] == results["pruned_model_test_accuracy"]

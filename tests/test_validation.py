@@ -117,6 +117,7 @@ OUT_OF_DOMAIN = {
   "prune.schedule": ["weekly"],
   "prune.scope": ["row"],
   "prune.score": ["random"],
+  "prune.unit": ["layer"],
   "quant.a_bar_bits": [0],
   "quant.a_bar_param": ["spherical"],
   "quant.act_bits": [0],

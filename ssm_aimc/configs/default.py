@@ -146,6 +146,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.prune.scope = "channel"  # channel (same modes per channel) | layer | global.
   config.prune.schedule = "oneshot"  # oneshot | gradual (cubic, masks per epoch).
   config.prune.end_fraction = 0.5  # gradual: share of training at which ratio is reached.
+  config.prune.unit = "mode"  # mode (smaller d_state) | channel (whole channels: smaller d_model).
 
   # --mode=deploy (ssm_aimc.deploy): the best checkpoint programmed onto a simulated chip
   # and run step by step. The device model (noise scales, t_inference, drift, mapping,
