@@ -213,6 +213,23 @@ def ratio_at(
   return final_ratio * (1.0 - (1.0 - progress) ** 3)
 
 
+def nonzero_modes(params_tree) -> dict[str, jax.Array]:
+  """{S4D layer path: (H, n) bool}: the modes whose read-out c (or c_reverse) is not exactly
+  zero. Pruned modes are held at zero through fine-tuning (`apply_masks`,
+  `mask_updates`), so this recovers a run's keep masks from its params (a resumed run)."""
+  tree = _to_dict(params_tree)
+  out = {}
+  for path in s4d_paths(tree):
+    node = tree
+    for key in path.split("/"):
+      node = node[key]
+    alive = jnp.any(jnp.asarray(node["c"]) != 0, axis=-1)
+    if "c_reverse" in node:
+      alive = alive | jnp.any(jnp.asarray(node["c_reverse"]) != 0, axis=-1)
+    out[path] = alive
+  return out
+
+
 def pruned_fraction(mode_masks: dict[str, jax.Array]) -> float:
   """Fraction of modes removed over all layers of {path: (H_i, n_i) bool keep mask}."""
   kept = sum(int(jnp.sum(mask)) for mask in mode_masks.values())

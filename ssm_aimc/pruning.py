@@ -13,13 +13,17 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ssm_aimc import errors, models, prune, quant
+from ssm_aimc import errors, greedy, models, prune, quant
 
 SCORES = ("h2", "magnitude")
 SCOPES = prune.SCOPES + ("global",)
 UNITS = ("mode", "channel")
+METHODS = ("score", "greedy")
+# The greedy kinds a training run prunes: state modes, which the export removes.
+GREEDY_KINDS = ("structured", "unstructured")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,15 @@ class PruneConfig:
     unit: "mode" (S4D state modes; the export has a smaller d_state) or "channel" (whole
       channels of the residual stream, from the encoder through every block to the
       decoder; the export has a smaller d_model).
+    method: "score" (remove `ratio` of the units, lowest scores first) or "greedy" (the
+      QS4D authors' protocol, `ssm_aimc.greedy`: every mode tried at zero, lowest score
+      first, layer by layer, kept at zero while the validation accuracy stays within
+      `tolerance_points` of the unpruned model's; `ratio` is not read). Greedy prunes modes,
+      once, before fine-tuning (unit "mode", schedule "oneshot").
+    greedy_kind: "structured" (a mode index of a layer in every channel: the export has a
+      smaller d_state) or "unstructured" (one mode of one channel; the export pads every
+      channel to the largest kept count).
+    tolerance_points: for "greedy", the validation accuracy (points) pruning may cost.
   """
 
   enabled: bool = False
@@ -51,6 +64,9 @@ class PruneConfig:
   schedule: str = "oneshot"
   end_fraction: float = 0.5
   unit: str = "mode"
+  method: str = "score"
+  greedy_kind: str = "structured"
+  tolerance_points: float = 1.0
 
   def __post_init__(self):
     if not 0.0 <= self.ratio < 1.0:
@@ -67,6 +83,19 @@ class PruneConfig:
       raise errors.ConfigError(f"prune.end_fraction must be in (0, 1], got {self.end_fraction}.")
     if self.unit not in UNITS:
       raise errors.ConfigError(f"Unknown prune.unit {self.unit!r}; valid: {UNITS}.")
+    if self.method not in METHODS:
+      raise errors.ConfigError(f"Unknown prune.method {self.method!r}; valid: {METHODS}.")
+    if self.greedy_kind not in GREEDY_KINDS:
+      raise errors.ConfigError(
+        f"Unknown prune.greedy_kind {self.greedy_kind!r}; valid: {GREEDY_KINDS}."
+      )
+    if not self.tolerance_points >= 0.0:
+      raise errors.ConfigError(f"prune.tolerance_points must be >= 0, got {self.tolerance_points}.")
+    if self.method == "greedy" and (self.unit != "mode" or self.schedule != "oneshot"):
+      raise errors.ConfigError(
+        "prune.method='greedy' prunes state modes once before fine-tuning: it needs "
+        f"prune.unit='mode' and prune.schedule='oneshot' (got {self.unit!r}, {self.schedule!r})."
+      )
 
   def ratio_at(self, step: int, total_steps: int) -> float:
     return prune.ratio_at(
@@ -147,3 +176,39 @@ def compact_channels(params, batch_stats, keep) -> tuple[dict, dict, int]:
   small = prune.compact_channels(params, keep)
   stats = prune.compact_channels(batch_stats or {}, keep)
   return small, stats, int(np.sum(keep))
+
+
+def greedy_masks(
+  cfg: PruneConfig, model, params, spec, split, batch_size: int, example, batch_stats=None
+) -> tuple[dict[str, jax.Array], dict]:
+  """(mode keep masks, what the pass did) of the greedy pass of `cfg.greedy_kind` over
+  `params`, judged on `split` (the validation split) in batches of `batch_size` examples;
+  mode scores (`cfg.score`) on the deployed tensors under `spec`."""
+  groups = greedy.unit_groups(params, (cfg.greedy_kind,))
+  scores = greedy.unit_scores(
+    params, groups, layer_scores(model, params, spec, example, cfg.score, batch_stats)
+  )
+  extra = {"batch_stats": batch_stats} if batch_stats else None
+  evaluator = greedy.Evaluator(
+    model, params, groups, split.x, split.y, batch_size, spec, extra, train=False
+  )
+  result = greedy.prune_model(evaluator, cfg.greedy_kind, scores, cfg.tolerance_points / 100, 1)
+  masks = {}
+  for g in result.groups:
+    h, n = np.shape(_node(params, g.layer)["log_neg_re_a"])
+    keep = result.keep[g.start : g.start + g.size].reshape(g.shape)
+    masks[g.layer] = jnp.asarray(np.broadcast_to(keep, (h, n)))
+  info = {
+    "kind": cfg.greedy_kind,
+    "val_accuracy_before": result.baseline,
+    "val_accuracy_after": result.accuracy,
+    "evaluations": result.evaluations,
+    "seconds": result.seconds,
+  }
+  return masks, info
+
+
+def _node(tree, path: str):
+  for key in path.split("/"):
+    tree = tree[key]
+  return tree

@@ -219,10 +219,39 @@ class _Pruning:
   a new model, compiled anew); `model` is the unmasked one, which scores, and `keep` the
   (H,) bool channel mask in use (None for modes)."""
 
-  def __init__(self, pop: runner.Population, first_epoch: int):
+  def __init__(self, pop: runner.Population, first_epoch: int, fresh: bool = True):
     self.pop, self.cfg, self.first_epoch = pop, pop.members[0].prune, first_epoch
-    self.model, self.keep = pop.setup.model, None
+    self.model, self.keep, self.modes, self.greedy = pop.setup.model, None, None, None
+    self.fresh = fresh
     pop.state, pop.masks, self.ratio = self.masks_for(pop.state)
+
+  def greedy_modes(self, state) -> dict:
+    """The greedy pass's mode masks: run on a fresh start (judged on the validation
+    split), read back from the zeros of the params on a resume (`prune.nonzero_modes`)."""
+    if self.modes is None:
+      setup, exp = self.pop.setup, self.pop.members[0]
+      if self.fresh:
+        self.modes, self.greedy = pruning.greedy_masks(
+          self.cfg,
+          self.model,
+          state.params,
+          exp.quant.spec,
+          setup.dataset.val,
+          exp.eval_batch_size,
+          setup.example,
+          state.batch_stats,
+        )
+        logging.info(
+          "Greedy pruning (%s): validation accuracy %.4f -> %.4f, %d evaluations, %.1f s.",
+          self.cfg.greedy_kind,
+          self.greedy["val_accuracy_before"],
+          self.greedy["val_accuracy_after"],
+          self.greedy["evaluations"],
+          self.greedy["seconds"],
+        )
+      else:
+        self.modes = prune.nonzero_modes(state.params)
+    return self.modes
 
   def masks_for(self, state):
     setup, exp = self.pop.setup, self.pop.members[0]
@@ -235,7 +264,11 @@ class _Pruning:
       state = state.replace(apply_fn=self.pop.setup.model.apply)
       kept = f"{int(self.keep.sum())} of {self.keep.size} channels kept"
     else:
-      modes, masks = pruning.masks_at(*args, state.batch_stats)
+      if self.cfg.method == "greedy":
+        modes = self.greedy_modes(state)
+        masks, ratio = prune.model_masks(state.params, modes), prune.pruned_fraction(modes)
+      else:
+        modes, masks = pruning.masks_at(*args, state.batch_stats)
       params = prune.apply_masks(state.params, masks)
       kept = f"{pruning.kept_modes(modes)} modes kept"
     logging.info("Pruning at step %d: ratio %.3f, %s.", int(state.step), ratio, kept)
@@ -275,10 +308,11 @@ def _start_pruning(pop: runner.Population, workdir: str | None, fresh: bool) -> 
   if fresh:
     unpruned = pop.evaluate(pop.state.params, setup.dataset.test, stats)["accuracy"][0]
     unpruned_bits = runner.cost_report(setup, pop.state.params, exp.quant.spec, stats).memory_bits
-  hook = _Pruning(pop, first_epoch=int(pop.state.step) // setup.steps_per_epoch)
+  hook = _Pruning(pop, first_epoch=int(pop.state.step) // setup.steps_per_epoch, fresh=fresh)
   if fresh:
     hook.start = {
       "ratio": hook.ratio,
+      **({"greedy": hook.greedy} if hook.greedy else {}),
       "test_accuracy_unpruned": float(unpruned),
       "test_accuracy_before_finetune": float(
         pop.evaluate(pop.state.params, setup.dataset.test, stats)["accuracy"][0]
@@ -306,7 +340,7 @@ def _compact(pop: runner.Population, hook: _Pruning, params, batch_stats) -> tup
     small_exp = pruned_experiment(exp, exp.model.d_state, d_model)
     keys = {"pruned_fraction": 1.0 - d_model / keep.size, "kept_channels": d_model}
   else:
-    modes, _ = pruning.masks_at(*args)
+    modes = hook.modes if cfg.method == "greedy" else pruning.masks_at(*args)[0]
     tree, d_state = pruning.compact(params, modes)
     small_exp = pruned_experiment(exp, d_state)
     keys = {
@@ -341,7 +375,11 @@ def _export_pruned(pop: runner.Population, params, batch_stats, workdir, hook: _
   small_pop = runner.Population(small, [small_exp], population_lib.Layout(), [state])
   test = small_pop.evaluate(small_params, small.dataset.test, batch_stats)
   return {
-    "prune": {**dataclasses.asdict(exp.prune), **keys},
+    "prune": {
+      **dataclasses.asdict(exp.prune),
+      **keys,
+      **({"greedy": start["greedy"]} if "greedy" in start else {}),
+    },
     "pruned_dir": directory,
     "test_accuracy_unpruned": start["test_accuracy_unpruned"],
     "test_accuracy_before_finetune": start["test_accuracy_before_finetune"],

@@ -1,6 +1,7 @@
 """Pruning inside training: masks hold pruned entries through optimizer steps, ratio 0 is a
 no-op, and a prune run exports a smaller model with the masked model's outputs."""
 
+import dataclasses
 import os
 import shutil
 
@@ -112,6 +113,42 @@ def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
   assert os.path.exists(os.path.join(results["pruned_dir"], "config.json"))
 
 
+def test_greedy_prune_run_exports_the_modes_its_pass_chose(tmp_path):
+  """prune.method=greedy: the pass on the validation split decides the modes, the fine-tune
+  holds them, and the export is the smaller model with the masked model's accuracy."""
+  config = _prune_config(
+    tmp_path, **{"prune.method": "greedy", "prune.tolerance_points": 5.0, "num_epochs": 1}
+  )
+  exp = experiment.from_config(config)
+  base = train.load_for_inference(
+    dataclasses.replace(exp, prune=pruning.PruneConfig(), init_checkpoint=""),
+    str(tmp_path / "base"),
+  )
+  setup = base.setup
+  expected, info = pruning.greedy_masks(
+    exp.prune,
+    setup.model,
+    base.params,
+    None,
+    setup.dataset.val,
+    exp.eval_batch_size,
+    setup.example,
+  )
+  assert info["val_accuracy_after"] >= info["val_accuracy_before"] - 0.05
+  results = train.train_and_evaluate(config, str(tmp_path / "greedy_run"))
+  assert results["prune"]["method"] == "greedy" and results["prune"]["pruned_fraction"] > 0
+  assert results["prune"]["greedy"]["val_accuracy_after"] == info["val_accuracy_after"]
+  kept = [np.asarray(m) for m in expected.values()]
+  assert all(np.all(k == k[:1]) for k in kept)  # Structured: the same modes in every channel.
+  assert results["prune"]["kept_modes"] == sum(int(k.sum()) for k in kept)
+  assert results["prune"]["d_state_after"] == 2 * max(int(k[0].sum()) for k in kept)
+  assert results["pruned_model_test_accuracy"] == results["test_accuracy"]
+  # The fine-tuned params hold the pruned modes at zero: the masks read back from them.
+  run = train.load_for_inference(exp, str(tmp_path / "greedy_run"))
+  for path, mask in prune.nonzero_modes(run.params).items():
+    np.testing.assert_array_equal(np.asarray(mask), np.asarray(expected[path]))
+
+
 @pytest.mark.parametrize(
   "overrides, message",
   [
@@ -120,6 +157,11 @@ def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
     ({"prune.score": "random"}, "prune.score"),
     ({"prune.schedule": "linear"}, "prune.schedule"),
     ({"prune.unit": "layer"}, "prune.unit"),
+    ({"prune.method": "random"}, "prune.method"),
+    ({"prune.method": "greedy", "prune.greedy_kind": "linear"}, "prune.greedy_kind"),
+    ({"prune.method": "greedy", "prune.schedule": "gradual"}, "oneshot"),
+    ({"prune.method": "greedy", "prune.unit": "channel"}, "unit='mode'"),
+    ({"prune.tolerance_points": -1.0}, "tolerance_points"),
   ],
 )
 def test_bad_prune_settings_are_config_errors(overrides, message):

@@ -147,6 +147,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.prune.schedule = "oneshot"  # oneshot | gradual (cubic, masks per epoch).
   config.prune.end_fraction = 0.5  # gradual: share of training at which ratio is reached.
   config.prune.unit = "mode"  # mode (smaller d_state) | channel (whole channels: smaller d_model).
+  config.prune.method = "score"  # score (ratio, lowest first) | greedy (QS4D: within tolerance).
+  config.prune.greedy_kind = "structured"  # greedy: structured (whole modes) | unstructured.
+  config.prune.tolerance_points = 1.0  # greedy: validation accuracy points pruning may cost.
 
   # --mode=deploy (ssm_aimc.deploy): the best checkpoint programmed onto a simulated chip
   # and run step by step. The device model (noise scales, t_inference, drift, mapping,

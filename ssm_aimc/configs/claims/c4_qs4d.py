@@ -49,6 +49,6 @@ def get_config(variant: str = ""):
     seeds=(0,) if long or smoke else (0, 1, 2),
     kinds=("linear", "unstructured", "structured"),
     tolerance_points=1.0,  # Validation accuracy lost that still counts as "within".
-    max_batch=1,  # Masks per evaluation call (bench/bench_greedy.py: 1 is fastest on CPU).
+    max_batch=1,  # Masks per call: 1 and 4 tie on this CPU, 16 is 1.9x slower (BENCHMARKS).
     min_gain=1.5,  # The verdict: structured share at the lowest width >= this x float's.
   )
