@@ -16,6 +16,7 @@ first batch size (they must: the batching is exact).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -37,10 +38,7 @@ _OUT = flags.DEFINE_string("out", "", "Also write the rows as JSON here.")
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  if "claim" in config:
-    del config["claim"]
-  exp = experiment.from_config(config)
+  exp = dataclasses.replace(experiment.from_config(_CONFIG.value), claim=None)
   print("uptime before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout)
   inf = train.load_for_inference(exp, _WORKDIR.value)
   setup, spec, params = inf.setup, exp.quant.spec, inf.params
