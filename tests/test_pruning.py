@@ -76,19 +76,34 @@ QUANT = {
 }
 
 
-def _prune_config(tmp_path, **overrides):
-  """A config pruning half the modes of a float d_state=8 model trained first in tmp_path."""
-  base = tmp_path / "base"
-  train.train_and_evaluate(tiny_config(**{"model.d_state": 8}), str(base))
-  prune = {"prune.enabled": True, "prune.ratio": 0.5, "init_checkpoint": str(base)}
+@pytest.fixture(scope="module")
+def trained_base(tmp_path_factory):
+  """trained_base(**overrides): the workdir of tiny_config(**overrides) trained once per
+  module (the prune runs below only read it: init_checkpoint)."""
+  done = {}
+
+  def get(**overrides) -> str:
+    key = tuple(sorted(overrides.items()))
+    if key not in done:
+      done[key] = str(tmp_path_factory.mktemp("base"))
+      train.train_and_evaluate(tiny_config(**overrides), done[key])
+    return done[key]
+
+  return get
+
+
+def _prune_config(trained_base, **overrides):
+  """A config pruning half the modes of a trained float d_state=8 model."""
+  base = trained_base(**{"model.d_state": 8})
+  prune = {"prune.enabled": True, "prune.ratio": 0.5, "init_checkpoint": base}
   return tiny_config(**{"model.d_state": 8, **prune, **overrides})
 
 
-def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
+def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path, trained_base):
   """A quantized (4-bit, a_bar 4-bit per-channel polar) prune run: the exported smaller
   model reproduces the masked model, quantization grids included. (Float equality of
   masked and compact models is tested in test_prune.py.)"""
-  config = _prune_config(tmp_path, **QUANT)
+  config = _prune_config(trained_base, **QUANT)
   results = train.train_and_evaluate(config, str(tmp_path / "pruned_run"))
   assert results["prune"]["d_state_after"] == 4 and results["prune"]["pruned_fraction"] == 0.5
   assert results["pruned_model_test_accuracy"] == results["test_accuracy"]
@@ -113,16 +128,16 @@ def test_prune_run_exports_a_smaller_model_with_the_masked_outputs(tmp_path):
   assert os.path.exists(os.path.join(results["pruned_dir"], "config.json"))
 
 
-def test_greedy_prune_run_exports_the_modes_its_pass_chose(tmp_path):
+def test_greedy_prune_run_exports_the_modes_its_pass_chose(tmp_path, trained_base):
   """prune.method=greedy: the pass on the validation split decides the modes, the fine-tune
   holds them, and the export is the smaller model with the masked model's accuracy."""
   config = _prune_config(
-    tmp_path, **{"prune.method": "greedy", "prune.tolerance_points": 5.0, "num_epochs": 1}
+    trained_base, **{"prune.method": "greedy", "prune.tolerance_points": 5.0, "num_epochs": 1}
   )
   exp = experiment.from_config(config)
   base = train.load_for_inference(
     dataclasses.replace(exp, prune=pruning.PruneConfig(), init_checkpoint=""),
-    str(tmp_path / "base"),
+    trained_base(**{"model.d_state": 8}),
   )
   setup = base.setup
   expected, info = pruning.greedy_masks(
@@ -169,9 +184,9 @@ def test_bad_prune_settings_are_config_errors(overrides, message):
     experiment.from_config(tiny_config(**overrides))
 
 
-def test_gradual_schedule_reaches_the_ratio_and_exports(tmp_path):
+def test_gradual_schedule_reaches_the_ratio_and_exports(tmp_path, trained_base):
   config = _prune_config(
-    tmp_path, **{"prune.schedule": "gradual", "prune.end_fraction": 0.5, "num_epochs": 2}
+    trained_base, **{"prune.schedule": "gradual", "prune.end_fraction": 0.5, "num_epochs": 2}
   )
   results = train.train_and_evaluate(config, str(tmp_path / "gradual"))
   # Nothing is pruned at step 0 (cubic schedule starts at 0), everything by the end.
@@ -187,20 +202,20 @@ def test_gradual_schedule_reaches_the_ratio_and_exports(tmp_path):
   [("layer", {}, "oneshot"), ("batch", {**QUANT, "quant.mode": "tensor"}, "gradual")],
 )
 def test_channel_prune_run_exports_a_smaller_d_model_with_the_masked_outputs(
-  tmp_path, norm, quant, schedule
+  tmp_path, trained_base, norm, quant, schedule
 ):
   """prune.unit="channel": the run fine-tunes the channel-masked model and writes the model
   with a quarter of its channels removed (d_model 16 -> 12) to workdir/pruned, whose logits
   are the masked model's (a per-tensor quantized BatchNorm model, gradual schedule, too)."""
   model = {"model.norm": norm}
-  train.train_and_evaluate(tiny_config(**model), str(tmp_path / "base"))
+  base = trained_base(**model)
   prune_keys = {
     "prune.enabled": True,
     "prune.unit": "channel",
     "prune.ratio": 0.25,
     "prune.schedule": schedule,
     "num_epochs": 2 if schedule == "gradual" else 1,
-    "init_checkpoint": str(tmp_path / "base"),
+    "init_checkpoint": base,
   }
   config = tiny_config(**model, **quant, **prune_keys)
   results = train.train_and_evaluate(config, str(tmp_path / "run"))
@@ -268,11 +283,11 @@ def test_channel_pruned_fit_in_memory_refuses_the_masked_params_for_evaluation(
     ssm_aimc.evaluate(trained=result)
 
 
-def test_a_channel_pruned_run_resumes_as_an_uninterrupted_one(tmp_path):
+def test_a_channel_pruned_run_resumes_as_an_uninterrupted_one(tmp_path, trained_base):
   """Stopped after its first epoch's checkpoint and resumed, a channel-pruned run finds its
   mask again (the pruned channels score 0) and ends with the uninterrupted run's params and
   its smaller model."""
-  train.train_and_evaluate(tiny_config(), str(tmp_path / "base"))
+  base = trained_base()
   config = tiny_config(
     num_epochs=2,
     keep_checkpoints=10,
@@ -280,7 +295,7 @@ def test_a_channel_pruned_run_resumes_as_an_uninterrupted_one(tmp_path):
       "prune.enabled": True,
       "prune.unit": "channel",
       "prune.ratio": 0.25,
-      "init_checkpoint": str(tmp_path / "base"),
+      "init_checkpoint": base,
     },
   )
   full, stopped = str(tmp_path / "full"), str(tmp_path / "stopped")
