@@ -581,9 +581,9 @@ def test_greedy_pruning_by_the_authors_protocol(tmp_path):
 
 
 def test_greedy_claim_settings_are_checked():
-  with pytest.raises(ValueError, match="Unknown kinds"):
+  with pytest.raises(errors.ConfigError, match="unknown"):
     _settings(c4_qs4d, kinds=("channels",))
-  with pytest.raises(ValueError, match="float width"):
+  with pytest.raises(errors.ConfigError, match="float width"):
     _settings(c4_qs4d, bits=(7, 10))
   recipes = c4_qs4d.recipes(
     experiment.from_config(_claim_config("c4_qs4d", "smoke")), _settings(c4_qs4d)

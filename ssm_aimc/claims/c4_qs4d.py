@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ssm_aimc import experiment, greedy, pruning, runner, runs, train
+from ssm_aimc import errors, experiment, greedy, pruning, runner, runs, train
 from ssm_aimc import workdir as workdir_lib
 from ssm_aimc.claims import c4_pruning, common, grid
 
@@ -57,11 +57,15 @@ class Settings:
   def __post_init__(self):
     unknown = [k for k in self.kinds if k not in greedy.KINDS]
     if unknown:
-      raise ValueError(f"Unknown kinds {unknown}; valid: {greedy.KINDS}.")
+      raise errors.ConfigError(f"claim.kinds: unknown {unknown}; valid: {greedy.KINDS}.")
     if grid.FLOAT_BITS not in self.bits or len(self.bits) < 2:
-      raise ValueError(f"bits must hold the float width {grid.FLOAT_BITS} and another one.")
+      raise errors.ConfigError(
+        f"claim.bits must hold the float width {grid.FLOAT_BITS} and another one."
+      )
     if "structured" not in self.kinds:
-      raise ValueError("The verdict compares the structured shares: kinds must hold it.")
+      raise errors.ConfigError(
+        "claim.kinds must hold 'structured': the verdict compares its shares."
+      )
 
 
 def _bits_text(bits: int) -> str:

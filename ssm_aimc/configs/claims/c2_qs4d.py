@@ -25,14 +25,7 @@ from ssm_aimc.configs.claims import common
 def get_config(variant: str = ""):
   config = common.base(variant, "c2_qs4d.py")
   smoke, long = variant == "smoke", variant == "mnist5k"
-  if long:
-    config.num_epochs = 5
-  if variant not in ("paper", "mnist5k"):
-    config.model.n_layers = 2
-    config.model.d_model = 32 if not smoke else 8
-    config.model.d_state = 16 if not smoke else 4
-    config.num_epochs = 20 if not smoke else 1
-    config.optimizer.learning_rate = 2e-2
+  common.cpu_qs4d_size(config, variant)
   return common.add_claim(
     config,
     variant,
