@@ -863,14 +863,16 @@ def _iterate(
 
 
 def padded_batches(
-  split: Split, batch_size: int
+  split: Split, batch_size: int, shrink: bool = True
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """The split in order as (x, y, mask) batches of one fixed size (one compiled shape).
 
-  batch_size is capped at the split size; the last batch is padded with zeros and its
-  mask (b,) of 0/1 marks the real examples.
+  With `shrink` batch_size is capped at the split size (False: a split smaller than one
+  batch is padded up to batch_size, so several splits can share one shape); the last batch
+  is padded with zeros and its mask (b,) of 0/1 marks the real examples.
   """
-  batch_size = min(batch_size, len(split))
+  if shrink:
+    batch_size = min(batch_size, len(split))
   for x, y in batches(split, batch_size, seed=0, epoch=0, shuffle=False, drop_last=False):
     n = len(y)
     mask = np.ones(batch_size, np.float32)

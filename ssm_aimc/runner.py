@@ -317,12 +317,15 @@ class Population:
     return metrics
 
   def evaluate(self, params, split: data.Split, batch_stats=None) -> dict:
-    """{"loss", "accuracy"}: (P,) float64 over a whole split (one padded batch shape), of
-    `params` and, for a model with BatchNorm, its running statistics `batch_stats`."""
-    bs = self.members[0].eval_batch_size
+    """{"loss", "accuracy"}: (P,) float64 over a whole split, of `params` and, for a model
+    with BatchNorm, its running statistics `batch_stats`. Every split of the dataset goes
+    through one padded batch shape (eval_batch_size, or the largest of the validation and
+    test splits if that is smaller), so validation and test share one compiled program."""
+    dataset = self.setup.dataset
+    bs = min(self.members[0].eval_batch_size, max(len(dataset.val), len(dataset.test)))
     batch_stats = batch_stats or {}
     totals = None
-    for x, y, mask in data.padded_batches(split, bs):
+    for x, y, mask in data.padded_batches(split, bs, shrink=False):
       args = (
         (params, x, y, mask, batch_stats)
         if not self.layout.stacked

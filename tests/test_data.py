@@ -573,3 +573,12 @@ def test_batches_errors_raise_at_call_time():
     data.batches(split, 5, seed=0, epoch=0, start_batch=5)
   # A batch larger than the split is fine when the partial batch is kept.
   assert len(list(data.batches(split, 24, seed=0, epoch=0, drop_last=False))) == 1
+
+
+def test_padded_batches_can_pad_a_small_split_up_to_the_batch():
+  split = data.Split(np.ones((5, 3, 1), np.float32), np.arange(5, dtype=np.int32))
+  ((x, y, mask),) = data.padded_batches(split, 8)
+  assert x.shape == (5, 3, 1) and mask.tolist() == [1.0] * 5
+  ((x, y, mask),) = data.padded_batches(split, 8, shrink=False)
+  assert x.shape == (8, 3, 1) and mask.tolist() == [1.0] * 5 + [0.0] * 3
+  assert np.all(x[5:] == 0) and y[:5].tolist() == list(range(5))

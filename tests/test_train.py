@@ -380,6 +380,22 @@ def test_a_run_compiles_its_training_step_once(tmp_path):
   assert runner._SINGLE_STEP._cache_size() == 1
 
 
+def test_validation_and_test_share_one_evaluation_program():
+  """Both splits go through one padded batch shape: one compile of the evaluation step per
+  run, and the padding changes no count."""
+  pop = _single(tiny_config())
+  val, test = pop.setup.dataset.val, pop.setup.dataset.test
+  assert len(val) < pop.members[0].eval_batch_size and len(val) != len(test)
+  results = {
+    name: pop.evaluate(pop.state.params, split) for name, split in (("val", val), ("test", test))
+  }
+  assert pop._eval._cache_size() == 1
+  for name, split in (("val", val), ("test", test)):
+    logits = pop.setup.model.apply({"params": pop.state.params}, split.x, train=False)
+    expected = np.mean(np.argmax(np.asarray(logits), -1) == split.y)
+    assert results[name]["accuracy"][0] == pytest.approx(expected, abs=1e-12)
+
+
 def test_qat_run_reports_quantized_cost_and_compiles_once_per_structure(tmp_path):
   config = tiny_config()
   config.quant.enabled = True
