@@ -260,7 +260,8 @@ def summary(numbers: dict, judged: dict, s: Settings) -> str:
   lin_q, lin_f = spread(numbers, "linear", low), spread(numbers, "linear", grid.FLOAT_BITS)
   gain = "inf" if judged["gain"] == float("inf") else f"{judged['gain']:.2f}x"
   text = (
-    f"{len(numbers['models'])} models ({len(s.bits)} widths x {len(s.seeds)} seeds), each "
+    f"{len(numbers['models'])} models ({len(s.bits)} widths x "
+    f"{common.count(len(s.seeds), 'seed')}), each "
     f"pruned greedily within {s.tolerance_points:g} point of its validation accuracy. "
     f"Structured kernel (whole modes): {_bits_text(low)} {_share_text(q)} % against fp "
     f"{_share_text(f)} % of the modes ({gain}; seed ranges "
