@@ -431,14 +431,18 @@ def check_same_model(stored: dict, exp: experiment.Experiment, what: str) -> Non
     )
 
 
-def cached_json(path: str, key, compute) -> dict:
+def cached_json(path: str, key, compute, normalise=None) -> dict:
   """compute()'s dict, kept in the JSON file `path` with `key` under "config" (a JSON-able
   description of what made it: an experiment's to_dict, or a list of them) and the seconds
   compute() took under "wall_time_s": reused for the same key, a ConfigError (the file never
-  overwritten) when it holds another's or none."""
+  overwritten) when it holds another's or none. `normalise(stored key)` reads a key an
+  older version wrote as this one would write it (e.g. config fields added since, at their
+  defaults) before the comparison."""
   key = json.loads(to_json(key))
   if os.path.exists(path):
     stored = read_json(path)
+    if normalise is not None and "config" in stored:
+      stored = {**stored, "config": json.loads(to_json(normalise(stored["config"])))}
     if stored.get("config") != key:
       why = first_difference(stored["config"], key) if "config" in stored else "none recorded"
       raise errors.ConfigError(f"{path} holds results of another config ({why}); remove it.")

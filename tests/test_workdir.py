@@ -56,3 +56,28 @@ def test_tensorboard_events_hold_every_number(tmp_path):
 def test_tensorboard_needs_a_workdir():
   with pytest.raises(errors.ConfigError, match="needs a workdir"):
     workdir_lib.MetricsWriter(None, tensorboard=True)
+
+
+def test_cached_json_reuses_a_key_only_when_it_matches(tmp_path):
+  path = str(tmp_path / "kept.json")
+  calls = []
+
+  def compute():
+    calls.append(1)
+    return {"value": 3}
+
+  assert workdir_lib.cached_json(path, {"a": 1}, compute)["value"] == 3
+  assert workdir_lib.cached_json(path, {"a": 1}, compute)["value"] == 3 and len(calls) == 1
+  # A key another version wrote without a field that now has a default: refused, unless
+  # `normalise` reads it as this version would write it; the file is never overwritten.
+  with open(path) as f:
+    before = f.read()
+  with pytest.raises(errors.ConfigError, match="another config"):
+    workdir_lib.cached_json(path, {"a": 1, "b": 0}, compute)
+  with_default = lambda stored: {"b": 0, **stored}
+  kept = workdir_lib.cached_json(path, {"a": 1, "b": 0}, compute, normalise=with_default)
+  assert kept["value"] == 3 and len(calls) == 1
+  with pytest.raises(errors.ConfigError, match="another config"):
+    workdir_lib.cached_json(path, {"a": 2, "b": 0}, compute, normalise=with_default)
+  with open(path) as f:
+    assert f.read() == before
