@@ -662,3 +662,49 @@ def test_zero_read_noise_scale_adds_exactly_nothing():
   for name in p:
     np.testing.assert_array_equal(ssm[0][name], ssm[1][name])
   assert float(ssm[0]["d"][0]) == 0.0
+
+
+def _ranged(key, n):
+  """Real (n,) in [-2, 3] and complex (n,) with real part in [0, 1], imaginary in [-8, 8]."""
+  k1, k2, k3 = jax.random.split(key, 3)
+  real = jax.random.uniform(k1, (n,), minval=-2.0, maxval=3.0)
+  comp = jax.lax.complex(
+    jax.random.uniform(k2, (n,)), jax.random.uniform(k3, (n,), minval=-8.0, maxval=8.0)
+  )
+  return real, comp
+
+
+def test_relative_noise_std_is_sigma_times_the_range_of_each_part():
+  real, comp = _ranged(jax.random.PRNGKey(0), 100_000)
+  sigma = 0.02
+  out = noise.relative_noise(jax.random.PRNGKey(1), real, sigma)
+  spread = float(real.max() - real.min())
+  assert float(jnp.std(out - real)) == pytest.approx(sigma * spread, rel=0.02)
+  out = noise.relative_noise(jax.random.PRNGKey(2), comp, sigma)
+  assert out.dtype == comp.dtype
+  for part in (jnp.real, jnp.imag):
+    spread = float(part(comp).max() - part(comp).min())
+    assert float(jnp.std(part(out) - part(comp))) == pytest.approx(sigma * spread, rel=0.02)
+  # Separate draws for the two parts.
+  assert abs(float(jnp.corrcoef(jnp.real(out - comp), jnp.imag(out - comp))[0, 1])) < 0.02
+
+
+def test_relative_noise_at_zero_is_the_input_bit_for_bit():
+  real, comp = _ranged(jax.random.PRNGKey(3), 64)
+  for x in (real, comp):
+    np.testing.assert_array_equal(noise.relative_noise(jax.random.PRNGKey(4), x, 0.0), x)
+
+
+def test_relative_noise_vmapped_over_sigma_equals_a_loop_and_has_finite_gradients():
+  _, comp = _ranged(jax.random.PRNGKey(5), 32)
+  sigmas = jnp.array([0.0, 0.005, 0.01, 0.05])
+  key = jax.random.PRNGKey(6)
+  batched = jax.jit(jax.vmap(noise.relative_noise, in_axes=(None, None, 0)))(key, comp, sigmas)
+  for i, s in enumerate(sigmas):
+    np.testing.assert_allclose(batched[i], noise.relative_noise(key, comp, s), rtol=1e-6)
+  real = jnp.real(comp)
+  loss = lambda x: jnp.sum(noise.relative_noise(key, x, 0.05) ** 2)
+  grad = jax.grad(loss)(real)
+  assert bool(jnp.all(jnp.isfinite(grad)))
+  # The range is held constant: d out / d x is the identity.
+  np.testing.assert_allclose(grad, 2 * noise.relative_noise(key, real, 0.05), rtol=1e-6)

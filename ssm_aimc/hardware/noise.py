@@ -126,3 +126,31 @@ def quantize_levels(g: jax.Array, levels, device: devices_lib.Device) -> jax.Arr
   step = span / (jnp.asarray(levels, g.dtype) - 1.0)
   q = device.g_min_us + jnp.clip(jnp.round((g - device.g_min_us) / step) * step, 0.0, span)
   return quant.straight_through(g, q.astype(g.dtype))
+
+
+def relative_noise(key: jax.Array, x: jax.Array, sigma) -> jax.Array:
+  """x + sigma (max - min)(x) eps, eps ~ N(0, 1): Gaussian noise relative to the range of x.
+
+  The QS4D authors' weight noise (applied to the continuous-time A of every layer, a fresh
+  draw at every forward pass): the std is `sigma` times the spread max(x) - min(x) over the
+  whole array. For complex x the real and imaginary parts are treated separately, each
+  with its own range and its own draw. `sigma` may be traced (vmap over noise levels);
+  sigma = 0 returns x exactly. The range is held constant under differentiation
+  (stop_gradient), so the gradient with respect to x is the identity, as for any additive
+  noise.
+
+  Args:
+    key: PRNG key of this draw.
+    x: real or complex array (e.g. A of one layer, (H, n)).
+    sigma: relative noise level, >= 0 (0.01 is 1 % of the range).
+  """
+
+  def one(k, part):
+    spread = jax.lax.stop_gradient(jnp.max(part) - jnp.min(part))
+    eps = jax.random.normal(k, part.shape, part.dtype)
+    return part + sigma * spread * eps
+
+  if jnp.iscomplexobj(x):
+    k_re, k_im = jax.random.split(key)
+    return jax.lax.complex(one(k_re, jnp.real(x)), one(k_im, jnp.imag(x)))
+  return one(key, x)
