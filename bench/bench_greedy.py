@@ -42,13 +42,11 @@ def main(argv):
   print("uptime before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout)
   inf = train.load_for_inference(exp, _WORKDIR.value)
   setup, spec, params = inf.setup, exp.quant.spec, inf.params
-  groups = greedy.unit_groups(params)
-  mode_scores = pruning.layer_scores(setup.model, params, spec, setup.example, "h2")
-  scores = greedy.unit_scores(params, groups, mode_scores)
-  val = setup.dataset.val
-  extra = {"batch_stats": inf.batch_stats} if inf.batch_stats else None
-  evaluator = greedy.Evaluator(
-    setup.model, params, groups, val.x, val.y, exp.eval_batch_size, spec, extra, train=False
+  groups, scores = pruning.greedy_units(
+    setup.model, params, spec, greedy.KINDS, setup.example, "h2", inf.batch_stats
+  )
+  evaluator = pruning.greedy_evaluator(
+    setup.model, params, groups, setup.dataset.val, exp.eval_batch_size, spec, inf.batch_stats
   )
   batches = [int(b) for b in _BATCHES.value]
   rows = []

@@ -398,6 +398,18 @@ class ModelResult:
   batches: int
   seconds: float
 
+  def mode_masks(self, params: Mapping) -> dict[str, jax.Array]:
+    """{S4D layer path: (H, n) bool mode keep mask} of a pass over modes (`prune`'s masks:
+    a structured unit keeps or removes its mode in every channel)."""
+    if self.kind == "linear":
+      raise errors.ConfigError("A pass over mixing-layer entries has no mode masks.")
+    out = {}
+    for g in self.groups:
+      keep = self.keep[g.start : g.start + g.size].reshape(g.shape)
+      shape = np.shape(_node(params, g.layer)["log_neg_re_a"])
+      out[g.layer] = jnp.asarray(np.broadcast_to(keep, shape))
+    return out
+
   def shares(self) -> dict:
     """{"total": share of all the kind's units pruned, layer path: that layer's share}."""
     mine = [self.keep[g.start : g.start + g.size] for g in self.groups]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ssm_aimc import errors, greedy, models, prune, quant
@@ -178,26 +177,36 @@ def compact_channels(params, batch_stats, keep) -> tuple[dict, dict, int]:
   return small, stats, int(np.sum(keep))
 
 
+def greedy_units(
+  model, params, spec, kinds: tuple[str, ...], example, score: str = "h2", batch_stats=None
+) -> tuple[tuple, np.ndarray]:
+  """(the `greedy.unit_groups` of `kinds`, their `greedy.unit_scores`): what a greedy pass
+  over a model starts from; mode scores (`score`) on the deployed tensors under `spec`."""
+  groups = greedy.unit_groups(params, kinds)
+  mode_scores = layer_scores(model, params, spec, example, score, batch_stats)
+  return groups, greedy.unit_scores(params, groups, mode_scores)
+
+
+def greedy_evaluator(
+  model, params, groups, split, batch_size: int, spec, batch_stats=None
+) -> greedy.Evaluator:
+  """The `greedy.Evaluator` of a model (and its BatchNorm statistics) on `split`."""
+  extra = {"batch_stats": batch_stats} if batch_stats else None
+  return greedy.Evaluator(
+    model, params, groups, split.x, split.y, batch_size, spec, extra, train=False
+  )
+
+
 def greedy_masks(
   cfg: PruneConfig, model, params, spec, split, batch_size: int, example, batch_stats=None
 ) -> tuple[dict[str, jax.Array], dict]:
   """(mode keep masks, what the pass did) of the greedy pass of `cfg.greedy_kind` over
   `params`, judged on `split` (the validation split) in batches of `batch_size` examples;
   mode scores (`cfg.score`) on the deployed tensors under `spec`."""
-  groups = greedy.unit_groups(params, (cfg.greedy_kind,))
-  scores = greedy.unit_scores(
-    params, groups, layer_scores(model, params, spec, example, cfg.score, batch_stats)
-  )
-  extra = {"batch_stats": batch_stats} if batch_stats else None
-  evaluator = greedy.Evaluator(
-    model, params, groups, split.x, split.y, batch_size, spec, extra, train=False
-  )
+  kinds = (cfg.greedy_kind,)
+  groups, scores = greedy_units(model, params, spec, kinds, example, cfg.score, batch_stats)
+  evaluator = greedy_evaluator(model, params, groups, split, batch_size, spec, batch_stats)
   result = greedy.prune_model(evaluator, cfg.greedy_kind, scores, cfg.tolerance_points / 100, 1)
-  masks = {}
-  for g in result.groups:
-    h, n = np.shape(_node(params, g.layer)["log_neg_re_a"])
-    keep = result.keep[g.start : g.start + g.size].reshape(g.shape)
-    masks[g.layer] = jnp.asarray(np.broadcast_to(keep, (h, n)))
   info = {
     "kind": cfg.greedy_kind,
     "val_accuracy_before": result.baseline,
@@ -205,10 +214,4 @@ def greedy_masks(
     "evaluations": result.evaluations,
     "seconds": result.seconds,
   }
-  return masks, info
-
-
-def _node(tree, path: str):
-  for key in path.split("/"):
-    tree = tree[key]
-  return tree
+  return result.mode_masks(params), info

@@ -97,16 +97,15 @@ def prune_passes(exp, workdir: str, s: Settings) -> dict:
   and after, the evaluations it took}."""
   inf = train.load_for_inference(exp, workdir)
   setup, spec, params = inf.setup, exp.quant.spec, inf.params
-  groups = greedy.unit_groups(params, s.kinds)
-  mode_scores = pruning.layer_scores(
-    setup.model, params, spec, setup.example, "h2", inf.batch_stats
+  groups, scores = pruning.greedy_units(
+    setup.model, params, spec, s.kinds, setup.example, "h2", inf.batch_stats
   )
-  scores = greedy.unit_scores(params, groups, mode_scores)
-  extra = {"batch_stats": inf.batch_stats} if inf.batch_stats else None
-  evaluator = lambda split: greedy.Evaluator(
-    setup.model, params, groups, split.x, split.y, exp.eval_batch_size, spec, extra, train=False
+  val, test = (
+    pruning.greedy_evaluator(
+      setup.model, params, groups, split, exp.eval_batch_size, spec, inf.batch_stats
+    )
+    for split in (setup.dataset.val, setup.dataset.test)
   )
-  val, test = evaluator(setup.dataset.val), evaluator(setup.dataset.test)
   out = {}
   for kind in s.kinds:
     result = greedy.prune_model(val, kind, scores, s.tolerance_points / 100, s.max_batch)
