@@ -46,8 +46,8 @@ SUFFIX    := $(subst :,_,$(VARIANT))
 CLAIMS    ?= runs/claims$(SUFFIX)
 CLAIMS_MD ?= CLAIMS$(SUFFIX).md
 FLAGS     ?=
-ALL_CLAIMS := c1_cost c1_qs4d c2_size_vs_precision c2_qs4d c3_robustness c4_qs4d c4_pruning c5_deployment
-VARIANT_CLAIMS_mnist5k := c1_qs4d c2_qs4d c4_qs4d
+ALL_CLAIMS := c1_cost c1_qs4d c2_size_vs_precision c2_qs4d c3_qs4d c3_robustness c4_qs4d c4_pruning c5_deployment
+VARIANT_CLAIMS_mnist5k := c1_qs4d c2_qs4d c3_qs4d c4_qs4d
 CLAIM_CONFIGS ?= $(or $(VARIANT_CLAIMS$(SUFFIX)),$(ALL_CLAIMS))
 reproduce: $(STAMP)
 	for c in $(CLAIM_CONFIGS); do \

@@ -175,6 +175,8 @@ class HardwareConfig:
   adc_bits: int = 0
   adc_bound: float = 12.0
   output_noise: float = 0.0
+  a_noise: float = 0.0
+  a_noise_on: str = "a"
   train: bool = False
   ramp_epochs: float = 0.0
   eval_seeds: int = 20
@@ -216,6 +218,8 @@ class HardwareConfig:
       mapping=self.mapping,
       recurrence=self.recurrence,
       read_noise_draw=self.read_noise_draw,
+      a_noise=self.a_noise,
+      a_noise_on=self.a_noise_on,
     )
 
   @functools.cached_property
@@ -383,6 +387,12 @@ class Experiment:
     """{device name: AnalogSpec} of every device of `deploy.devices` ("" = hardware.device):
     the device model of `hardware` with the chip's converters of `deploy`."""
     d, hw = self.deploy, self.hardware
+    if hw.a_noise > 0:
+      raise errors.ConfigError(
+        f"hardware.a_noise={hw.a_noise} (relative weight noise) is not modelled by the "
+        "step-mode chip, whose device models carry the noise: set hardware.a_noise=0 for "
+        "--mode=deploy, or evaluate it with --mode=evaluate and hardware.enabled=True."
+      )
     for name in ("dac_bits", "adc_bits"):
       mine, chips = getattr(hw, name), getattr(d, name)
       if mine and mine != chips:

@@ -29,6 +29,7 @@ one, so float checkpoints, QAT checkpoints and resumes all share one parameter t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -375,11 +376,15 @@ class S4D(nn.Module):
   step_max: float = 1e-1
   train_b: bool = True
 
-  def discrete_params(self, channels: int, spec: Quant = None) -> tuple[dict, dict]:
+  def discrete_params(
+    self, channels: int, spec: Quant = None, perturb_a: Callable | None = None
+  ) -> tuple[dict, dict]:
     """Declares/reads the parameters and discretises them.
 
     Under the qs4d scheme A, log_step and C (and c_reverse) are quantized first
     (`quant.qs4d_continuous`, `quant.qs4d_quant`); otherwise nothing is quantized here.
+    `perturb_a` maps the (quantized) continuous-time A before discretisation (the relative
+    noise of `AnalogSpec.a_noise`).
 
     Returns:
       (p, codes): p holds complex a_bar, b_bar, c (H, n), real d (H,) and, when
@@ -419,6 +424,8 @@ class S4D(nn.Module):
         readouts[name], codes[name] = _qs4d_weight(pair, spec.c)
     else:
       a, step = ssm.decode_a(log_neg_re_a, im_a), jnp.exp(log_step)
+    if perturb_a is not None:
+      a = perturb_a(a)
     a_bar, b_bar = ssm.discretize(
       a, ssm.complex_from_pair(b_pair), step[:, None], self.discretization
     )
@@ -430,7 +437,11 @@ class S4D(nn.Module):
   def __call__(self, u: jax.Array, spec: Quant = None, analog: Analog = None) -> jax.Array:
     """u: (B, L, H) -> y: (B, L, H); `analog` perturbs the coefficients as a chip holds them."""
     u, _ = quantize_input(self, u, spec)
-    p, codes = self.discrete_params(u.shape[-1], spec)
+    perturb_a = None
+    if analog is not None:
+      key_program, key_read = analog_keys(self)
+      perturb_a = functools.partial(analog_lib.perturb_a, key_read, spec=analog)
+    p, codes = self.discrete_params(u.shape[-1], spec, perturb_a)
     # The group whose width each tensor is stored at. Under qs4d a_bar = exp(step A_q) is
     # held at A's width, and so is b_bar = (a_bar - 1) / A_q when b is fixed at 1 (the
     # authors' S4D); a learned b, and d, stay float.
@@ -494,7 +505,7 @@ class S4D(nn.Module):
       )
 
     if analog is not None:
-      p = analog_lib.analog_ssm(*analog_keys(self), p, analog)
+      p = analog_lib.analog_ssm(key_program, key_read, p, analog)
 
     def run(hooks):
       one_sequence = lambda u_seq: ssm.apply_ssm(

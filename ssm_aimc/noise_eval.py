@@ -119,6 +119,52 @@ def chip_accuracies(
   return correct / max(count, 1.0)
 
 
+def at_noise_levels(
+  apply_fn: Callable,
+  spec: quant.QuantSpec | None,
+  params,
+  split: data.Split,
+  batch_size: int,
+  analog: analog_lib.AnalogSpec,
+  levels,
+  n_seeds: int,
+  seed: int = 0,
+  seeds_per_call: int = 20,
+  batch_stats=None,
+  progress: str | None = None,
+) -> np.ndarray:
+  """Accuracy at every relative-noise level of `levels` (`AnalogSpec.a_noise`, the QS4D
+  authors' weight noise) on `n_seeds` noise seeds each: (len(levels), n_seeds).
+
+  The levels are one vmapped axis of one compiled program (with the seeds' axis inside
+  it); seed s is the same stream at every level, so the curves differ by the level alone.
+  Other terms of `analog` stay as they are (on the ideal device there are none).
+  """
+  levels = jnp.asarray(levels, jnp.float32)
+  if levels.ndim != 1 or not bool(jnp.all(levels >= 0)):
+    raise ValueError(f"levels must be a 1-d sequence of numbers >= 0, got {levels}.")
+  one = functools.partial(correct_counts, apply_fn, spec, batch_stats=batch_stats)
+
+  @jax.jit
+  def eval_fn(params, x, y, mask, analog, keys_program, keys_read, index):
+    def at(level):
+      return one(params, x, y, mask, analog.with_a_noise(level), keys_program, keys_read, index)
+
+    return jax.vmap(at)(analog.a_noise)
+
+  return chip_accuracies(
+    eval_fn,
+    params,
+    split,
+    batch_size,
+    analog.with_a_noise(levels),
+    n_seeds,
+    seed,
+    seeds_per_call,
+    progress=progress,
+  )
+
+
 def n_calls(n_examples: int, batch_size: int, n_seeds: int, seeds_per_call: int) -> int:
   """The number of vmapped calls (progress units) of one `chip_accuracies`."""
   n_batches = -(-n_examples // min(batch_size, max(n_examples, 1)))

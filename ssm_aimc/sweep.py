@@ -26,7 +26,8 @@ configs/sweep_bits.py) and
     and writes sweep.csv (one row per grid point), sweep.json, config.json, metrics.jsonl
     and the plots.
 
-A noise-scale axis multiplies the programming and read noise of `config.hardware`. With
+A noise-scale axis multiplies the programming, read and relative (`a_noise`) noise of
+`config.hardware`. With
 `hardware.train` it is a training axis; otherwise an evaluation axis: every trained member
 is evaluated at every scale (one row per scale) without being trained again.
 
@@ -176,6 +177,7 @@ def _axes(exp: experiment.Experiment) -> tuple[list, list, tuple[float, ...]]:
         {
           "hardware.prog_noise_scale": hw.prog_noise_scale * v,
           "hardware.read_noise_scale": hw.read_noise_scale * v,
+          **({"hardware.a_noise": hw.a_noise * v} if hw.a_noise > 0 else {}),
           "_noise_scale": v,
         }
         for v in s.noise_scales

@@ -9,6 +9,7 @@ hand-made numbers (and `render` draws it), and the report gathers what the runs 
 import importlib
 import os
 
+import numpy as np
 import pytest
 
 from configs.claims import common
@@ -19,6 +20,7 @@ from ssm_aimc.claims import (
   c1_qs4d,
   c2_qs4d,
   c2_size_vs_precision,
+  c3_qs4d,
   c3_robustness,
   c4_pruning,
   c4_qs4d,
@@ -591,6 +593,133 @@ def test_greedy_claim_settings_are_checked():
   assert len(recipes) == 9 and all(r["overrides"]["seed"] in (0, 1, 2) for r in recipes.values())
   seven = [r for n, r in recipes.items() if "_7bit_" in n]
   assert len(seven) == 3 and all(r["overrides"]["quant.weight_bits"] == 7 for r in seven)
+
+
+LEVELS = (0.0, 0.005, 0.01, 0.02)
+
+
+def _noise_row(series, bits, seed, curve, spread=0.0, train_level=0.0, draws=4):
+  """A c3_qs4d model row: accuracy `curve` per level, draws spread evenly by +-spread."""
+  offsets = np.linspace(-spread, spread, draws)
+  levels = LEVELS if not train_level else (0.0, train_level)
+  return {
+    "series": series,
+    "bits": bits,
+    "seed": seed,
+    "train_level": train_level,
+    "digital": curve[0],
+    "levels": list(levels),
+    "accuracies": [[a + o for o in offsets] for a in curve],
+  }
+
+
+def _noise_numbers(fp_curve, six_curve, four_curve, seed_shift=0.01):
+  rows = []
+  for seed, shift in enumerate((-seed_shift, 0.0, seed_shift)):
+    moved = lambda c, shift=shift: [v + shift for v in c]
+    rows += [
+      _noise_row("qs4d", 32, seed, moved(fp_curve)),
+      _noise_row("qs4d", 6, seed, moved(six_curve)),
+      _noise_row("qs4d", 4, seed, moved(four_curve)),
+      _noise_row("ours", 32, seed, moved(fp_curve)),
+      _noise_row("ours", 6, seed, moved(six_curve)),
+      _noise_row("qs4d", 32, seed, moved([0.95, 0.9]), train_level=0.05),
+      _noise_row("qs4d", 6, seed, moved([0.94, 0.92]), train_level=0.05),
+    ]
+  return {"models": rows}
+
+
+def _noise_settings(**extra):
+  small = dict(
+    bits=(32, 6, 4),
+    ours_bits=(6,),
+    test_levels=LEVELS,
+    train_levels=(0.05,),
+    train_bits=(32, 6),
+  )
+  return _settings(c3_qs4d, **{**small, **extra})
+
+
+def test_the_noise_level_of_a_given_drop_is_interpolated_between_levels():
+  assert c3_qs4d.level_at_drop(LEVELS, [0.9, 0.85, 0.75, 0.5], 0.8) == (
+    pytest.approx(0.0075),
+    False,
+  )
+  assert c3_qs4d.level_at_drop(LEVELS, [0.9, 0.9, 0.9, 0.85], 0.8) == (0.02, True)
+  assert c3_qs4d.level_at_drop(LEVELS, [0.9, 0.7, 0.9, 0.9], 0.8) == (
+    pytest.approx(0.0025),
+    False,
+  )
+
+
+def test_noise_on_a_by_the_authors_protocol(tmp_path):
+  fp = [0.95, 0.90, 0.85, 0.40]  # 10 points down at 1 %.
+  six = [0.94, 0.93, 0.91, 0.84]  # At 2 % exactly: 2x fp.
+  four = [0.60, 0.60, 0.60, 0.60]  # Never drops, but starts 35 points below fp.
+  numbers = _noise_numbers(fp, six, four)
+  s = _noise_settings()
+  judged = c3_qs4d.judge(numbers, s)
+  assert judged["best"] == 6 and judged["eligible"] == [6]  # 4 bit: not within 5 points.
+  assert judged["sigma"]["qs4d"][32]["mean"] == pytest.approx(0.01)
+  assert judged["sigma"]["qs4d"][6]["mean"] == pytest.approx(0.02)
+  assert judged["sigma"]["qs4d"][4]["censored"]
+  assert judged["ratio"] == pytest.approx(2.0)
+  # Seeds 1 point apart: SE 0.58 points, small against the gap.
+  assert judged["verdict"] == claims.SUPPORTED
+  c = c3_qs4d.curve(numbers, "qs4d", 32)
+  assert c["mean"] == pytest.approx(fp) and c["se"][0] == pytest.approx(0.01 / np.sqrt(3))
+  outcome = _render(
+    c3_qs4d,
+    numbers,
+    tmp_path,
+    **{
+      k: getattr(s, k) for k in ("bits", "ours_bits", "test_levels", "train_levels", "train_bits")
+    },
+  )
+  assert outcome.protocol == claims_common.AUTHORS
+  assert "| authors' | 6 bit | 94.0 +- 0.6 | 93.0 +- 0.6 | 91.0 +- 0.6 | 84.0 +- 0.6 |" in (
+    outcome.table
+  )
+  assert "| 6 bit | 94.0 +- 0.6 | 92.0 +- 0.6 (clean 94.0) |" in outcome.table
+  assert "2.00x fp" in outcome.summary
+  # Seeds 8 points apart: the SE bands meet, only the means satisfy the rule.
+  assert (
+    _judge(
+      c3_qs4d,
+      _noise_numbers(fp, six, four, seed_shift=0.08),
+      **{
+        k: getattr(s, k) for k in ("bits", "ours_bits", "test_levels", "train_levels", "train_bits")
+      },
+    )
+    == claims.PARTLY
+  )
+  # A QAT model no more robust than float: not supported; no eligible model: not supported.
+  assert c3_qs4d.judge(_noise_numbers(fp, fp, four), s)["verdict"] == claims.NOT_SUPPORTED
+  low = c3_qs4d.judge(_noise_numbers(fp, four, four), s)
+  assert low["verdict"] == claims.NOT_SUPPORTED and low["best"] is None
+
+
+def test_noise_claim_models_and_settings():
+  s = _noise_settings()
+  models = c3_qs4d.models(s)
+  # 3 widths + 2 of ours (fp again, 6 bit) + 2 trained with noise, 3 seeds each.
+  assert len(models) == 21
+  exp = experiment.from_config(_claim_config("c3_qs4d", "smoke"))
+  names = {m.name(exp) for m in models}
+  assert len(names) == 18  # Our float model is the authors' float model.
+  six = c3_qs4d.Model("qs4d", 6, 1).overrides()
+  assert six["quant.group_bits.a"] == 6 and six["quant.weight_bits"] == 32 and six["seed"] == 1
+  ours = c3_qs4d.Model("ours", 6, 0).overrides()
+  assert ours["quant.a_bar_bits"] == 6 and ours["quant.scheme"] == "ssm_aimc"
+  noisy = c3_qs4d.Model("qs4d", 32, 0, 0.05).overrides()
+  assert noisy["hardware.a_noise"] == 0.05 and noisy["hardware.train"]
+  assert noisy["hardware.device"] == "ideal"
+  for m in models:
+    experiment.override(exp, m.overrides())  # Every model a valid experiment.
+  with pytest.raises(errors.ConfigError, match="start at 0"):
+    _noise_settings(test_levels=(0.01, 0.02))
+  with pytest.raises(errors.ConfigError, match="float width"):
+    _noise_settings(bits=(8, 6))
 
 
 def _deployed(pcm, rram, gain=60.0):

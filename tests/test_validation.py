@@ -82,6 +82,8 @@ OUT_OF_DOMAIN = {
   "hardware.levels": [1],
   "hardware.mapping": ["row"],
   "hardware.output_noise": [-0.1],
+  "hardware.a_noise": [-0.01, float("nan")],
+  "hardware.a_noise_on": ["b"],
   "hardware.prog_noise_scale": [-1.0],
   "hardware.prog_noise_scales": [(-1.0,)],
   "hardware.ramp_epochs": [-1.0],

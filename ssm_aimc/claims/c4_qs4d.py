@@ -128,14 +128,6 @@ def prune_passes(exp, workdir: str, s: Settings) -> dict:
   return out
 
 
-def _current_key(stored: dict) -> dict:
-  """A stored greedy key as this version writes it: its experiment read back through
-  `experiment.from_config` (config fields added since at their defaults)."""
-  out = dict(stored)
-  out["experiment"] = experiment.to_dict(experiment.from_config(stored["experiment"]))
-  return out
-
-
 def measure(exp, runs_, workdir: str) -> dict:
   """Every (bits, seed) model trained, then pruned greedily per kind (kept in
   workdir/greedy/<model>.json): {"models": rows of name, bits, seed and per kind the
@@ -161,7 +153,7 @@ def measure(exp, runs_, workdir: str) -> dict:
       path,
       key,
       lambda name=name, model_exp=model_exp: prune_passes(model_exp, own.workdir(name), s),
-      normalise=_current_key,
+      normalise=common.current_key,
     )
     runs_.seconds[f"greedy {name}"] = kept.get("wall_time_s")
     if kept_before:  # Its time counts toward the claim's standalone time.

@@ -6,7 +6,7 @@ import difflib
 import os
 from collections.abc import Mapping
 
-from ssm_aimc import errors, figures
+from ssm_aimc import errors, experiment, figures
 
 SUPPORTED, PARTLY, NOT_SUPPORTED = "supported", "partly supported", "not supported"
 # Whose way of measuring a claim follows: the QS4D authors' (their code and figures) first,
@@ -118,3 +118,12 @@ def log_times_axis(ax) -> None:
   ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
   ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
   ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def current_key(stored: dict) -> dict:
+  """A stored cache key ({"experiment": to_dict, ...}, `workdir.cached_json`) as this
+  version writes it: its experiment read back through `experiment.from_config` (config
+  fields added since at their defaults)."""
+  out = dict(stored)
+  out["experiment"] = experiment.to_dict(experiment.from_config(stored["experiment"]))
+  return out

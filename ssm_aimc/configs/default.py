@@ -128,6 +128,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.hardware.adc_bits = 0  # Output ADC width; 0 = no ADC (ideal outputs).
   config.hardware.adc_bound = 12.0  # ADC range, in units of the full-scale output.
   config.hardware.output_noise = 0.0  # Additive output noise, same units.
+  # The QS4D authors' weight noise: std = a_noise x (max - min) of the tensor over the layer
+  # (real and imaginary parts apart), a fresh draw every forward pass, on what a_noise_on
+  # names: a (continuous-time A, theirs) | a_bar | c | weights (A, C and dense kernels).
+  # With hardware.device=ideal it is the only perturbation.
+  config.hardware.a_noise = 0.0
+  config.hardware.a_noise_on = "a"
   config.hardware.train = False  # Noise-aware training (needs enabled).
   config.hardware.ramp_epochs = 0.0  # Noise ramps linearly from 0 over these epochs.
   config.hardware.eval_seeds = 20  # Simulated chips (noise seeds) per evaluation.

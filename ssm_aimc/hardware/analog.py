@@ -56,6 +56,13 @@ RECURRENCES = ("residual", "direct", "digital")
 # draw) or once per forward pass on the weights (cheap: weight-sized draw, shared by the
 # batch and the time steps). BENCHMARKS.md "Analog simulation cost" has the price of each.
 READ_NOISE_DRAWS = ("product", "forward")
+# What the relative noise of `a_noise` (the QS4D authors' weight noise) perturbs: the
+# continuous-time A of every S4D layer (theirs), a_bar (this project's parameterisation),
+# the read-outs C, or every weight (A, C and the dense kernels).
+A_NOISE_TARGETS = ("a", "a_bar", "c", "weights")
+# The fold_in of a read key that draws the relative noise (`AnalogSpec.a_noise`): a stream
+# of its own, so the device's draws are the same with and without it.
+_RELATIVE_STREAM = 1000
 # Floor of a variance under a square root: keeps the gradient finite for an all-zero input.
 _VAR_FLOOR = 1e-30
 
@@ -78,6 +85,10 @@ class AnalogSpec:
     dac_bits, adc_bits: periphery widths (>= 16: off, as in `quant.fake_quant`).
     adc_bound: ADC range in units of the full-scale output r max|w|.
     output_noise: additive output noise std in the same units.
+    a_noise: relative weight noise (the QS4D authors' protocol): std = a_noise x the range
+      (max - min) of the perturbed tensor over the layer, real and imaginary parts apart,
+      a fresh draw at every forward pass (`noise.relative_noise`). Independent of the
+      device: on the ideal device it is the only perturbation.
 
   Static structure:
     device: the device preset.
@@ -90,6 +101,7 @@ class AnalogSpec:
       `levels` when `explicit_levels`, else the device's own (`has_levels`).
     explicit_levels: `levels` holds a level count of its own (not the device's).
     drift_compensation, stuck, dac, adc, output: which terms exist.
+    a_noise_on: what `a_noise` perturbs (A_NOISE_TARGETS); relative: whether it exists.
   What depends on the device is derived from it when used (`has_drift`, `has_levels`,
   `level_count`), so `dataclasses.replace(spec, device=...)` gives that device's spec.
   """
@@ -104,6 +116,7 @@ class AnalogSpec:
   adc_bits: jax.Array
   adc_bound: jax.Array
   output_noise: jax.Array
+  a_noise: jax.Array
   device: devices_lib.Device = _static(devices_lib.IDEAL)
   mapping: str = _static("column")
   recurrence: str = _static("digital")
@@ -116,6 +129,8 @@ class AnalogSpec:
   dac: bool = _static(False)
   adc: bool = _static(False)
   output: bool = _static(False)
+  a_noise_on: str = _static("a")
+  relative: bool = _static(False)
 
   @classmethod
   def make(
@@ -137,6 +152,8 @@ class AnalogSpec:
     mapping: str = "column",
     recurrence: str = "digital",
     read_noise_draw: str = "product",
+    a_noise: float = 0.0,
+    a_noise_on: str = "a",
   ) -> AnalogSpec:
     """Validates concrete settings and builds a spec (ConfigError on bad input).
 
@@ -147,6 +164,7 @@ class AnalogSpec:
       ("prog_noise_scale", prog_noise_scale),
       ("read_noise_scale", read_noise_scale),
       ("output_noise", output_noise),
+      ("a_noise", a_noise),
     ):
       if not (math.isfinite(value) and value >= 0):
         raise errors.ConfigError(f"{name} must be a finite number >= 0, got {value}.")
@@ -175,6 +193,8 @@ class AnalogSpec:
       raise errors.ConfigError(
         f"Unknown read_noise_draw {read_noise_draw!r}; valid: {READ_NOISE_DRAWS}."
       )
+    if a_noise_on not in A_NOISE_TARGETS:
+      raise errors.ConfigError(f"Unknown a_noise_on {a_noise_on!r}; valid: {A_NOISE_TARGETS}.")
     explicit_levels = levels not in (None, 0)
     if explicit_levels and (int(levels) != levels or levels < 2):
       raise errors.ConfigError(f"levels must be an integer >= 2, got {levels}.")
@@ -190,6 +210,7 @@ class AnalogSpec:
       adc_bits=f32(quant.bits_or_off(adc_bits)),
       adc_bound=f32(adc_bound),
       output_noise=f32(output_noise),
+      a_noise=f32(a_noise),
       device=device,
       mapping=mapping,
       recurrence=recurrence,
@@ -202,6 +223,8 @@ class AnalogSpec:
       dac=dac_bits not in (None, 0),
       adc=adc_bits not in (None, 0),
       output=output_noise > 0,
+      a_noise_on=a_noise_on,
+      relative=a_noise > 0,
     )
 
   @property
@@ -222,13 +245,26 @@ class AnalogSpec:
     return jnp.where(self.levels > 0, self.levels, jnp.float32(self.device.levels or 0))
 
   def scaled(self, factor) -> AnalogSpec:
-    """The same spec with programming and read noise multiplied by `factor` (traced ok):
-    the noise ramp of noise-aware training."""
+    """The same spec with programming, read and relative noise multiplied by `factor`
+    (traced ok): the noise ramp of noise-aware training."""
     return dataclasses.replace(
       self,
       prog_noise_scale=self.prog_noise_scale * factor,
       read_noise_scale=self.read_noise_scale * factor,
+      a_noise=self.a_noise * factor,
     )
+
+  def with_a_noise(self, sigma) -> AnalogSpec:
+    """The same spec with relative noise `sigma` (traced ok; the term exists whatever its
+    value, so one compiled program serves a sweep that starts at 0)."""
+    return dataclasses.replace(self, a_noise=jnp.asarray(sigma, jnp.float32), relative=True)
+
+  def perturbs(self, target: str) -> bool:
+    """Relative noise lands on `target` ("a", "a_bar", "c" or "dense") (static)."""
+    if not self.relative:
+      return False
+    on = self.a_noise_on
+    return on == target or (on == "weights" and target in ("a", "c", "dense"))
 
   def converters_only(self) -> AnalogSpec:
     """The same periphery (DAC, ADC, output noise, mapping) on the ideal device: no device
@@ -381,6 +417,8 @@ def analog_matmul(
     (..., out).
   """
   x_range = jax.lax.stop_gradient(jnp.abs(x_range))
+  if spec.perturbs("dense"):
+    w = noise.relative_noise(jax.random.fold_in(key_read, _RELATIVE_STREAM), w, spec.a_noise)
   if spec.dac:
     x = quant.fake_quant(x, spec.dac_bits, x_range / quant.q_max(spec.dac_bits))
   reduce_axes = 0 if spec.mapping == "column" else (0, 1)
@@ -409,13 +447,27 @@ def _perturb_real(key_program, key_read, w, spec: AnalogSpec, per_channel: bool,
   return w
 
 
+def perturb_a(key_read, a: jax.Array, spec: AnalogSpec) -> jax.Array:
+  """The continuous-time A (complex (H, n)) of one S4D layer with the spec's relative noise
+  when it lands on A (`AnalogSpec.perturbs`), else `a` itself; discretise the result."""
+  if not spec.perturbs("a"):
+    return a
+  return noise.relative_noise(jax.random.fold_in(key_read, _RELATIVE_STREAM), a, spec.a_noise)
+
+
+# The recurrence coefficients that `AnalogSpec.perturbs` names (A itself is perturbed in
+# `ssm_aimc.layers.S4D`, before discretisation).
+_RELATIVE_TARGET = {"a_bar": "a_bar", "c": "c", "c_reverse": "c"}
+
+
 def analog_ssm(key_program, key_read, p: dict, spec: AnalogSpec) -> dict:
   """The recurrence coefficients as the analog arrays hold them.
 
   Args:
     key_program, key_read: keys of the programming and of this forward pass's reads.
     p: {"a_bar", "b_bar", "c" (complex (H, n)), "d" (H,), optional "c_reverse"}.
-    spec: the analog spec (`recurrence` decides how a_bar is held).
+    spec: the analog spec (`recurrence` decides how a_bar is held; `a_noise` adds relative
+      noise to a_bar or C when `a_noise_on` names them, on a digital a_bar too).
 
   Returns:
     the same dict with perturbed coefficients.
@@ -423,10 +475,16 @@ def analog_ssm(key_program, key_read, p: dict, spec: AnalogSpec) -> dict:
   per_channel = spec.mapping == "column"
   out = dict(p)
   for i, name in enumerate(("a_bar", "b_bar", "c", "c_reverse", "d")):
-    if name not in p or (name == "a_bar" and spec.recurrence == "digital"):
+    if name not in p:
       continue
     kp, kr = jax.random.fold_in(key_program, i), jax.random.fold_in(key_read, i)
     value = p[name]
+    if spec.perturbs(_RELATIVE_TARGET.get(name, "")):
+      # The relative noise comes first (it models the stored value, whatever holds it).
+      value = noise.relative_noise(jax.random.fold_in(kr, _RELATIVE_STREAM), value, spec.a_noise)
+      out[name] = value
+    if name == "a_bar" and spec.recurrence == "digital":
+      continue
     if jnp.iscomplexobj(value):
       pair = jnp.stack([value.real, value.imag], axis=-1)
       offset = (
