@@ -139,8 +139,9 @@ def _noise(target: str, level: float, train: bool) -> dict:
 
 
 def _ours(s: Settings) -> tuple[int, ...]:
-  """The widths of our series: float (the same model as the authors' float) and ours_bits."""
-  return (grid.FLOAT_BITS, *s.ours_bits)
+  """The widths of our series: float (the same model as the authors' float) and ours_bits;
+  none without ours_bits."""
+  return (grid.FLOAT_BITS, *s.ours_bits) if s.ours_bits else ()
 
 
 def _bits_text(bits: int) -> str:
@@ -340,6 +341,8 @@ def table(numbers: dict, judged: dict, s: Settings) -> str:
         ]
       )
   text = common.markdown_table(header, body)
+  if not s.train_levels:
+    return text
   header = ["A", "clean, trained without noise (%)"]
   header += [f"trained and tested at {100 * v:g} % (%)" for v in s.train_levels]
   body = []
@@ -367,9 +370,12 @@ def figure(numbers: dict, s: Settings, task: str, workdir: str) -> None:
       ax.fill_between(x, mean - se, mean + se, color=line[0].get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("relative noise sigma (%)")
     ax.set_title(SERIES[series][1], fontsize=9)
-    ax.legend(fontsize=7, title="A" if series == "qs4d" else "a_bar", title_fontsize=7)
+    if widths:
+      ax.legend(fontsize=7, title="A" if series == "qs4d" else "a_bar", title_fontsize=7)
+    else:
+      ax.text(0.5, 0.5, "not run in this variant", ha="center", transform=ax.transAxes)
   ax_a.set_ylabel("test accuracy (%)")
-  for b in sorted(s.train_bits, reverse=True):
+  for b in sorted(s.train_bits, reverse=True) if s.train_levels else ():
     clean = curve(numbers, "qs4d", b)
     xs, ys, es = [0.0], [clean["clean"]], [clean["se"][0]]
     for level in s.train_levels:
@@ -380,9 +386,12 @@ def figure(numbers: dict, s: Settings, task: str, workdir: str) -> None:
     ax_train.errorbar(
       xs, 100 * np.array(ys), yerr=100 * np.array(es), marker="o", capsize=3, label=_bits_text(b)
     )
+  if s.train_levels:
+    ax_train.legend(fontsize=7, title="A", title_fontsize=7)
+  else:
+    ax_train.text(0.5, 0.5, "not run in this variant", ha="center", transform=ax_train.transAxes)
   ax_train.set_xlabel("relative noise sigma in training and test (%)")
   ax_train.set_title("noise in training and test (A quantized)", fontsize=9)
-  ax_train.legend(fontsize=7, title="A", title_fontsize=7)
   seeds = common.count(len(s.seeds), "seed")
   title = f"C3 noise on A ({task}, the authors' protocol; {seeds}, {s.draws} draws, +- SE)"
   common.finish_figure(fig, [ax_a, ax_ours, ax_train], title, workdir)
@@ -417,7 +426,9 @@ def summary(numbers: dict, judged: dict, s: Settings) -> str:
   ours = ", ".join(
     f"{_bits_text(b)} {_sigma_text(sig['ours'][b])}" for b in sorted(_ours(s), reverse=True)
   )
-  text += f" Every width of A: {others} %. Our series (a_bar quantized, noise on a_bar): {ours} %."
+  text += f" Every width of A: {others} %."
+  if ours:
+    text += f" Our series (a_bar quantized, noise on a_bar): {ours} %."
   text += " " + PAPER
   return text
 

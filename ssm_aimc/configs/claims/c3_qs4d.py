@@ -9,8 +9,8 @@ against relative Gaussian noise on the continuous-time A, one curve per bit widt
 2-layer S4D models on digits (H = 32, N = 16, 20 epochs, peak learning rate 2e-2: the size
 of configs/claims/c2_qs4d.py), trained from scratch in float or with QAT of A alone under
 the authors' scheme (quant.scheme = "qs4d", A at 10 ... 4 bits, every other group float),
-seeds 0, 1, 2. A second series quantizes a_bar instead (this project's scheme) at 6 and 4
-bits, with the noise on a_bar. Noise (hardware.a_noise, `noise.relative_noise`): std =
+seeds 0, 1, 2. A second series quantizes a_bar instead (this project's scheme) at 6 bits,
+with the noise on a_bar (and the float model with the noise on a_bar). Noise (hardware.a_noise, `noise.relative_noise`): std =
 sigma x (max - min) of each part of A over the layer, a fresh draw at every forward pass;
 sigma from 0 to 10 % at test only (the authors' 0-2 % and beyond: at 2 % the float digits
 model is still within 2 points; 20 draws per point, the levels vmapped in one program),
@@ -18,8 +18,8 @@ and float and 6-bit models trained with the noise at 5 % and 10 % evaluated at t
 level (the authors' "training + test" panel).
 
 `:mnist5k` (L = 784, the recurrence runs over 12x more steps): the mnist5k base at the C2
-size (2 layers, H = 32, N = 16, 5 epochs), seed 0, widths fp, 8, 6, 4; our series at 6
-bits; trained with the noise at 5 % in fp and at 6 bits.
+size (2 layers, H = 32, N = 16, 5 epochs), seed 0, widths fp, 6 and 4 bits, noise at test
+only (each model trains for ~10 min and each curve takes ~8 min on the 2-core CPU).
 
 Judged by `ssm_aimc.claims.c3_qs4d` with the rule fixed here before the run: sigma_10 is
 the noise level at which a model's mean accuracy (over seeds and draws) falls
@@ -49,13 +49,13 @@ def get_config(variant: str = ""):
     variant,
     "c3_qs4d",
     (),
-    bits=(32, 4) if smoke else (32, 8, 6, 4) if long else bits,
-    ours_bits=(4,) if smoke else (6,) if long else (6, 4),  # a_bar quantized, noise on it.
+    bits=(32, 4) if smoke else (32, 6, 4) if long else bits,
+    ours_bits=(4,) if smoke else () if long else (6,),  # a_bar quantized, noise on it.
     seeds=(0, 1, 2) if not (smoke or long) else (0,),
     test_levels=(0.0, 0.01) if smoke else levels,
     draws=2 if smoke else 20,  # Noise draws (each a fresh draw per batch) per point.
     draws_per_call=5 if long else 20,  # Draws vmapped together (memory at L = 784).
-    train_levels=(0.02,) if smoke else (0.05,) if long else (0.05, 0.1),
+    train_levels=(0.02,) if smoke else () if long else (0.05, 0.1),
     train_bits=(32,) if smoke else (32, 6),
     drop_points=10.0,  # sigma_10: where accuracy falls this many points below clean.
     clean_within_points=5.0,  # QAT models compared: clean accuracy within this of float.
