@@ -100,6 +100,11 @@ class DataConfig:
       every class of `hd_language`. Labels are the kept classes' ranks 0..k-1, so
       (0, 1) is the predecessor paper's binary task with labels 0, 1.
     hd_subsample: hd: keep every k-th audio sample (k = 8: 6966 steps at 48 kHz).
+    classes: every task but hd (which has `hd_classes`): the classes kept, distinct labels of
+      the task in [0, n_classes); () keeps all. The kept samples are relabelled by rank
+      0..k-1 and the model gets k outputs, so (0, 1) of digits is a binary task. Applied to
+      every split before the inputs are standardised (train-split statistics of the kept
+      classes).
     pathfinder_resolution: pathfinder: the image size (folder pathfinder<res>).
     pathfinder_difficulty: pathfinder: one of PATHFINDER_DIFFICULTIES (easy to hard).
   """
@@ -115,6 +120,7 @@ class DataConfig:
   hd_language: str = "english"
   hd_classes: tuple[int, ...] = ()
   hd_subsample: int = 1
+  classes: tuple[int, ...] = ()
   pathfinder_resolution: int = 32
   pathfinder_difficulty: str = "curv_baseline"
 
@@ -140,6 +146,20 @@ class DataConfig:
       and len(set(classes)) == len(classes)
     ):
       raise errors.ConfigError(f"data.hd_classes must be distinct integers 0..19, got {classes!r}")
+    kept = self.classes
+    if not (
+      isinstance(kept, tuple)
+      and all(_is_int(c) and c >= 0 for c in kept)
+      and len(set(kept)) == len(kept)
+      and len(kept) != 1
+    ):
+      raise errors.ConfigError(
+        f"data.classes must be () or at least 2 distinct integers >= 0, got {kept!r}"
+      )
+    if kept and self.task == "hd":
+      raise errors.ConfigError(
+        "data.classes is not used by task 'hd'; its classes are data.hd_classes"
+      )
     if not (_is_int(self.hd_subsample) and self.hd_subsample >= 1):
       raise errors.ConfigError(
         f"data.hd_subsample must be an integer >= 1, got {self.hd_subsample!r}"
@@ -276,14 +296,39 @@ def _split_test_train_val(
 def _finish(
   name: str, train: Split, val: Split, test: Split, config: DataConfig, n_classes: int = 10
 ) -> Dataset:
-  """Casts to float32/int32 and, if asked, standardises with train-split statistics."""
+  """Keeps `config.classes` (relabelled 0..k-1), casts to float32/int32 and, if asked,
+  standardises with train-split statistics."""
   splits = [
     Split(x=np.asarray(s.x, np.float32), y=np.asarray(s.y, np.int32)) for s in (train, val, test)
   ]
+  if config.classes:
+    splits, n_classes = keep_classes(splits, config.classes, n_classes, name), len(config.classes)
   if config.normalize:
     mean, std = _channel_stats(splits[0].x)
     splits = [Split(x=(s.x - mean) / std, y=s.y) for s in splits]
   return Dataset(name, *splits, n_classes=n_classes)
+
+
+def keep_classes(
+  splits: list[Split], classes: tuple[int, ...], n_classes: int, task: str
+) -> list[Split]:
+  """The samples of `classes` in every split, relabelled by the classes' ranks 0..k-1.
+
+  Raises:
+    errors.ConfigError: a class is not a label of the task (>= n_classes).
+  """
+  bad = [c for c in classes if c >= n_classes]
+  if bad:
+    raise errors.ConfigError(
+      f"data.classes {classes!r}: task {task!r} has classes 0..{n_classes - 1}, not {bad}"
+    )
+  rank = np.full(n_classes, -1, np.int32)
+  rank[sorted(classes)] = np.arange(len(classes), dtype=np.int32)
+  out = []
+  for s in splits:
+    keep = rank[s.y] >= 0
+    out.append(Split(x=s.x[keep], y=rank[s.y[keep]]))
+  return out
 
 
 def _channel_stats(x: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:

@@ -61,7 +61,12 @@ def energy_report(exp: experiment.Experiment, records: dict, seq_len: int):
   """
   d = exp.deploy
   mapping = crossbar.map_model(
-    records, d.chip.tile, exp.model.pooling, exp.hardware.recurrence, d.chip.mapping
+    records,
+    d.chip.tile,
+    exp.model.pooling,
+    exp.hardware.recurrence,
+    d.chip.mapping,
+    shared=d.share_tiles,
   )
   out = {"aimc": energy.aimc_energy(mapping, seq_len, d.adc_bits, d.dac_bits, d.energy)}
   periphery = energy.count_periphery_ops(mapping, seq_len, d.energy, array_ops=False)
@@ -251,6 +256,7 @@ def _results(exp, run, software: float, chips: dict, specs: dict, mapping, energ
       "read_rng": d.read_rng,
       "tile": mapping.totals()["tile"],
       "mapping": d.mapping,
+      "share_tiles": d.share_tiles,
       "hardware": {n: s.summary() for n, s in specs.items()},
     },
     "energy_constants": dataclasses.asdict(d.energy),
@@ -262,6 +268,7 @@ def report_markdown(results: dict, tables: dict, workdir: str) -> str:
   """deploy_report.md: what was deployed, accuracy per device, mapping and energy."""
   pct = lambda v: f"{100 * v:.2f} %"
   chip = results["chip"]
+  shared = ", matrices sharing tiles" if chip.get("share_tiles") else ""
   lines = [
     f"# Deployment report: {workdir}",
     "",
@@ -269,8 +276,8 @@ def report_markdown(results: dict, tables: dict, workdir: str) -> str:
     f"{results['checkpoint_step']}; quantization `{json.dumps(results['quant'])}`; "
     f"{results['params']} parameters, {results['memory_bits']:.4g} memory bits "
     f"({results['compression_vs_fp32']:.3g}x fewer than FP32).",
-    f"Chip: {chip['tile']} tiles, {chip['mapping']} mapping ({results['tiles']} tiles, lower "
-    f"bound {results['tiles_lower_bound']}, {results['mvm_cycles_per_step']} MVM cycles per "
+    f"Chip: {chip['tile']} tiles, {chip['mapping']} mapping{shared} ({results['tiles']} tiles, "
+    f"lower bound {results['tiles_lower_bound']}, {results['mvm_cycles_per_step']} MVM cycles per "
     f"step), recurrence `{chip['recurrence']}`, DAC {chip['dac_bits']} "
     f"bits, ADC {chip['adc_bits']} bits, digital periphery {chip['periphery_bits']} bits, "
     f"converter headroom {chip['headroom']}.",

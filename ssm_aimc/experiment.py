@@ -244,6 +244,7 @@ class DeployConfig:
   tile_cols: int = 64
   differential: bool = True
   mapping: str = "diagonal"
+  share_tiles: bool = False
   seeds: int = 20
   seeds_per_call: int = 5
   folder: str = "deploy"
@@ -259,6 +260,8 @@ class DeployConfig:
     for name in ("dac_bits", "adc_bits", "periphery_bits"):
       _widths(f"deploy.{name}", (getattr(self, name),))
     _one_of("deploy.mapping", self.mapping, crossbar.MAPPINGS)
+    if self.share_tiles and self.mapping != "diagonal":
+      _fail("deploy.share_tiles", "False with deploy.mapping='packed'", self.share_tiles)
     for name in filter(None, self.devices):
       _one_of("device in deploy.devices", name, devices.DEVICES)
     if not self.folder or os.sep in self.folder or self.folder in (".", ".."):

@@ -21,6 +21,7 @@ CONFIGS = [
   "qat_w4a8",
   "qat_ternary",
   "qs4d",
+  "imssa_chip",
 ]
 
 

@@ -47,6 +47,7 @@ OUT_OF_DOMAIN = {
   "num_epochs": [0],
   "seed": [-1],
   "model_name": ["s5"],
+  "data.classes": [(1,), (1, 1), (-1, 2)],
   "data.hd_classes": [(20,), (1, 1)],
   "data.hd_language": ["french"],
   "data.hd_subsample": [0],

@@ -44,6 +44,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.grayscale = False  # scifar: one luma input instead of R, G, B (QS4D's sCIFAR).
   config.data.hd_language = "english"  # hd: english (classes 0-9) | german (10-19) | all.
   config.data.hd_classes = ()  # hd: classes kept, relabelled 0..k-1; () all. (0, 1): binary.
+  # Every task but hd: the classes kept, relabelled 0..k-1 by rank; () all. (0, 1): binary.
+  config.data.classes = ()
   config.data.hd_subsample = 1  # hd: keep every k-th audio sample (8: 6966 steps).
   config.data.pathfinder_resolution = 32  # pathfinder: image size, 32 | 64 | 128 | 256.
   # pathfinder: curv_baseline (easy) | curv_contour_length_9 | curv_contour_length_14 (hard).
@@ -171,6 +173,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.deploy.tile_cols = 64
   config.deploy.differential = True  # G+/G- pair per weight, one ADC per pair.
   config.deploy.mapping = "diagonal"  # S4D blocks: diagonal (1 read) | packed (fewer tiles).
+  # diagonal: every matrix's pieces placed together, first fit, so that small matrices
+  # share tiles on disjoint rows and columns (False: each matrix on tiles of its own).
+  config.deploy.share_tiles = False
   config.deploy.seeds = 20  # Chips (noise seeds) per device.
   config.deploy.seeds_per_call = 5  # Chips simulated together by one vmapped call.
   config.deploy.folder = "deploy"  # Results go to workdir/<folder>.

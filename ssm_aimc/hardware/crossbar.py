@@ -42,6 +42,10 @@ Conventions, used everywhere in this file:
                 a shared column would sum them), so each tile reads its pieces in
                 several MVM cycles (`schedule_reads`: greedy, pieces on disjoint rows
                 and columns share a cycle).
+  With the diagonal mapping, `share_tiles` (`map_model(shared=True)`, `deploy.share_tiles`)
+  then places the pieces of all matrices together by the same no-shared-row-or-column rule,
+  so that small matrices (a 1 x 3 encoder, a 3 x 2 decoder) fill the corners other
+  matrices leave instead of taking tiles of their own; only the tile count changes.
 
   Reads.  One read (MVM cycle) of a tile drives the rows of the pieces it reads through
   their DACs and fires the ADCs of their columns only. Every device on a driven row
@@ -427,6 +431,64 @@ def place_blocks(
   return pack(block_shapes, tile)
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedPlacement:
+  """Where one piece of one matrix sits in a joint placement (`share_tiles`).
+
+  Attributes:
+    matrix: index of the matrix in the list given to `share_tiles` (`MappingReport.arrays`).
+    piece: index of the piece in that matrix's `TileUsage.placements`.
+    rows, cols: the piece's size in rows and logical columns.
+    tile: index of the tile that holds it.
+    row_offset, col_offset: its origin on that tile, in rows and LOGICAL columns.
+  """
+
+  matrix: int
+  piece: int
+  rows: int
+  cols: int
+  tile: int
+  row_offset: int
+  col_offset: int
+
+
+def share_tiles(usages: Sequence[TileUsage], tile: TileConfig) -> tuple[SharedPlacement, ...]:
+  """Places the pieces of several matrices together, so that small matrices share tiles.
+
+  The rule of `pack_blocks` (no two pieces of a tile share a row or a column: each piece
+  keeps its own DACs and ADCs, and reading one drives no device of another) applied to
+  every piece of every matrix at once: pieces in decreasing order of cells (stable), each
+  at the bottom-right corner of the first tile whose free rows and logical columns both
+  hold it (first fit decreasing), else on a new tile. Only the tile count and the
+  placement change: every piece is the same rectangle with the same inputs and outputs,
+  read in the same MVM as before (pieces of different matrices are read in the cycles of
+  their own matrices), so the MVMs, conversions and cell reads, hence the energy, latency
+  and the step-mode simulation, are those of the separate layout. Defined for diagonal
+  layouts only (`pack_blocks`, `tiles_for_matrix`): packed lanes share rows by design.
+
+  Args:
+    usages: every matrix's own layout (`MappedMatrix.usage`).
+    tile: the tile size.
+
+  Returns:
+    One `SharedPlacement` per piece, in the order of `usages` and their placements.
+  """
+  pieces = [
+    (m, i, p.rows, p.cols) for m, usage in enumerate(usages) for i, p in enumerate(usage.placements)
+  ]
+  cursors: list[list[int]] = []  # Per tile: [next free row, next free logical column].
+  placed = {}
+  for m, i, r, c in sorted(pieces, key=lambda q: -q[2] * q[3]):
+    fits = (t for t, (row, col) in enumerate(cursors) if row + r <= tile.rows)
+    t = next((t for t in fits if cursors[t][1] + c <= tile.logical_cols), len(cursors))
+    if t == len(cursors):
+      cursors.append([0, 0])
+    row, col = cursors[t]
+    placed[m, i] = SharedPlacement(m, i, r, c, t, row, col)
+    cursors[t] = [row + r, col + c]
+  return tuple(placed[m, i] for m, i, _, _ in pieces)
+
+
 # ---------------------------------------------------------------------------------------
 # The S4D read-out as a real row.
 # ---------------------------------------------------------------------------------------
@@ -554,10 +616,22 @@ class MappingReport:
   arrays: tuple[MappedMatrix, ...]
   digital: tuple[DigitalStage, ...]
   mapping: str = "diagonal"
+  shared: tuple[SharedPlacement, ...] | None = None
 
   @property
   def tiles(self) -> int:
+    """Tiles of the chip: the sum of every matrix's own tiles, or with `shared` the tiles of
+    the joint placement."""
+    if self.shared is not None:
+      return 1 + max((p.tile for p in self.shared), default=-1)
     return sum(a.tiles for a in self.arrays)
+
+  def matrix_tiles(self, index: int) -> int:
+    """Tiles that hold a piece of matrix `index` of `arrays` (with `shared`, tiles it shares
+    with other matrices count for each of them)."""
+    if self.shared is None:
+      return self.arrays[index].tiles
+    return len({p.tile for p in self.shared if p.matrix == index})
 
   @property
   def used_cells(self) -> int:
@@ -588,19 +662,20 @@ class MappingReport:
     return sum(a.cycles * a.mvms_per_step for a in self.arrays if not a.per_sequence)
 
   def rows(self) -> list[dict]:
-    """One JSON-ready dict per matrix: layer, kind, shape, tiles, used_cells, utilisation."""
+    """One JSON-ready dict per matrix: layer, kind, shape, tiles (`matrix_tiles`),
+    used_cells, utilisation (of those tiles)."""
     return [
       {
         "layer": a.layer,
         "kind": a.kind,
         "shape": list(a.shape),
-        "tiles": a.tiles,
+        "tiles": self.matrix_tiles(i),
         "used_cells": a.used_cells,
         "weight_cells": a.weight_cells,
-        "utilisation": a.utilisation,
+        "utilisation": a.used_cells / max(self.matrix_tiles(i) * self.tile.cells, 1),
         "cycles": a.cycles,
       }
-      for a in self.arrays
+      for i, a in enumerate(self.arrays)
     ]
 
   def totals(self) -> dict:
@@ -612,6 +687,7 @@ class MappingReport:
       "weight_cells": self.weight_cells,
       "utilisation": self.utilisation,
       "mapping": self.mapping,
+      "shared_tiles": self.shared is not None,
       "tiles_lower_bound": self.tiles_lower_bound,
       "tiles_vs_bound": self.tiles / max(self.tiles_lower_bound, 1),
       "utilisation_at_bound": self.utilisation_at_bound,
@@ -643,6 +719,11 @@ def format_mapping_table(report: MappingReport) -> str:
     f"{t['tiles_lower_bound']} tiles ({t['utilisation_at_bound']:.1%} utilisation): "
     f"{t['tiles_vs_bound']:.2f}x the bound; MVM cycles per step {t['mvm_cycles_per_step']}"
   )
+  if report.shared is not None:
+    lines.append(
+      "  matrices share tiles (crossbar.share_tiles, disjoint rows and columns): a matrix's "
+      "tiles count every tile holding a piece of it"
+    )
   return "\n".join(lines)
 
 
@@ -718,6 +799,7 @@ def map_model(
   pooling: str = "mean",
   recurrence: str = "direct",
   mapping: str = "diagonal",
+  shared: bool = False,
 ) -> MappingReport:
   """Maps the deployed records of a whole model onto tiles.
 
@@ -743,6 +825,9 @@ def map_model(
       recurrence array; a digital "recurrence" stage per mode).
     mapping: how the per-channel S4D blocks go onto tiles, "diagonal" (`pack_blocks`) or
       "packed" (`pack_lanes`); dense matrices are tiled the same way in both.
+    shared: with the diagonal mapping, place the pieces of all matrices together
+      (`share_tiles`: small matrices share tiles) instead of giving every matrix tiles of
+      its own; the tile count changes, nothing else.
 
   Returns:
     `MappingReport`.
@@ -753,6 +838,8 @@ def map_model(
   if recurrence not in RECURRENCES:
     raise errors.ConfigError(f"Unknown recurrence {recurrence!r}; valid: {RECURRENCES}.")
   check_mapping(mapping)
+  if shared and mapping != "diagonal":
+    raise errors.ConfigError(f"Shared tiles need the diagonal mapping, got {mapping!r}.")
   s4d_layers = [_parent(p) for p in records if p.rsplit("/", 1)[-1] == "a_bar"]
   arrays, digital = [], []
   for path, record in records.items():
@@ -789,7 +876,10 @@ def map_model(
       digital.append(
         DigitalStage(a.layer, "partial_sum", a.partial_sums_per_mvm * mvms, a.per_sequence)
       )
-  return MappingReport(tile=tile, arrays=tuple(arrays), digital=tuple(digital), mapping=mapping)
+  joint = share_tiles([a.usage for a in arrays], tile) if shared else None
+  return MappingReport(
+    tile=tile, arrays=tuple(arrays), digital=tuple(digital), mapping=mapping, shared=joint
+  )
 
 
 def _dense_layer(
