@@ -40,10 +40,12 @@ def _records():
   if _WORKDIR.value:
     run = train.load_for_inference(config, _WORKDIR.value)
     setup, params, spec = run.setup, run.params, run.exp.quant.spec
+    stats = run.batch_stats
   else:
     setup = runner.build(train.as_experiment(config))
-    params, spec = runner.init_params(setup, setup.exp.seed), None
-  records = models.deployed_tensors(setup.model, params, spec, setup.example)
+    variables = runner.init_variables(setup, setup.exp.seed)  # BatchNorm: its statistics too.
+    params, stats, spec = variables["params"], variables.get("batch_stats"), None
+  records = models.deployed_tensors(setup.model, params, spec, setup.example, stats)
   return records, setup.exp.model.pooling, setup.dataset.seq_len
 
 
