@@ -34,10 +34,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ssm_aimc tests configs launch.py bench
 
-## The paper's claims (configs/claims/c*.py; C1, C2 and C4 by the authors' protocol and by ours),
+## The paper's claims (configs/claims/c*.py; C1 to C4 by the authors' protocol and by ours),
 ## one after another on one shared models folder (the float model is trained once), then
 ## CLAIMS.md with a verdict and a figure per claim (figures in docs/claims/).
-## The long-sequence case, the authors' C1, C2 and C4 on mnist5k (L = 784) into CLAIMS_mnist5k.md:
+## The long-sequence case, the authors' C1 to C4 on mnist5k (L = 784) into CLAIMS_mnist5k.md:
 ##   make reproduce VARIANT=:mnist5k
 ## Paper scale on a GPU:
 ##   make reproduce VARIANT=:paper FLAGS=--config.data.data_dir=/path/to/mnist

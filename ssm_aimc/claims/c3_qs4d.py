@@ -344,19 +344,31 @@ def table(numbers: dict, judged: dict, s: Settings) -> str:
   if not s.train_levels:
     return text
   header = ["A", "clean, trained without noise (%)"]
-  header += [f"trained and tested at {100 * v:g} % (%)" for v in s.train_levels]
+  for v in s.train_levels:
+    header += [f"at {100 * v:g} %: trained without (%)", f"at {100 * v:g} %: trained with (%)"]
   body = []
   for b in sorted(s.train_bits, reverse=True):
     clean = curve(numbers, "qs4d", b)
     row = [_bits_text(b), _pct_se(clean["clean"], clean["se"][0])]
     for level in s.train_levels:
+      without = _at_level(clean, level)
+      row.append("" if without is None else _pct_se(*without))
       c = curve(numbers, "qs4d", b, level)
       row.append(f"{_pct_se(c['mean'][1], c['se'][1])} (clean {100 * c['clean']:.1f})")
     body.append(row)
   return (
     text + "\n\nNoise in training and test (the authors' panel d): each model trained with the "
-    "noise at that level and tested with it.\n\n" + common.markdown_table(header, body)
+    "noise at that level and tested with it, beside the model trained without it (the curve "
+    "above).\n\n" + common.markdown_table(header, body)
   )
+
+
+def _at_level(c: dict, level: float) -> tuple[float, float] | None:
+  """(mean, SE) of curve `c` at `level` when it was evaluated there, else None."""
+  for v, m, e in zip(c["levels"], c["mean"], c["se"], strict=True):
+    if math.isclose(v, level):
+      return m, e
+  return None
 
 
 def figure(numbers: dict, s: Settings, task: str, workdir: str) -> None:
@@ -383,8 +395,16 @@ def figure(numbers: dict, s: Settings, task: str, workdir: str) -> None:
       xs.append(100 * level)
       ys.append(c["mean"][1])
       es.append(c["se"][1])
-    ax_train.errorbar(
+    line = ax_train.errorbar(
       xs, 100 * np.array(ys), yerr=100 * np.array(es), marker="o", capsize=3, label=_bits_text(b)
+    )
+    upto = [i for i, v in enumerate(clean["levels"]) if v <= max(s.train_levels) + 1e-12]
+    ax_train.plot(
+      [100 * clean["levels"][i] for i in upto],
+      [100 * clean["mean"][i] for i in upto],
+      ls="--",
+      color=line[0].get_color(),
+      label=f"{_bits_text(b)}, trained without noise",
     )
   if s.train_levels:
     ax_train.legend(fontsize=7, title="A", title_fontsize=7)
@@ -400,9 +420,11 @@ def figure(numbers: dict, s: Settings, task: str, workdir: str) -> None:
 def summary(numbers: dict, judged: dict, s: Settings) -> str:
   sig = judged["sigma"]
   fp = sig["qs4d"][grid.FLOAT_BITS]
-  n = len(numbers["models"])
+  # Our series' float model is the authors' float model, evaluated once more.
+  n = sum(1 for r in numbers["models"] if r["series"] == "qs4d" or r["bits"] < grid.FLOAT_BITS)
   text = (
-    f"{n} models ({common.count(len(s.seeds), 'seed')} each), {s.draws} noise draws per point. "
+    f"{n} models trained ({common.count(len(s.seeds), 'seed')} each), {s.draws} noise draws "
+    "per point. "
     f"sigma_10 (accuracy {s.drop_points:g} points below clean; range from mean -/+ SE): "
     f"fp {_sigma_text(fp)} %"
   )
@@ -429,6 +451,16 @@ def summary(numbers: dict, judged: dict, s: Settings) -> str:
   text += f" Every width of A: {others} %."
   if ours:
     text += f" Our series (a_bar quantized, noise on a_bar): {ours} %."
+  for level in s.train_levels[-1:]:
+    fp_clean = curve(numbers, "qs4d", grid.FLOAT_BITS)
+    without = _at_level(fp_clean, level)
+    with_noise = curve(numbers, "qs4d", grid.FLOAT_BITS, level)["mean"][1]
+    if without is not None:
+      text += (
+        f" Training with the noise is what helps: at {100 * level:g} % the float model "
+        f"scores {100 * with_noise:.1f} % trained with it against {100 * without[0]:.1f} % "
+        "trained without."
+      )
   text += " " + PAPER
   return text
 
