@@ -17,7 +17,6 @@ import os
 import numpy as np
 
 from ssm_aimc import errors, experiment, noise_eval, runs, train
-from ssm_aimc import workdir as workdir_lib
 from ssm_aimc.claims import c3_robustness, common, grid
 
 ID, TITLE, PROTOCOL = "C3", c3_robustness.TITLE, common.AUTHORS
@@ -205,20 +204,15 @@ def measure(exp, runs_, workdir: str) -> dict:
       "levels": levels,
       "draws": s.draws,
     }
-    path = os.path.join(workdir, NOISE_DIR, f"{name}_noise_on_{target}.json")
-    kept_before = os.path.exists(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    kept = workdir_lib.cached_json(
-      path,
+    kept = common.kept(
+      runs_,
+      os.path.join(workdir, NOISE_DIR, f"{name}_noise_on_{target}.json"),
       key,
       lambda name=name, target=target, levels=levels: noise_accuracies(
         own.experiment(name), own.workdir(name), target, levels, s
       ),
-      normalise=common.current_key,
+      f"noise {name}",
     )
-    runs_.seconds[f"noise {name}"] = kept.get("wall_time_s")
-    if kept_before:
-      runs_.reused.append(f"noise {name}")
     rows.append(
       {**dataclasses.asdict(m), **{k: kept[k] for k in ("digital", "levels", "accuracies")}}
     )

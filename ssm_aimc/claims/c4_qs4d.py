@@ -146,18 +146,13 @@ def measure(exp, runs_, workdir: str) -> dict:
       "kinds": s.kinds,
       "tolerance_points": s.tolerance_points,
     }
-    path = os.path.join(workdir, GREEDY_DIR, f"{name}.json")
-    kept_before = os.path.exists(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    kept = workdir_lib.cached_json(
-      path,
+    kept = common.kept(
+      runs_,
+      os.path.join(workdir, GREEDY_DIR, f"{name}.json"),
       key,
       lambda name=name, model_exp=model_exp: prune_passes(model_exp, own.workdir(name), s),
-      normalise=common.current_key,
+      f"greedy {name}",
     )
-    runs_.seconds[f"greedy {name}"] = kept.get("wall_time_s")
-    if kept_before:  # Its time counts toward the claim's standalone time.
-      runs_.reused.append(f"greedy {name}")
     bits = model_exp.quant.weight_bits if model_exp.quant.enabled else grid.FLOAT_BITS
     rows.append(
       {"name": name, "bits": int(bits), "seed": model_exp.seed, **{k: kept[k] for k in s.kinds}}

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 
 from ssm_aimc import errors, experiment, figures
+from ssm_aimc import workdir as workdir_lib
 
 SUPPORTED, PARTLY, NOT_SUPPORTED = "supported", "partly supported", "not supported"
 # Whose way of measuring a claim follows: the QS4D authors' (their code and figures) first,
@@ -127,3 +128,17 @@ def current_key(stored: dict) -> dict:
   out = dict(stored)
   out["experiment"] = experiment.to_dict(experiment.from_config(stored["experiment"]))
   return out
+
+
+def kept(runs_, path: str, key: dict, compute, stage: str) -> dict:
+  """compute()'s dict kept in the JSON file `path` under `key` (`workdir.cached_json`, a
+  stored key read back by `current_key`): its time goes into runs_.seconds[stage], and the
+  stage into runs_.reused when an earlier process made it (so that the claim's standalone
+  time counts it)."""
+  kept_before = os.path.exists(path)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  result = workdir_lib.cached_json(path, key, compute, normalise=current_key)
+  runs_.seconds[stage] = result.get("wall_time_s")
+  if kept_before:
+    runs_.reused.append(stage)
+  return result
