@@ -15,15 +15,17 @@ $(STAMP): pyproject.toml
 
 ## The whole pipeline on scikit-learn digits: train the default S4D (float, 12 epochs),
 ## fine-tune it with QAT (4-bit weights, 8-bit activations) and noise-aware training on
-## PCM-like noise (3 epochs), then deploy it on 5 simulated PCM and 5 RRAM chips (step by
-## step, 8-bit DAC/ADC) and print the cost, accuracy and energy tables. Sized to finish in
+## PCM-like noise (3 epochs, evaluated on 5 chips), then deploy it on 5 simulated PCM and
+## 5 RRAM chips (step by step, 8-bit DAC/ADC) and print the cost, accuracy and energy
+## tables. Sized to finish in
 ## about 5 minutes on a 2-core CPU; the configs' own epochs (60 and 20) are the README's
 ## result tables. Again into the same WORKDIR resumes (or re-evaluates);
 ## `make demo WORKDIR=runs/x` for a new run.
 demo: $(STAMP)
 	$(PY) launch.py --config=configs/default.py --workdir=$(WORKDIR)/float --config.num_epochs=12
 	$(PY) launch.py --config=configs/noise_aware_w4a8.py --workdir=$(WORKDIR)/qat_noise_aware \
-	  --config.init_checkpoint=$(WORKDIR)/float --config.num_epochs=3
+	  --config.init_checkpoint=$(WORKDIR)/float --config.num_epochs=3 \
+	  --config.hardware.eval_seeds=5 --config.hardware.seeds_per_call=5
 	$(PY) launch.py --config=configs/noise_aware_w4a8.py --workdir=$(WORKDIR)/qat_noise_aware \
 	  --config.deploy.seeds=5 --mode=deploy
 
