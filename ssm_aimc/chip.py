@@ -73,6 +73,8 @@ from ssm_aimc.hardware import devices as devices_lib
 from ssm_aimc.hardware import rng as rng_lib
 
 RECURRENCES = analog_lib.RECURRENCES
+# Per-mode gain trims of a recurrence on the arrays (`ChipConfig.recurrence_gain`).
+RECURRENCE_GAINS = ("off", "decay")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +91,13 @@ class ChipConfig:
       counter hash, ~5x cheaper on a CPU) or "threefry" (`jax.random.normal`).
     mapping: how the per-channel S4D blocks sit on the tiles (`crossbar.MAPPINGS`):
       "diagonal" or "packed"; it decides where a block is cut into row pieces.
+    recurrence_gain: per-mode gain trim of a recurrence held on the arrays
+      (`RECURRENCE_GAINS`): "off", or "decay": after programming, each mode's 2 x 2 block
+      is measured on the chip (`measured_transitions`) and the periphery multiplies the
+      new state by |a_bar| / (spectral radius of the measured transition), one real factor
+      per mode and step (`recurrence_gains`), so every mode decays at its trained rate.
+    gain_reads: reads averaged per measured weight for "decay": 0 takes the programmed
+      weights exactly (infinitely many reads), k >= 1 leaves read noise of std / sqrt(k).
   """
 
   tile: crossbar.TileConfig = crossbar.TileConfig()
@@ -96,6 +105,8 @@ class ChipConfig:
   headroom: float = 1.0
   read_rng: str = "hash"
   mapping: str = "diagonal"
+  recurrence_gain: str = "off"
+  gain_reads: int = 0
 
   def __post_init__(self):
     quant.validate_bits(self.periphery_bits)
@@ -104,6 +115,14 @@ class ChipConfig:
       raise errors.ConfigError(f"Unknown read_rng {self.read_rng!r}; valid: {rng_lib.RNGS}.")
     if not (math.isfinite(self.headroom) and self.headroom > 0):
       raise errors.ConfigError(f"headroom must be a number > 0, got {self.headroom}.")
+    if self.recurrence_gain not in RECURRENCE_GAINS:
+      raise errors.ConfigError(
+        f"Unknown recurrence_gain {self.recurrence_gain!r}; valid: {RECURRENCE_GAINS}."
+      )
+    if isinstance(self.gain_reads, bool) or int(self.gain_reads) != self.gain_reads:
+      raise errors.ConfigError(f"gain_reads must be an integer >= 0, got {self.gain_reads!r}.")
+    if self.gain_reads < 0:
+      raise errors.ConfigError(f"gain_reads must be an integer >= 0, got {self.gain_reads!r}.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,6 +287,89 @@ def program_arrays(key: jax.Array, arrays: dict, spec: analog_lib.AnalogSpec) ->
   return out
 
 
+def measured_transitions(
+  key: jax.Array,
+  array: ProgrammedArray,
+  r_state: jax.Array,
+  recurrence: str,
+  spec: analog_lib.AnalogSpec,
+  reads: int = 0,
+) -> jax.Array:
+  """Each mode's 2 x 2 state transition as the programmed recurrence array realises it.
+
+  The measurement drives the state rows with known inputs (the unit vectors) and reads the
+  two state columns: `reads` reads averaged per weight (read noise std / sqrt(reads)), or
+  with `reads` 0 the programmed weights exactly. The rows of the array hold the weights
+  times the state range `r_state` (H, n) (`ideal_arrays`), which is divided out.
+
+  Returns:
+    T (H, n, 2, 2) real with (Re s', Im s') = T (Re s, Im s) for u = 0: the array's own
+    matrix for "direct", the identity plus it for "residual" (the state register's add).
+  """
+  if recurrence not in ("direct", "residual"):
+    raise errors.ConfigError(f"No recurrence array to measure for recurrence={recurrence!r}.")
+  w = array.w[..., :2, :]
+  if reads > 0 and array.read_std is not None:
+    noise = jax.random.normal(key, w.shape, w.dtype) / math.sqrt(reads)
+    w = w + spec.read_noise_scale * array.read_std[..., :2, :] * noise
+  t = jnp.swapaxes(w, -1, -2) / r_state[..., None, None]
+  if recurrence == "residual":
+    t = t + jnp.eye(2, dtype=t.dtype)
+  return t
+
+
+def spectral_radius_2x2(t: jax.Array) -> jax.Array:
+  """max |eigenvalue| of real 2 x 2 matrices t (..., 2, 2), in closed form."""
+  trace = t[..., 0, 0] + t[..., 1, 1]
+  det = t[..., 0, 0] * t[..., 1, 1] - t[..., 0, 1] * t[..., 1, 0]
+  disc = 0.25 * trace**2 - det
+  complex_pair = jnp.sqrt(jnp.maximum(det, 0.0))  # |lambda| of a conjugate pair.
+  real_pair = 0.5 * jnp.abs(trace) + jnp.sqrt(jnp.maximum(disc, 0.0))
+  return jnp.where(disc < 0, complex_pair, real_pair)
+
+
+def recurrence_gains(a_bar: jax.Array, transition: jax.Array) -> jax.Array:
+  """Per-mode digital gains |a_bar| / rho(T), (H, n): the trim that gives each measured
+  transition T (`measured_transitions`) the trained decay |a_bar|. A mode whose measured
+  radius is 0 keeps gain 1."""
+  rho = spectral_radius_2x2(transition)
+  return jnp.where(rho > 0, jnp.abs(a_bar) / jnp.where(rho > 0, rho, 1.0), 1.0)
+
+
+def chip_gains(
+  key: jax.Array,
+  manifest: dict,
+  tensors: dict,
+  ranges: dict,
+  chip: dict,
+  spec: analog_lib.AnalogSpec,
+  config: ChipConfig,
+  recurrence: str,
+) -> dict:
+  """{block_i/s4d: gains (H, n)} of a programmed chip under `config.recurrence_gain`, or {}
+  when it is "off" (ConfigError for a trim of a digital recurrence)."""
+  if config.recurrence_gain == "off":
+    return {}
+  if recurrence == "digital":
+    raise errors.ConfigError(
+      f"recurrence_gain={config.recurrence_gain!r} trims a recurrence held on the arrays; "
+      "with recurrence='digital' a_bar is exact and there is nothing to measure."
+    )
+  out = {}
+  for i in range(_n_layers(manifest)):
+    path = f"block_{i}/s4d"
+    t = measured_transitions(
+      jax.random.fold_in(key, i),
+      chip[f"{path}/recurrence"],
+      ranges[f"{path}/state"],
+      recurrence,
+      spec,
+      config.gain_reads,
+    )
+    out[path] = recurrence_gains(tensors[f"{path}/a_bar"], t)
+  return out
+
+
 def _quantize(x, bits, r):
   """x rounded to `bits` over [-r, r] (clipped); identity for bits >= 16."""
   return quant.fake_quant(x, bits, r / quant.q_max(bits))
@@ -361,10 +463,11 @@ def _digital_recurrence(a_bar: jax.Array, b_bar: jax.Array, state: jax.Array, u:
   )
 
 
-def _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence):
+def _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence, gain=None):
   """One step of S4D layer `path`: state (B, H, n, 2) real s_{k-1}, u (B, H) the layer's
   input (on its own quantizer's grid) -> (s_k, y_k (B, H)). `mvm(name, v, out_name)` reads
-  an array."""
+  an array; `gain` (H, n), if given, multiplies the new state of an analog recurrence
+  (`recurrence_gains`)."""
   batch = state.shape[0]
   u_n = per.dac(f"{path}/u", u, axes=None)
   r_state = ranges[f"{path}/state"][..., None]
@@ -375,10 +478,11 @@ def _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence):
     s_n = per.dac(f"{path}/state", state, (0, 3), r_state)
     v = jnp.concatenate([s_n, jnp.broadcast_to(u_n[:, :, None, None], s_n[..., :1].shape)], -1)
     update = mvm(f"{path}/recurrence", v, f"{path}/update")
-    if recurrence == "direct":
-      new = update  # The ADC's codes over the state range.
-    else:
-      new = per.store(f"{path}/state", state + update, (0, 3), r_state)
+    new = update if recurrence == "direct" else state + update  # direct: the ADC's codes.
+    if gain is not None:
+      new = gain[..., None] * new
+    if gain is not None or recurrence == "residual":
+      new = per.store(f"{path}/state", new, (0, 3), r_state)
   s_n = per.dac(f"{path}/state", new, (0, 3), r_state)
   v = jnp.concatenate([s_n.reshape(batch, s_n.shape[1], -1), u_n[..., None]], -1)
   y = mvm(f"{path}/readout", v, f"{path}/readout/out")
@@ -396,8 +500,10 @@ def _forward(
   config: ChipConfig,
   recurrence: str,
   record: bool = False,
+  gains: dict | None = None,
 ):
   """The step program over x (B, L, d_in): (logits (B, classes), stats of the calibration).
+  `gains`: {S4D path: per-mode gains} of `chip_gains` (none: {} or None).
 
   Per step: encoder MVM -> per block [norm -> recurrence MVM (+ digital a_bar or old state)
   -> state register -> read-out MVM -> GELU -> output MVM -> GLU gate or ReLU (-> residual)]
@@ -436,7 +542,8 @@ def _forward(
 
       def s4d(z, path=f"{block}/s4d", state=state):
         u = _model_input(manifest, path, z)
-        new, y = _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence)
+        gain = (gains or {}).get(path)
+        new, y = _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence, gain)
         new_states.append(new)
         return y
 
@@ -566,7 +673,11 @@ def run(
   config = config or ChipConfig()
   arrays = ideal_arrays(manifest, tensors, ranges, recurrence)
   chip = program_arrays(key_program, arrays, spec)
-  logits, _ = _forward(manifest, tensors, chip, ranges, x, key_read, spec, config, recurrence)
+  key_gain = jax.random.fold_in(key_program, len(arrays))  # Not a key of program_arrays.
+  gains = chip_gains(key_gain, manifest, tensors, ranges, chip, spec, config, recurrence)
+  logits, _ = _forward(
+    manifest, tensors, chip, ranges, x, key_read, spec, config, recurrence, gains=gains
+  )
   return logits
 
 

@@ -251,6 +251,8 @@ def _results(exp, run, software: float, chips: dict, specs: dict, mapping, energ
       "read_rng": d.read_rng,
       "tile": mapping.totals()["tile"],
       "mapping": d.mapping,
+      "recurrence_gain": d.recurrence_gain,
+      "gain_reads": d.gain_reads,
       "hardware": {n: s.summary() for n, s in specs.items()},
     },
     "energy_constants": dataclasses.asdict(d.energy),
