@@ -443,10 +443,19 @@ class _Periphery:
     return _quantize(x, self.config.periphery_bits, r)
 
 
+def _qs4d_activations_on(manifest: dict) -> bool:
+  """A qs4d export quantizes an activation or the state (per-sequence absmax grids)."""
+  info = manifest.get("quant") or {}
+  inputs = manifest["input_quantizers"].values()
+  state_on = float(info.get("state_bits", quant.OFF_BITS)) < quant.OFF_THRESHOLD
+  return state_on or any(float(q["bits"]) < quant.OFF_THRESHOLD for q in inputs)
+
+
 def _model_input(manifest: dict, path: str, x):
-  """The model's own activation quantizer on a matrix input (a QAT model's grid)."""
+  """The model's own activation quantizer on a matrix input (a QAT model's grid); none for
+  a float input (off: a qs4d export with only weights quantized records no step)."""
   q = manifest["input_quantizers"].get(path)
-  if q is None:
+  if q is None or float(q["bits"]) >= quant.OFF_THRESHOLD:
     return x
   return quant.fake_quant(x, q["bits"], jnp.float32(q["scale"]))
 
@@ -616,11 +625,13 @@ def calibrate(
   """
   config = config or ChipConfig()
   check_streamable(tensors)
-  if (manifest.get("quant") or {}).get("scheme") == "qs4d":
+  info = manifest.get("quant") or {}
+  if info.get("scheme") == "qs4d" and _qs4d_activations_on(manifest):
     raise errors.ConfigError(
-      "The step-mode chip runs exports of the ssm_aimc quantization scheme only: the qs4d "
-      "scheme scales every activation by its sequence's absmax, which no converter range "
-      "fixed before the sequence starts can hold."
+      "The step-mode chip runs exports of the ssm_aimc quantization scheme only, or qs4d "
+      "exports whose activations and state are float: the qs4d scheme scales every "
+      "activation by its sequence's absmax, which no converter range fixed before the "
+      "sequence starts can hold."
     )
   unit = _unit_ranges(manifest, tensors)
   ideal = analog_lib.AnalogSpec.make(devices_lib.IDEAL, drift=False)

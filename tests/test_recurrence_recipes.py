@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import chip, errors, experiment, export
+from ssm_aimc import chip, errors, experiment, export, quant
 from ssm_aimc.configs import default
 from ssm_aimc.hardware import analog, devices
 from tests import test_export
@@ -126,3 +126,22 @@ def test_gain_trim_of_a_digital_recurrence_raises_config_error():
   config.deploy.recurrence_gain = "sometimes"
   with pytest.raises(errors.ConfigError, match="recurrence_gain"):
     experiment.from_config(config)
+
+
+def test_qs4d_export_with_float_activations_runs_on_the_chip(tmp_path):
+  """The QS4D authors' low-bit A with every activation and the state float: the export has
+  no per-sequence grid, so the ideal chip (recurrence on the arrays) computes it exactly;
+  with 8-bit activations it is still refused."""
+  spec = quant.QuantSpec.qs4d(32, 32, a_bits=4)
+  model, variables, x, arch = test_export.build_variables("s4d", spec, batch=4)
+  export.export_model(model, variables["params"], spec, x[:1], str(tmp_path), arch, None)
+  manifest, tensors = export.load_export(str(tmp_path))
+  reference = export.forward(manifest, tensors, x)
+  config = chip.ChipConfig()
+  ranges = chip.calibrate(manifest, tensors, x, "direct", config)
+  keys = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+  logits = chip.run(manifest, tensors, ranges, x, *keys, IDEAL, config, "direct")
+  np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)
+  manifest["input_quantizers"] = {k: {"bits": 8.0} for k in manifest["input_quantizers"]}
+  with pytest.raises(errors.ConfigError, match="qs4d"):
+    chip.calibrate(manifest, tensors, x, "direct", config)
