@@ -98,6 +98,9 @@ class ChipConfig:
       per mode and step (`recurrence_gains`), so every mode decays at its trained rate.
     gain_reads: reads averaged per measured weight for "decay": 0 takes the programmed
       weights exactly (infinitely many reads), k >= 1 leaves read noise of std / sqrt(k).
+    gain_time_s: seconds after programming at which the trim is measured (the same chip,
+      its drift at that time); < 0 measures it at the inference time itself (a trim
+      re-measured whenever the chip is used).
   """
 
   tile: crossbar.TileConfig = crossbar.TileConfig()
@@ -107,6 +110,7 @@ class ChipConfig:
   mapping: str = "diagonal"
   recurrence_gain: str = "off"
   gain_reads: int = 0
+  gain_time_s: float = -1.0
 
   def __post_init__(self):
     quant.validate_bits(self.periphery_bits)
@@ -123,6 +127,8 @@ class ChipConfig:
       raise errors.ConfigError(f"gain_reads must be an integer >= 0, got {self.gain_reads!r}.")
     if self.gain_reads < 0:
       raise errors.ConfigError(f"gain_reads must be an integer >= 0, got {self.gain_reads!r}.")
+    if not math.isfinite(self.gain_time_s):
+      raise errors.ConfigError(f"gain_time_s must be a finite number, got {self.gain_time_s}.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -685,7 +691,12 @@ def run(
   arrays = ideal_arrays(manifest, tensors, ranges, recurrence)
   chip = program_arrays(key_program, arrays, spec)
   key_gain = jax.random.fold_in(key_program, len(arrays))  # Not a key of program_arrays.
-  gains = chip_gains(key_gain, manifest, tensors, ranges, chip, spec, config, recurrence)
+  measured = chip
+  if config.recurrence_gain != "off" and config.gain_time_s >= 0:
+    # The same chip (same key: programming noise and drift exponents) at the trim's time.
+    at = dataclasses.replace(spec, t_inference=jnp.asarray(config.gain_time_s, jnp.float32))
+    measured = program_arrays(key_program, arrays, at)
+  gains = chip_gains(key_gain, manifest, tensors, ranges, measured, spec, config, recurrence)
   logits, _ = _forward(
     manifest, tensors, chip, ranges, x, key_read, spec, config, recurrence, gains=gains
   )

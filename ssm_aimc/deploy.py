@@ -253,6 +253,7 @@ def _results(exp, run, software: float, chips: dict, specs: dict, mapping, energ
       "mapping": d.mapping,
       "recurrence_gain": d.recurrence_gain,
       "gain_reads": d.gain_reads,
+      "gain_time_s": d.gain_time_s,
       "hardware": {n: s.summary() for n, s in specs.items()},
     },
     "energy_constants": dataclasses.asdict(d.energy),

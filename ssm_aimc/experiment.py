@@ -246,6 +246,7 @@ class DeployConfig:
   drift_times: tuple[float, ...] = ()
   recurrence_gain: str = "off"
   gain_reads: int = 0
+  gain_time_s: float = -1.0
   energy: energy.EnergyConstants = energy.EnergyConstants()
 
   def __post_init__(self):
@@ -277,6 +278,7 @@ class DeployConfig:
       self.mapping,
       self.recurrence_gain,
       self.gain_reads,
+      self.gain_time_s,
     )
 
 

@@ -145,3 +145,27 @@ def test_qs4d_export_with_float_activations_runs_on_the_chip(tmp_path):
   manifest["input_quantizers"] = {k: {"bits": 8.0} for k in manifest["input_quantizers"]}
   with pytest.raises(errors.ConfigError, match="qs4d"):
     chip.calibrate(manifest, tensors, x, "direct", config)
+
+
+def test_trim_measured_at_another_time_is_that_time_of_the_same_chip(tmp_path):
+  """On drifting PCM: a trim measured at t_inference (gain_time_s = t) is the trim
+  re-measured at use (gain_time_s < 0), bit for bit; one measured at another time differs."""
+  model, variables, x, arch = test_export.build_variables("s4d", None, batch=4)
+  export.export_model(model, variables["params"], None, x[:1], str(tmp_path), arch, None)
+  manifest, tensors = export.load_export(str(tmp_path))
+  spec = analog.AnalogSpec.make(devices.PCM_LIKE, t_inference=3600.0)
+  ranges = chip.calibrate(manifest, tensors, x, "residual")
+  keys = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+
+  def logits(gain_time_s):
+    config = chip.ChipConfig(recurrence_gain="decay", gain_time_s=gain_time_s)
+    return np.asarray(chip.run(manifest, tensors, ranges, x, *keys, spec, config, "residual"))
+
+  now = logits(-1.0)
+  np.testing.assert_array_equal(logits(3600.0), now)
+  assert np.abs(logits(20.0) - now).max() > 1e-6
+
+
+def test_bad_gain_time_raises_config_error():
+  with pytest.raises(errors.ConfigError, match="gain_time_s"):
+    chip.ChipConfig(gain_time_s=float("nan"))

@@ -174,6 +174,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # |a_bar| (chip.recurrence_gains; README "The recurrence on the crossbar").
   config.deploy.recurrence_gain = "off"
   config.deploy.gain_reads = 0  # Reads averaged per measured weight; 0 = exact weights.
+  # Seconds after programming at which the trim is measured (< 0: at each t_inference).
+  config.deploy.gain_time_s = -1.0
   # Energy constants (ssm_aimc.hardware.energy.EnergyConstants; docs/design.md §2), overridable
   # one by one, e.g. --config.deploy.energy.adc_8bit_pj=1.0.
   config.deploy.energy = ml_collections.ConfigDict(dataclasses.asdict(energy.EnergyConstants()))
