@@ -37,7 +37,11 @@ ROWS = {
     "(e) float, residual, gain trim from 16 reads",
   ),
 }
-DRIFT = ("float", "deploy_residual_trim_drift")
+# Drift rows: (run folder, deploy folder, what it is).
+DRIFTS = (
+  ("float", "deploy_residual_trim_drift", "trim re-measured at each time"),
+  ("float", "deploy_residual_trim20_drift", "trim measured once at 20 s"),
+)
 
 
 def _load(out: str, run: str, folder: str) -> dict | None:
@@ -71,13 +75,16 @@ def main(out: str) -> None:
       f"| `{key}` | {what} | {100 * sw:.2f} | {100 * r['converters_only_accuracy']:.2f} "
       f"| {_chips(r, 'pcm_like', sw)} | {_chips(r, 'rram_taox', sw)} |"
     )
-  r = _load(out, *DRIFT)
-  if r is not None:
-    print(
-      f"\nDrift ({DRIFT[0]}/{DRIFT[1]}, {r['device']}, software {100 * r['test_accuracy']:.2f}):"
-    )
+  for run, folder, what in DRIFTS:
+    r = _load(out, run, folder)
+    if r is None:
+      continue
+    sw = 100 * r["test_accuracy"]
+    print(f"\nDrift, {what} ({run}/{folder}, {r['device']}, software {sw:.2f}):")
     print("\n| t (s) | chips |\n|---|---|")
-    for d in r["drift"]:
+    base = {"t_inference": r["chip"]["hardware"][r["device"]]["t_inference"]}
+    base.update(r["chips"][r["device"]])  # The deployment itself, at hardware.t_inference.
+    for d in sorted([base, *r["drift"]], key=lambda d: d["t_inference"]):
       mean, std = 100 * d["analog_accuracy_mean"], 100 * d["analog_accuracy_std"]
       print(f"| {d['t_inference']:g} | {mean:.2f} +- {std:.2f} ({d['noise_seeds']}) |")
 
