@@ -49,6 +49,11 @@ run of this same step program over one batch (`calibrate`: the largest |value| s
 the range is folded into the array's row (w_row * r_row), as a chip with per-row input
 scaling does; the conductance mapping sees the folded weights.
 
+Gain trim (`ChipConfig.recurrence_gain="decay"`). A recurrence on the arrays turns a slow
+mode's decay into growth when the device error on its 2 x 2 block exceeds 1 - |a_bar|. The
+trim measures each mode's block on the programmed chip (`measured_transitions`) and the
+periphery multiplies the new state by |a_bar| / (its spectral radius) (`recurrence_gains`).
+
 With the IDEAL device, no periphery quantization (converter widths off, periphery >= 16
 bits) the step program computes the exported model exactly (tests/test_chip.py, against
 `export.forward`). Bidirectional models are not streamable and are refused.
