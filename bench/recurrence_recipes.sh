@@ -83,6 +83,22 @@ row() {
     small_slow_trim)
       train small_slow "${DEFAULT[@]}" "${SMALL[@]}"
       deploy small_slow deploy_residual_trim "${DEFAULT[@]}" "${SMALL[@]}" "${RES[@]}" "${TRIM[@]}" ;;
+    # (d) Fewer modes alone (N = 8), and S4D-Lin at pi/4 n (slower rotation: the real part
+    # of a_bar - 1 is a 4x larger share of each mode's column), trained from scratch.
+    small8)
+      train small8 "${DEFAULT[@]}" --config.model.d_state=8
+      deploy small8 deploy_residual "${DEFAULT[@]}" --config.model.d_state=8 "${RES[@]}" ;;
+    small8_trim)
+      train small8 "${DEFAULT[@]}" --config.model.d_state=8
+      deploy small8 deploy_residual_trim "${DEFAULT[@]}" --config.model.d_state=8 "${RES[@]}" \
+        "${TRIM[@]}" ;;
+    quarter)
+      train quarter "${DEFAULT[@]}" --config.model.a_init=lin_quarter
+      deploy quarter deploy_residual "${DEFAULT[@]}" --config.model.a_init=lin_quarter "${RES[@]}" ;;
+    quarter_trim)
+      train quarter "${DEFAULT[@]}" --config.model.a_init=lin_quarter
+      deploy quarter deploy_residual_trim "${DEFAULT[@]}" --config.model.a_init=lin_quarter \
+        "${RES[@]}" "${TRIM[@]}" ;;
     # (c) Noise-aware fine-tuning with a_bar - 1 on the arrays and the device's own noise.
     na_pcm)
       train float "${DEFAULT[@]}"
@@ -113,6 +129,7 @@ row() {
 }
 
 ROWS=(float_digital float_residual float_direct float_residual_trim float_direct_trim
-  float_residual_trim16 qat_abar4 qs4d_a4 small_slow small_slow_trim na_pcm na_rram drift
+  float_residual_trim16 qat_abar4 qs4d_a4 small_slow small_slow_trim small8 small8_trim quarter
+  quarter_trim na_pcm na_rram drift
   drift_trim20)
 for r in "${@:-${ROWS[@]}}"; do row "$r"; done

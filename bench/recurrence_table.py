@@ -29,6 +29,14 @@ ROWS = {
     "deploy_residual_trim",
     "(d)+(e) N=8, step_max 0.01, residual, gain trim",
   ),
+  "small8": ("small8", "deploy_residual", "(d) N=8, residual"),
+  "small8_trim": ("small8", "deploy_residual_trim", "(d)+(e) N=8, residual, gain trim"),
+  "quarter": ("quarter", "deploy_residual", "(d) S4D-Lin at pi/4 n, residual"),
+  "quarter_trim": (
+    "quarter",
+    "deploy_residual_trim",
+    "(d)+(e) S4D-Lin at pi/4 n, residual, gain trim",
+  ),
   "float_residual_trim": ("float", "deploy_residual_trim", "(e) float, residual, gain trim"),
   "float_direct_trim": ("float", "deploy_direct_trim", "(e) float, direct, gain trim"),
   "float_residual_trim16": (
