@@ -26,9 +26,11 @@ in `ssm_aimc.hardware.analog.program`), each a weight tensor of shape (*group, i
                                           residual  [A_bar - I | B_bar]; the state register
                                                     adds the output to the old state;
                                           digital   nothing: the diagonal recurrence runs
-                                                    in the periphery (the default: a_bar
-                                                    does not survive PCM noise, README
-                                                    "Analog noise"; b_bar u is elementwise);
+                                                    in the periphery (the default: an
+                                                    untrimmed a_bar on PCM arrays costs
+                                                    points, README "The recurrence on the
+                                                    arrays, made to work"; b_bar u is
+                                                    elementwise);
   block_i/readout                       per channel one column [2 Re c, -2 Im c, ..., d]
                                         on [s; u]: (H, 2n+1, 1).
 
