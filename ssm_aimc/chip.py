@@ -26,9 +26,11 @@ in `ssm_aimc.hardware.analog.program`), each a weight tensor of shape (*group, i
                                           residual  [A_bar - I | B_bar]; the state register
                                                     adds the output to the old state;
                                           digital   nothing: the diagonal recurrence runs
-                                                    in the periphery (the default: a_bar
-                                                    does not survive PCM noise, README
-                                                    "Analog noise"; b_bar u is elementwise);
+                                                    in the periphery (the default: an
+                                                    untrimmed a_bar on PCM arrays costs
+                                                    points, README "The recurrence on the
+                                                    arrays, made to work"; b_bar u is
+                                                    elementwise);
   block_i/readout                       per channel one column [2 Re c, -2 Im c, ..., d]
                                         on [s; u]: (H, 2n+1, 1).
 
@@ -48,6 +50,11 @@ run of this same step program over one batch (`calibrate`: the largest |value| s
 `ChipConfig.headroom`). Inputs are normalised to [-1, 1] by their range before the DAC and
 the range is folded into the array's row (w_row * r_row), as a chip with per-row input
 scaling does; the conductance mapping sees the folded weights.
+
+Gain trim (`ChipConfig.recurrence_gain="decay"`). A recurrence on the arrays turns a slow
+mode's decay into growth when the device error on its 2 x 2 block exceeds 1 - |a_bar|. The
+trim measures each mode's block on the programmed chip (`measured_transitions`) and the
+periphery multiplies the new state by |a_bar| / (its spectral radius) (`recurrence_gains`).
 
 With the IDEAL device, no periphery quantization (converter widths off, periphery >= 16
 bits) the step program computes the exported model exactly (tests/test_chip.py, against
@@ -73,6 +80,8 @@ from ssm_aimc.hardware import devices as devices_lib
 from ssm_aimc.hardware import rng as rng_lib
 
 RECURRENCES = analog_lib.RECURRENCES
+# Per-mode gain trims of a recurrence on the arrays (`ChipConfig.recurrence_gain`).
+RECURRENCE_GAINS = ("off", "decay")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +98,16 @@ class ChipConfig:
       counter hash, ~5x cheaper on a CPU) or "threefry" (`jax.random.normal`).
     mapping: how the per-channel S4D blocks sit on the tiles (`crossbar.MAPPINGS`):
       "diagonal" or "packed"; it decides where a block is cut into row pieces.
+    recurrence_gain: per-mode gain trim of a recurrence held on the arrays
+      (`RECURRENCE_GAINS`): "off", or "decay": after programming, each mode's 2 x 2 block
+      is measured on the chip (`measured_transitions`) and the periphery multiplies the
+      new state by |a_bar| / (spectral radius of the measured transition), one real factor
+      per mode and step (`recurrence_gains`), so every mode decays at its trained rate.
+    gain_reads: reads averaged per measured weight for "decay": 0 takes the programmed
+      weights exactly (infinitely many reads), k >= 1 leaves read noise of std / sqrt(k).
+    gain_time_s: seconds after programming at which the trim is measured (the same chip,
+      its drift at that time); < 0 measures it at the inference time itself (a trim
+      re-measured whenever the chip is used).
   """
 
   tile: crossbar.TileConfig = crossbar.TileConfig()
@@ -96,6 +115,9 @@ class ChipConfig:
   headroom: float = 1.0
   read_rng: str = "hash"
   mapping: str = "diagonal"
+  recurrence_gain: str = "off"
+  gain_reads: int = 0
+  gain_time_s: float = -1.0
 
   def __post_init__(self):
     quant.validate_bits(self.periphery_bits)
@@ -104,6 +126,16 @@ class ChipConfig:
       raise errors.ConfigError(f"Unknown read_rng {self.read_rng!r}; valid: {rng_lib.RNGS}.")
     if not (math.isfinite(self.headroom) and self.headroom > 0):
       raise errors.ConfigError(f"headroom must be a number > 0, got {self.headroom}.")
+    if self.recurrence_gain not in RECURRENCE_GAINS:
+      raise errors.ConfigError(
+        f"Unknown recurrence_gain {self.recurrence_gain!r}; valid: {RECURRENCE_GAINS}."
+      )
+    if isinstance(self.gain_reads, bool) or int(self.gain_reads) != self.gain_reads:
+      raise errors.ConfigError(f"gain_reads must be an integer >= 0, got {self.gain_reads!r}.")
+    if self.gain_reads < 0:
+      raise errors.ConfigError(f"gain_reads must be an integer >= 0, got {self.gain_reads!r}.")
+    if not math.isfinite(self.gain_time_s):
+      raise errors.ConfigError(f"gain_time_s must be a finite number, got {self.gain_time_s}.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,6 +300,89 @@ def program_arrays(key: jax.Array, arrays: dict, spec: analog_lib.AnalogSpec) ->
   return out
 
 
+def measured_transitions(
+  key: jax.Array,
+  array: ProgrammedArray,
+  r_state: jax.Array,
+  recurrence: str,
+  spec: analog_lib.AnalogSpec,
+  reads: int = 0,
+) -> jax.Array:
+  """Each mode's 2 x 2 state transition as the programmed recurrence array realises it.
+
+  The measurement drives the state rows with known inputs (the unit vectors) and reads the
+  two state columns: `reads` reads averaged per weight (read noise std / sqrt(reads)), or
+  with `reads` 0 the programmed weights exactly. The rows of the array hold the weights
+  times the state range `r_state` (H, n) (`ideal_arrays`), which is divided out.
+
+  Returns:
+    T (H, n, 2, 2) real with (Re s', Im s') = T (Re s, Im s) for u = 0: the array's own
+    matrix for "direct", the identity plus it for "residual" (the state register's add).
+  """
+  if recurrence not in ("direct", "residual"):
+    raise errors.ConfigError(f"No recurrence array to measure for recurrence={recurrence!r}.")
+  w = array.w[..., :2, :]
+  if reads > 0 and array.read_std is not None:
+    noise = jax.random.normal(key, w.shape, w.dtype) / math.sqrt(reads)
+    w = w + spec.read_noise_scale * array.read_std[..., :2, :] * noise
+  t = jnp.swapaxes(w, -1, -2) / r_state[..., None, None]
+  if recurrence == "residual":
+    t = t + jnp.eye(2, dtype=t.dtype)
+  return t
+
+
+def spectral_radius_2x2(t: jax.Array) -> jax.Array:
+  """max |eigenvalue| of real 2 x 2 matrices t (..., 2, 2), in closed form."""
+  trace = t[..., 0, 0] + t[..., 1, 1]
+  det = t[..., 0, 0] * t[..., 1, 1] - t[..., 0, 1] * t[..., 1, 0]
+  disc = 0.25 * trace**2 - det
+  complex_pair = jnp.sqrt(jnp.maximum(det, 0.0))  # |lambda| of a conjugate pair.
+  real_pair = 0.5 * jnp.abs(trace) + jnp.sqrt(jnp.maximum(disc, 0.0))
+  return jnp.where(disc < 0, complex_pair, real_pair)
+
+
+def recurrence_gains(a_bar: jax.Array, transition: jax.Array) -> jax.Array:
+  """Per-mode digital gains |a_bar| / rho(T), (H, n): the trim that gives each measured
+  transition T (`measured_transitions`) the trained decay |a_bar|. A mode whose measured
+  radius is 0 keeps gain 1."""
+  rho = spectral_radius_2x2(transition)
+  return jnp.where(rho > 0, jnp.abs(a_bar) / jnp.where(rho > 0, rho, 1.0), 1.0)
+
+
+def chip_gains(
+  key: jax.Array,
+  manifest: dict,
+  tensors: dict,
+  ranges: dict,
+  chip: dict,
+  spec: analog_lib.AnalogSpec,
+  config: ChipConfig,
+  recurrence: str,
+) -> dict:
+  """{block_i/s4d: gains (H, n)} of a programmed chip under `config.recurrence_gain`, or {}
+  when it is "off" (ConfigError for a trim of a digital recurrence)."""
+  if config.recurrence_gain == "off":
+    return {}
+  if recurrence == "digital":
+    raise errors.ConfigError(
+      f"recurrence_gain={config.recurrence_gain!r} trims a recurrence held on the arrays; "
+      "with recurrence='digital' a_bar is exact and there is nothing to measure."
+    )
+  out = {}
+  for i in range(_n_layers(manifest)):
+    path = f"block_{i}/s4d"
+    t = measured_transitions(
+      jax.random.fold_in(key, i),
+      chip[f"{path}/recurrence"],
+      ranges[f"{path}/state"],
+      recurrence,
+      spec,
+      config.gain_reads,
+    )
+    out[path] = recurrence_gains(tensors[f"{path}/a_bar"], t)
+  return out
+
+
 def _quantize(x, bits, r):
   """x rounded to `bits` over [-r, r] (clipped); identity for bits >= 16."""
   return quant.fake_quant(x, bits, r / quant.q_max(bits))
@@ -341,10 +456,19 @@ class _Periphery:
     return _quantize(x, self.config.periphery_bits, r)
 
 
+def _qs4d_activations_on(manifest: dict) -> bool:
+  """A qs4d export quantizes an activation or the state (per-sequence absmax grids)."""
+  info = manifest.get("quant") or {}
+  inputs = manifest["input_quantizers"].values()
+  state_on = float(info.get("state_bits", quant.OFF_BITS)) < quant.OFF_THRESHOLD
+  return state_on or any(float(q["bits"]) < quant.OFF_THRESHOLD for q in inputs)
+
+
 def _model_input(manifest: dict, path: str, x):
-  """The model's own activation quantizer on a matrix input (a QAT model's grid)."""
+  """The model's own activation quantizer on a matrix input (a QAT model's grid); none for
+  a float input (off: a qs4d export with only weights quantized records no step)."""
   q = manifest["input_quantizers"].get(path)
-  if q is None:
+  if q is None or float(q["bits"]) >= quant.OFF_THRESHOLD:
     return x
   return quant.fake_quant(x, q["bits"], jnp.float32(q["scale"]))
 
@@ -361,10 +485,11 @@ def _digital_recurrence(a_bar: jax.Array, b_bar: jax.Array, state: jax.Array, u:
   )
 
 
-def _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence):
+def _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence, gain=None):
   """One step of S4D layer `path`: state (B, H, n, 2) real s_{k-1}, u (B, H) the layer's
   input (on its own quantizer's grid) -> (s_k, y_k (B, H)). `mvm(name, v, out_name)` reads
-  an array."""
+  an array; `gain` (H, n), if given, multiplies the new state of an analog recurrence
+  (`recurrence_gains`)."""
   batch = state.shape[0]
   u_n = per.dac(f"{path}/u", u, axes=None)
   r_state = ranges[f"{path}/state"][..., None]
@@ -375,10 +500,11 @@ def _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence):
     s_n = per.dac(f"{path}/state", state, (0, 3), r_state)
     v = jnp.concatenate([s_n, jnp.broadcast_to(u_n[:, :, None, None], s_n[..., :1].shape)], -1)
     update = mvm(f"{path}/recurrence", v, f"{path}/update")
-    if recurrence == "direct":
-      new = update  # The ADC's codes over the state range.
-    else:
-      new = per.store(f"{path}/state", state + update, (0, 3), r_state)
+    new = update if recurrence == "direct" else state + update  # direct: the ADC's codes.
+    if gain is not None:
+      new = gain[..., None] * new
+    if gain is not None or recurrence == "residual":
+      new = per.store(f"{path}/state", new, (0, 3), r_state)
   s_n = per.dac(f"{path}/state", new, (0, 3), r_state)
   v = jnp.concatenate([s_n.reshape(batch, s_n.shape[1], -1), u_n[..., None]], -1)
   y = mvm(f"{path}/readout", v, f"{path}/readout/out")
@@ -396,8 +522,10 @@ def _forward(
   config: ChipConfig,
   recurrence: str,
   record: bool = False,
+  gains: dict | None = None,
 ):
   """The step program over x (B, L, d_in): (logits (B, classes), stats of the calibration).
+  `gains`: {S4D path: per-mode gains} of `chip_gains` (none: {} or None).
 
   Per step: encoder MVM -> per block [norm -> recurrence MVM (+ digital a_bar or old state)
   -> state register -> read-out MVM -> GELU -> output MVM -> GLU gate or ReLU (-> residual)]
@@ -436,7 +564,8 @@ def _forward(
 
       def s4d(z, path=f"{block}/s4d", state=state):
         u = _model_input(manifest, path, z)
-        new, y = _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence)
+        gain = (gains or {}).get(path)
+        new, y = _s4d_step(per, mvm, tensors, ranges, path, state, u, recurrence, gain)
         new_states.append(new)
         return y
 
@@ -509,11 +638,13 @@ def calibrate(
   """
   config = config or ChipConfig()
   check_streamable(tensors)
-  if (manifest.get("quant") or {}).get("scheme") == "qs4d":
+  info = manifest.get("quant") or {}
+  if info.get("scheme") == "qs4d" and _qs4d_activations_on(manifest):
     raise errors.ConfigError(
-      "The step-mode chip runs exports of the ssm_aimc quantization scheme only: the qs4d "
-      "scheme scales every activation by its sequence's absmax, which no converter range "
-      "fixed before the sequence starts can hold."
+      "The step-mode chip runs exports of the ssm_aimc quantization scheme only, or qs4d "
+      "exports whose activations and state are float: the qs4d scheme scales every "
+      "activation by its sequence's absmax, which no converter range fixed before the "
+      "sequence starts can hold."
     )
   unit = _unit_ranges(manifest, tensors)
   ideal = analog_lib.AnalogSpec.make(devices_lib.IDEAL, drift=False)
@@ -566,7 +697,16 @@ def run(
   config = config or ChipConfig()
   arrays = ideal_arrays(manifest, tensors, ranges, recurrence)
   chip = program_arrays(key_program, arrays, spec)
-  logits, _ = _forward(manifest, tensors, chip, ranges, x, key_read, spec, config, recurrence)
+  key_gain = jax.random.fold_in(key_program, len(arrays))  # Not a key of program_arrays.
+  measured = chip
+  if config.recurrence_gain != "off" and config.gain_time_s >= 0:
+    # The same chip (same key: programming noise and drift exponents) at the trim's time.
+    at = dataclasses.replace(spec, t_inference=jnp.asarray(config.gain_time_s, jnp.float32))
+    measured = program_arrays(key_program, arrays, at)
+  gains = chip_gains(key_gain, manifest, tensors, ranges, measured, spec, config, recurrence)
+  logits, _ = _forward(
+    manifest, tensors, chip, ranges, x, key_read, spec, config, recurrence, gains=gains
+  )
   return logits
 
 

@@ -249,10 +249,15 @@ class DeployConfig:
   seeds_per_call: int = 5
   folder: str = "deploy"
   drift_times: tuple[float, ...] = ()
+  recurrence_gain: str = "off"
+  gain_reads: int = 0
+  gain_time_s: float = -1.0
   energy: energy.EnergyConstants = energy.EnergyConstants()
 
   def __post_init__(self):
     _ints(self, "deploy.", 1, "seeds", "seeds_per_call", "tile_rows", "tile_cols")
+    _ints(self, "deploy.", 0, "gain_reads")
+    _one_of("deploy.recurrence_gain", self.recurrence_gain, chip.RECURRENCE_GAINS)
     if self.differential and self.tile_cols % 2:
       _fail(
         "deploy.tile_cols", "an even number with deploy.differential (G+/G- pairs)", self.tile_cols
@@ -272,7 +277,16 @@ class DeployConfig:
   @functools.cached_property
   def chip(self) -> chip.ChipConfig:
     tile = crossbar.TileConfig(self.tile_rows, self.tile_cols, self.differential)
-    return chip.ChipConfig(tile, self.periphery_bits, self.headroom, self.read_rng, self.mapping)
+    return chip.ChipConfig(
+      tile,
+      self.periphery_bits,
+      self.headroom,
+      self.read_rng,
+      self.mapping,
+      self.recurrence_gain,
+      self.gain_reads,
+      self.gain_time_s,
+    )
 
 
 STRATEGIES = ("vmap", "map", "separate")
@@ -403,6 +417,11 @@ class Experiment:
           f"hardware.{name}={mine} but deploy.{name}={chips}: the chip uses deploy.*; "
           f"set them equal or leave hardware.{name} at 0."
         )
+    if d.recurrence_gain != "off" and hw.recurrence == "digital":
+      raise errors.ConfigError(
+        f"deploy.recurrence_gain={d.recurrence_gain!r} trims a recurrence held on the arrays: "
+        "set hardware.recurrence=residual or direct, or deploy.recurrence_gain=off."
+      )
     names = [n for n in d.devices if n] or [hw.device]
     chip_devices = [devices.get_device(name, hw.device_csv) for name in names]
     frozen_at = devices.fixed_time(chip_devices[0])

@@ -180,6 +180,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.deploy.seeds_per_call = 5  # Chips simulated together by one vmapped call.
   config.deploy.folder = "deploy"  # Results go to workdir/<folder>.
   config.deploy.drift_times = ()  # Also evaluate at these t_inference (s): accuracy vs time.
+  # off | decay: with hardware.recurrence on the arrays, each mode's programmed 2x2 block is
+  # measured after programming and the new state is trimmed digitally to the trained decay
+  # |a_bar| (chip.recurrence_gains; README "The recurrence on the crossbar").
+  config.deploy.recurrence_gain = "off"
+  config.deploy.gain_reads = 0  # Reads averaged per measured weight; 0 = exact weights.
+  # Seconds after programming at which the trim is measured (< 0: at each t_inference).
+  config.deploy.gain_time_s = -1.0
   # Energy constants (ssm_aimc.hardware.energy.EnergyConstants; docs/design.md §2), overridable
   # one by one, e.g. --config.deploy.energy.adc_8bit_pj=1.0.
   config.deploy.energy = ml_collections.ConfigDict(dataclasses.asdict(energy.EnergyConstants()))
