@@ -17,9 +17,8 @@ $(STAMP): pyproject.toml
 ## fine-tune it with QAT (4-bit weights, 8-bit activations) and noise-aware training on
 ## PCM-like noise (3 epochs, evaluated on 5 chips), then deploy it on 5 simulated PCM and
 ## 5 RRAM chips (step by step, 8-bit DAC/ADC) and print the cost, accuracy and energy
-## tables. Sized to finish in
-## about 5 minutes on a 2-core CPU; the configs' own epochs (60 and 20) are the README's
-## result tables. Again into the same WORKDIR resumes (or re-evaluates);
+## tables. Sized to finish in about 4 minutes with the install on a 2-core CPU (README);
+## the configs' own epochs (60 and 20) are the README's result tables. Again into the same WORKDIR resumes (or re-evaluates);
 ## `make demo WORKDIR=runs/x` for a new run.
 demo: $(STAMP)
 	$(PY) launch.py --config=configs/default.py --workdir=$(WORKDIR)/float --config.num_epochs=12

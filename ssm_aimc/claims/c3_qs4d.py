@@ -63,10 +63,7 @@ class Settings:
   min_ratio: float
 
   def __post_init__(self):
-    if grid.FLOAT_BITS not in self.bits or len(self.bits) < 2:
-      raise errors.ConfigError(
-        f"claim.bits must hold the float width {grid.FLOAT_BITS} and another one."
-      )
+    grid.check_widths(self.bits)
     levels = self.test_levels
     if (
       len(levels) < 2

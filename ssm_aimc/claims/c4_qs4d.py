@@ -58,10 +58,7 @@ class Settings:
     unknown = [k for k in self.kinds if k not in greedy.KINDS]
     if unknown:
       raise errors.ConfigError(f"claim.kinds: unknown {unknown}; valid: {greedy.KINDS}.")
-    if grid.FLOAT_BITS not in self.bits or len(self.bits) < 2:
-      raise errors.ConfigError(
-        f"claim.bits must hold the float width {grid.FLOAT_BITS} and another one."
-      )
+    grid.check_widths(self.bits)
     if "structured" not in self.kinds:
       raise errors.ConfigError(
         "claim.kinds must hold 'structured': the verdict compares its shares."

@@ -13,7 +13,7 @@ kept(workdir, name, exps, fn)   fn(exps)'s rows kept in workdir/<name>.json with
 
 import os
 
-from ssm_aimc import experiment, sweep, train
+from ssm_aimc import errors, experiment, sweep, train
 from ssm_aimc import population as population_lib
 from ssm_aimc import workdir as workdir_lib
 
@@ -32,6 +32,13 @@ GROUPS = {
   "en-/decoder": ("group_bits.encoder", "group_bits.decoder"),
   "dt": ("group_bits.log_dt",),
 }
+
+
+def check_widths(bits) -> None:
+  """ConfigError unless `bits` (a claim's widths) holds FLOAT_BITS and another width: the
+  claims by the authors' protocol compare every width with the float model."""
+  if FLOAT_BITS not in bits or len(bits) < 2:
+    raise errors.ConfigError(f"claim.bits must hold the float width {FLOAT_BITS} and another one.")
 
 
 def quantized(exp: experiment.Experiment, widths: dict) -> experiment.Experiment:
