@@ -41,6 +41,7 @@ deploy() {
 RES=(--config.hardware.recurrence=residual)
 DIR=(--config.hardware.recurrence=direct)
 TRIM=(--config.deploy.recurrence_gain=decay)
+G50=(--config.hardware.g_max_fraction=0.5)
 # Low-bit a_bar alone (our scheme): every other group float.
 QAT_ABAR=(--config.quant.enabled=True --config.quant.weight_bits=16 --config.quant.act_bits=16)
 QS4D=(--config.quant.scheme=qs4d --config.quant.a_bar_bits=4)
@@ -64,6 +65,21 @@ row() {
       train float "${DEFAULT[@]}"
       deploy float deploy_residual_trim16 "${DEFAULT[@]}" "${RES[@]}" "${TRIM[@]}" \
         --config.deploy.gain_reads=16 ;;
+    # The best recipe on 20 chips per device (the row of CLAIMS.md's claim 5).
+    float_residual_trim_x20)
+      train float "${DEFAULT[@]}"
+      SEEDS=20 deploy float deploy_residual_trim_x20 "${DEFAULT[@]}" "${RES[@]}" "${TRIM[@]}" ;;
+    # (f) A margin below g_max: each column's largest weight mapped at 0.8 or 0.5 g_max.
+    float_residual_g50)
+      train float "${DEFAULT[@]}"
+      deploy float deploy_residual_g50 "${DEFAULT[@]}" "${RES[@]}" "${G50[@]}" ;;
+    float_residual_trim_g80)
+      train float "${DEFAULT[@]}"
+      deploy float deploy_residual_trim_g80 "${DEFAULT[@]}" "${RES[@]}" "${TRIM[@]}" \
+        --config.hardware.g_max_fraction=0.8 ;;
+    float_residual_trim_g50)
+      train float "${DEFAULT[@]}"
+      deploy float deploy_residual_trim_g50 "${DEFAULT[@]}" "${RES[@]}" "${TRIM[@]}" "${G50[@]}" ;;
     # (b) QAT of a_bar alone at 4 bits (our scheme), fine-tuned from the float model.
     qat_abar4)
       train float "${DEFAULT[@]}"
@@ -129,7 +145,8 @@ row() {
 }
 
 ROWS=(float_digital float_residual float_direct float_residual_trim float_direct_trim
-  float_residual_trim16 qat_abar4 qs4d_a4 small_slow small_slow_trim small8 small8_trim quarter
+  float_residual_trim16 float_residual_trim_x20 float_residual_g50 float_residual_trim_g80
+  float_residual_trim_g50 qat_abar4 qs4d_a4 small_slow small_slow_trim small8 small8_trim quarter
   quarter_trim na_pcm na_rram drift
   drift_trim20)
 for r in "${@:-${ROWS[@]}}"; do row "$r"; done

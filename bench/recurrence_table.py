@@ -44,6 +44,22 @@ ROWS = {
     "deploy_residual_trim16",
     "(e) float, residual, gain trim from 16 reads",
   ),
+  "float_residual_trim_x20": (
+    "float",
+    "deploy_residual_trim_x20",
+    "(e) float, residual, gain trim, 20 chips",
+  ),
+  "float_residual_g50": ("float", "deploy_residual_g50", "(f) float, residual, g_max margin 0.5"),
+  "float_residual_trim_g80": (
+    "float",
+    "deploy_residual_trim_g80",
+    "(e)+(f) float, residual, gain trim, g_max margin 0.8",
+  ),
+  "float_residual_trim_g50": (
+    "float",
+    "deploy_residual_trim_g50",
+    "(e)+(f) float, residual, gain trim, g_max margin 0.5",
+  ),
 }
 # Drift rows: (run folder, deploy folder, what it is).
 DRIFTS = (

@@ -177,6 +177,7 @@ class HardwareConfig:
   output_noise: float = 0.0
   a_noise: float = 0.0
   a_noise_on: str = "a"
+  g_max_fraction: float = 1.0
   train: bool = False
   ramp_epochs: float = 0.0
   eval_seeds: int = 20
@@ -220,6 +221,7 @@ class HardwareConfig:
       read_noise_draw=self.read_noise_draw,
       a_noise=self.a_noise,
       a_noise_on=self.a_noise_on,
+      g_max_fraction=self.g_max_fraction,
     )
 
   @functools.cached_property

@@ -747,6 +747,44 @@ def test_deployment_judges_the_gap_and_the_energy(tmp_path):
   assert _judge(c5_deployment, numbers) == claims.NOT_SUPPORTED
 
 
+def test_deployment_reports_the_recurrence_on_the_arrays_beside_the_verdict(tmp_path):
+  numbers = {
+    "models": {"float": _deployed(0.98, 0.985), "noise_aware_w4a8": _deployed(0.985, 0.99)},
+    "arrays": _deployed(0.97, 0.988),  # 2.0 and 0.2 points below software (0.99).
+  }
+  outcome = _render(c5_deployment, numbers, tmp_path)
+  assert outcome.verdict == claims.SUPPORTED  # The verdict is the deployed model's alone.
+  gaps = outcome.numbers["arrays_gaps_points"]
+  assert gaps == pytest.approx({"pcm_like": 2.0, "rram_taox": 0.2})
+  label = "float, a_bar on the arrays (residual, gain trim)"
+  assert f"| {label} | 99.00 | 97.00 +- 0.30 |" in outcome.table
+  assert "within 2 points on every preset" in outcome.summary
+  numbers["arrays"] = _deployed(0.95, 0.988)
+  outcome = _render(c5_deployment, numbers, tmp_path)
+  assert outcome.verdict == claims.SUPPORTED
+  assert "not within 2 points on every preset" in outcome.summary
+  del numbers["arrays"]  # A record from before the arrays row: rendered without it.
+  assert "arrays" not in _render(c5_deployment, numbers, tmp_path).table
+
+
+def test_deployment_on_the_arrays_overrides_only_the_recurrence_and_its_folder(tmp_path):
+  config = _claim_config("c5")
+  zoo = _runs(config, tmp_path)
+  s = claims_common.settings(c5_deployment.Settings, experiment.from_config(config).claim)
+  float_exp = zoo.experiment("float")
+  arrays = c5_deployment.arrays_experiment(float_exp, s)
+  assert (arrays.hardware.recurrence, arrays.deploy.recurrence_gain) == ("residual", "decay")
+  assert arrays.deploy.folder == c5_deployment.ARRAYS_FOLDER != float_exp.deploy.folder
+  before, after = experiment.to_dict(float_exp), experiment.to_dict(arrays)
+  for section, key in (
+    ("hardware", "recurrence"),
+    ("deploy", "recurrence_gain"),
+    ("deploy", "folder"),
+  ):
+    del before[section][key], after[section][key]
+  assert before == after
+
+
 def test_a_claim_folder_in_use_is_refused_before_any_work(tmp_path):
   config = importlib.import_module("configs.claims.c1_cost").get_config()
   with workdir_lib.lock(str(tmp_path)):

@@ -435,6 +435,44 @@ def test_column_mapping_protects_small_columns():
   np.testing.assert_allclose(column[0], tensor[0], rtol=1e-3)
 
 
+def test_g_max_fraction_scales_constant_programming_noise_by_its_inverse():
+  """A device whose programming std is a fixed share of g_max (0.02 x 15 uS = 0.3 uS), on a
+  range of 10 uS above g_min = 5 uS (no clipping at 0): the largest weight at a fraction f
+  of the range gives a weight error of std sqrt(2) x 0.3 / (10 f) x max|w|, closed form."""
+  device = devices.ConstantNoiseDevice(
+    name="c", g_min_us=5.0, g_max_us=15.0, prog_noise_of_gmax=0.02
+  )
+  w = jax.random.normal(_key(63), (64, 3))
+  w_max = jnp.max(jnp.abs(w), axis=0, keepdims=True)
+  keys = jax.random.split(_key(64), 256)
+
+  def delta_std(fraction):
+    spec = analog.AnalogSpec.make(device, drift=False, g_max_fraction=fraction)
+    deltas = jax.vmap(lambda k: analog.program(k, w, spec, (0,)).delta)(keys)
+    return np.asarray(jnp.std(deltas, axis=0) / w_max)  # (64, 3), per weight
+
+  for fraction in (1.0, 0.5, 0.25):
+    # Each weight is a differential pair: two independent draws, sqrt(2) x one device.
+    expected = math.sqrt(2) * 0.03 / fraction
+    np.testing.assert_allclose(np.mean(delta_std(fraction)), expected, rtol=0.03)
+
+
+def test_g_max_margin_raises_pcm_weight_error():
+  """PCM's programming std has a floor at G = 0 and grows sub-linearly with G, so a margin
+  below g_max (the largest weight at 0.5 g_max) raises the relative weight error."""
+  w = jax.random.normal(_key(66), (32, 4))
+  keys = jax.random.split(_key(67), 256)
+
+  def rel_error(fraction):
+    spec = analog.AnalogSpec.make(
+      devices.PCM_LIKE, read_noise_scale=0.0, drift=False, g_max_fraction=fraction
+    )
+    deltas = jax.vmap(lambda k: analog.program(k, w, spec, (0,)).delta)(keys)
+    return float(jnp.sqrt(jnp.mean(jnp.square(deltas))) / jnp.sqrt(jnp.mean(jnp.square(w))))
+
+  assert rel_error(0.5) > 1.3 * rel_error(1.0)
+
+
 # ----------------------------------------------------------------------------------------
 # DAC and ADC.
 
@@ -551,6 +589,8 @@ def test_converters_only_is_the_periphery_on_the_ideal_device():
     dict(stuck_min=0.6, stuck_max=0.5),
     dict(mapping="row"),
     dict(recurrence="analog"),
+    dict(g_max_fraction=0.0),
+    dict(g_max_fraction=1.2),
   ],
   ids=lambda kw: ",".join(kw),
 )

@@ -87,6 +87,7 @@ OUT_OF_DOMAIN = {
   "hardware.mapping": ["row"],
   "hardware.output_noise": [-0.1],
   "hardware.a_noise": [-0.01, float("nan")],
+  "hardware.g_max_fraction": [0.0, 1.5, float("nan")],
   "hardware.a_noise_on": ["b"],
   "hardware.prog_noise_scale": [-1.0],
   "hardware.prog_noise_scales": [(-1.0,)],

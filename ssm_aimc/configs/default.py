@@ -114,6 +114,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.hardware.device = "pcm_like"
   config.hardware.device_csv = ""  # CSV (target_us, mean_us, std_us): a measured device.
   config.hardware.mapping = "column"  # column | tensor: where g_max maps (largest |w|).
+  # The largest |w| maps to this fraction of the conductance range (< 1: a margin below
+  # g_max; the device noise grows relative to the weights).
+  config.hardware.g_max_fraction = 1.0
   config.hardware.recurrence = "digital"  # digital | residual | direct: how a_bar is held.
   config.hardware.prog_noise_scale = 1.0  # x the device's programming-noise std.
   config.hardware.read_noise_scale = 1.0  # x the device's read-noise std.

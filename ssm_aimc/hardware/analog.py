@@ -2,8 +2,9 @@
 (`analog_matmul`) and noisy recurrence coefficients (`analog_ssm`).
 
 A weight matrix is stored on a differential pair of devices per weight:
-  G+ = g_min + s relu(w),  G- = g_min + s relu(-w),  s = (g_max - g_min) / max|w|,
-with max|w| taken per tensor or per output column (`mapping`). The devices then go through
+  G+ = g_min + s relu(w),  G- = g_min + s relu(-w),  s = f (g_max - g_min) / max|w|,
+with max|w| taken per tensor or per output column (`mapping`) and f = `g_max_fraction`
+(1: the largest weight at g_max; below 1 a margin under g_max). The devices then go through
 `ssm_aimc.hardware.noise` (levels, programming, stuck-at, drift, compensation) and the
 effective weight is read back as w + ((G+ - G-)_device - (G+ - G-)_ideal) / s. Levels come
 from the weight bits by construction: a weight quantized per output channel to b bits
@@ -89,6 +90,9 @@ class AnalogSpec:
       (max - min) of the perturbed tensor over the layer, real and imaginary parts apart,
       a fresh draw at every forward pass (`noise.relative_noise`). Independent of the
       device: on the ideal device it is the only perturbation.
+    g_max_fraction: the largest |w| maps to g_min + g_max_fraction x (g_max - g_min), in
+      (0, 1] (1: at g_max). A margin below g_max changes only the conductances (hence the
+      device noise relative to the weights); the converters' ranges follow the weights.
 
   Static structure:
     device: the device preset.
@@ -117,6 +121,7 @@ class AnalogSpec:
   adc_bound: jax.Array
   output_noise: jax.Array
   a_noise: jax.Array
+  g_max_fraction: jax.Array
   device: devices_lib.Device = _static(devices_lib.IDEAL)
   mapping: str = _static("column")
   recurrence: str = _static("digital")
@@ -154,6 +159,7 @@ class AnalogSpec:
     read_noise_draw: str = "product",
     a_noise: float = 0.0,
     a_noise_on: str = "a",
+    g_max_fraction: float = 1.0,
   ) -> AnalogSpec:
     """Validates concrete settings and builds a spec (ConfigError on bad input).
 
@@ -185,6 +191,11 @@ class AnalogSpec:
       )
     if not adc_bound > 0:
       raise errors.ConfigError(f"adc_bound must be > 0, got {adc_bound}.")
+    if not 0 < g_max_fraction <= 1:
+      raise errors.ConfigError(
+        f"g_max_fraction (where the largest weight maps, as a fraction of g_max) must be in "
+        f"(0, 1], got {g_max_fraction}."
+      )
     if mapping not in MAPPINGS:
       raise errors.ConfigError(f"Unknown mapping {mapping!r}; valid: {MAPPINGS}.")
     if recurrence not in RECURRENCES:
@@ -211,6 +222,7 @@ class AnalogSpec:
       adc_bound=f32(adc_bound),
       output_noise=f32(output_noise),
       a_noise=f32(a_noise),
+      g_max_fraction=f32(g_max_fraction),
       device=device,
       mapping=mapping,
       recurrence=recurrence,
@@ -321,7 +333,7 @@ def program(key: jax.Array, w: jax.Array, spec: AnalogSpec, reduce_axes) -> Prog
   device = spec.device
   w_max = jax.lax.stop_gradient(jnp.max(jnp.abs(w), axis=reduce_axes, keepdims=True))
   w_max = jnp.where(w_max > 0, w_max, 1.0)
-  s = (device.g_max_us - device.g_min_us) / w_max
+  s = spec.g_max_fraction * (device.g_max_us - device.g_min_us) / w_max
   # The differential pair as one stacked array (2, *w.shape): one random draw per term.
   ideal = device.g_min_us + s * jax.nn.relu(jnp.stack([w, -w]))
   k_prog, k_stuck, k_drift = jax.random.split(key, 3)

@@ -56,7 +56,7 @@ def get_config(variant: str = ""):
     (),
     bits=(32, 4) if smoke else (32, 6, 4) if long else bits,
     ours_bits=(4,) if smoke else () if long else (6,),  # a_bar quantized, noise on it.
-    seeds=(0, 1, 2) if not (smoke or long) else (0,),
+    seeds=(0,) if smoke else (0, 1, 2),
     test_levels=(0.0, 0.01) if smoke else levels,
     draws=2 if smoke else 20,  # Noise draws (each a fresh draw per batch) per point.
     draws_per_call=5 if long else 20,  # Draws vmapped together (memory at L = 784).
