@@ -46,26 +46,45 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
-# The files that take longest, in seconds of `--durations=0` (2026-12-07, the whole suite on
-# the 2-core machine while another job used about one core: before the notebooks ran at
-# their test sizes and before the fusion-emitter flag above), first in this order.
-# `make test` runs `--dist=loadfile --no-loadscope-reorder`: whole files go to the workers
-# in collection order, xdist handing the first worker files 1 and 3 and the second 2 and 4
-# before each takes the next free one. With xdist's default reordering (files with most
-# tests first) the notebook files, with one or two tests each, went last and ran alone for
-# minutes while the other worker idled. The notebook files go to the first worker, which
-# builds the wheel's venv they need (about 90 s on a fresh clone) while the second starts
-# on files that do not wait for it; test_install.py, which needs the venv too, comes later.
+# The files that take longest, in wall seconds of each run alone (`pytest tests/<file>`,
+# 2026-12-08 02:25-03:17 UTC on the 2-core machine under a load average of 8-12 from other
+# jobs: about 3x an idle machine's times, compare them with each other only; the files not
+# named here in one `pytest` run of them all, summed from `--durations=0`), first in this
+# order (BENCHMARKS.md "The test suite's compile settings"). `make test` runs
+# `--dist=loadfile --no-loadscope-reorder`: whole files go to the workers in this order,
+# each worker taking the next file when two or fewer of its tests are left. With xdist's
+# default reordering (files with most tests first) the notebook files, with one or two
+# tests each, went last and ran alone for minutes while the other worker idled; with this
+# list stale, test_sweep.py (the longest file after the notebooks') started near the end.
+# The notebook file goes first: its worker builds the wheel's venv (about 90 s on a fresh
+# clone, idle) that test_notebook_deploy.py and test_install.py, later, need too; the
+# other worker meanwhile starts on files that do not wait for it. The rest (each under
+# about 25 s here) keep their alphabetical order, after these.
 LONGEST_FIRST = (
-  "test_notebooks.py",  # 409 s (01 161 s, 02 248 s)
-  "test_models.py",  # 246 s
-  "test_notebook_deploy.py",  # 381 s (03 316 s, 04 64 s)
-  "test_noise_eval.py",  # 208 s
-  "test_pruning.py",  # 198 s
-  "test_train.py",  # 172 s
-  "test_ssm.py",  # 139 s
-  "test_api.py",  # 133 s
-  "test_install.py",  # 50 s with the venv made
+  "test_notebooks.py",  # 184 s (01 104 s, 02 79 s) + 180 s building the wheel's venv
+  "test_sweep.py",  # 336 s
+  "test_prune.py",  # 236 s
+  "test_train.py",  # 224 s
+  "test_pruning.py",  # 243 s (before its base trainings were shared: about 215 s after)
+  "test_export.py",  # 186 s
+  "test_noise_eval.py",  # 170 s
+  "test_models.py",  # 156 s
+  "test_chip.py",  # 125 s
+  "test_a_noise.py",  # 124 s
+  "test_notebook_deploy.py",  # 122 s (03 101 s, 04 21 s)
+  "test_quant.py",  # 107 s
+  "test_deploy.py",  # 104 s
+  "test_hardware.py",  # 103 s
+  "test_recurrence_recipes.py",  # 99 s
+  "test_cli.py",  # 92 s
+  "test_recovery.py",  # 92 s
+  "test_install.py",  # not measured here: 31 s idle with the venv made (README), about 90
+  "test_configs.py",  # 76 s
+  "test_analog_context.py",  # 70 s
+  "test_api.py",  # 60 s
+  "test_ssm.py",  # 46 s
+  "test_imssa_chip.py",  # 46 s
+  "test_greedy.py",  # 39 s
 )
 
 

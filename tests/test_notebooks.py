@@ -34,9 +34,9 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 DEPLOY_NOTEBOOKS = ("03_deploy_to_crossbar.ipynb", "04_any_flax_model.ipynb")
 # The sizes the tests run each notebook at (assigned after its `parameters` cell).
 TEST_SIZES = {
-  "01_quickstart.ipynb": {"EPOCHS": 2, "CHIPS": 2},
-  "02_bits_and_noise.ipynb": {"EPOCHS": 3, "CHIPS": 2},
-  "03_deploy_to_crossbar.ipynb": {"EPOCHS": 2, "CHIPS": 2, "DRIFT_TIMES": (1.0, 86400.0)},
+  "01_quickstart.ipynb": {"EPOCHS": 1, "CHIPS": 2},
+  "02_bits_and_noise.ipynb": {"EPOCHS": 1, "CHIPS": 2},
+  "03_deploy_to_crossbar.ipynb": {"EPOCHS": 1, "CHIPS": 2, "DRIFT_TIMES": (1.0, 86400.0)},
   "04_any_flax_model.ipynb": {"STEPS": 40, "CHIPS": 2},
 }
 # Run first (after the install cell): where the kernel's ssm_aimc comes from.

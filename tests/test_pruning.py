@@ -79,11 +79,12 @@ QUANT = {
 @pytest.fixture(scope="module")
 def trained_base(tmp_path_factory):
   """trained_base(**overrides): the workdir of tiny_config(**overrides) trained once per
-  module (the prune runs below only read it: init_checkpoint)."""
+  module (the prune runs below only read it: init_checkpoint). Keyed by the whole config,
+  so overrides that restate a default ({"model.norm": "layer"}) share one training."""
   done = {}
 
   def get(**overrides) -> str:
-    key = tuple(sorted(overrides.items()))
+    key = tiny_config(**overrides).to_json(sort_keys=True)
     if key not in done:
       done[key] = str(tmp_path_factory.mktemp("base"))
       train.train_and_evaluate(tiny_config(**overrides), done[key])

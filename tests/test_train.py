@@ -367,14 +367,14 @@ def test_launch_evaluate_without_checkpoint_fails_cleanly(tmp_path):
   assert "No checkpoint" in out.stderr
 
 
-def test_a_run_compiles_its_training_step_once(tmp_path):
+def test_a_run_compiles_its_training_step_once(trained, tmp_path):
   """The state enters its first step placed like the step's outputs (committed to the
   device), so every later step reuses the first one's executable: a Python-int step
   counter once made the second step compile the whole program again."""
-  train.train_and_evaluate(tiny_config(), str(tmp_path / "base"))
-  # A fine-tune from a checkpoint (the demo's second stage) starts from restored arrays.
+  # A fine-tune from a checkpoint (the demo's second stage) starts from restored arrays:
+  # those of the module's tiny_config() run (only read).
   runner._SINGLE_STEP.clear_cache()
-  config = tiny_config(init_checkpoint=str(tmp_path / "base"))
+  config = tiny_config(init_checkpoint=str(trained[0]))
   results = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert results["final_step"] > 2
   assert runner._SINGLE_STEP._cache_size() == 1
