@@ -9,13 +9,14 @@
 #   .venv/bin/python bench/recurrence_table.py OUT     # the README table
 #
 # A row whose results exist is skipped, so an interrupted run resumes. Environment:
-# PYTHON (default .venv/bin/python), SEEDS (chips per device, default 5).
+# PYTHON (default .venv/bin/python), SEEDS (chips per device, default 5), NICE (the
+# launches' niceness, default 10).
 set -euo pipefail
 OUT=${1:?usage: bash bench/recurrence_recipes.sh OUT [ROW ...]}
 shift
 PY=${PYTHON:-.venv/bin/python}
 SEEDS=${SEEDS:-5}
-LAUNCH=(nice -n 10 "$PY" launch.py)
+LAUNCH=(nice -n "${NICE:-10}" "$PY" launch.py)
 DEFAULT=(--config=configs/default.py)
 FINETUNE=(--config.num_epochs=10 "--config.init_checkpoint=$OUT/float")
 mkdir -p "$OUT"

@@ -90,9 +90,6 @@ class AnalogSpec:
       (max - min) of the perturbed tensor over the layer, real and imaginary parts apart,
       a fresh draw at every forward pass (`noise.relative_noise`). Independent of the
       device: on the ideal device it is the only perturbation.
-    g_max_fraction: the largest |w| maps to g_min + g_max_fraction x (g_max - g_min), in
-      (0, 1] (1: at g_max). A margin below g_max changes only the conductances (hence the
-      device noise relative to the weights); the converters' ranges follow the weights.
 
   Static structure:
     device: the device preset.
@@ -106,6 +103,11 @@ class AnalogSpec:
     explicit_levels: `levels` holds a level count of its own (not the device's).
     drift_compensation, stuck, dac, adc, output: which terms exist.
     a_noise_on: what `a_noise` perturbs (A_NOISE_TARGETS); relative: whether it exists.
+    g_max_fraction: the largest |w| maps to g_min + g_max_fraction x (g_max - g_min), in
+      (0, 1] (1: at g_max). A margin below g_max changes only the conductances (hence the
+      device noise relative to the weights); the converters' ranges follow the weights.
+      Static (a design choice of the mapping, not a noise level): at 1 the program is the
+      one without the knob, bit for bit.
   What depends on the device is derived from it when used (`has_drift`, `has_levels`,
   `level_count`), so `dataclasses.replace(spec, device=...)` gives that device's spec.
   """
@@ -121,7 +123,6 @@ class AnalogSpec:
   adc_bound: jax.Array
   output_noise: jax.Array
   a_noise: jax.Array
-  g_max_fraction: jax.Array
   device: devices_lib.Device = _static(devices_lib.IDEAL)
   mapping: str = _static("column")
   recurrence: str = _static("digital")
@@ -136,6 +137,7 @@ class AnalogSpec:
   output: bool = _static(False)
   a_noise_on: str = _static("a")
   relative: bool = _static(False)
+  g_max_fraction: float = _static(1.0)
 
   @classmethod
   def make(
@@ -222,7 +224,6 @@ class AnalogSpec:
       adc_bound=f32(adc_bound),
       output_noise=f32(output_noise),
       a_noise=f32(a_noise),
-      g_max_fraction=f32(g_max_fraction),
       device=device,
       mapping=mapping,
       recurrence=recurrence,
@@ -237,6 +238,7 @@ class AnalogSpec:
       output=output_noise > 0,
       a_noise_on=a_noise_on,
       relative=a_noise > 0,
+      g_max_fraction=float(g_max_fraction),
     )
 
   @property
@@ -333,7 +335,10 @@ def program(key: jax.Array, w: jax.Array, spec: AnalogSpec, reduce_axes) -> Prog
   device = spec.device
   w_max = jax.lax.stop_gradient(jnp.max(jnp.abs(w), axis=reduce_axes, keepdims=True))
   w_max = jnp.where(w_max > 0, w_max, 1.0)
-  s = spec.g_max_fraction * (device.g_max_us - device.g_min_us) / w_max
+  span = device.g_max_us - device.g_min_us
+  if spec.g_max_fraction != 1.0:  # Static: the default's program is the one without it.
+    span = spec.g_max_fraction * span
+  s = span / w_max
   # The differential pair as one stacked array (2, *w.shape): one random draw per term.
   ideal = device.g_min_us + s * jax.nn.relu(jnp.stack([w, -w]))
   k_prog, k_stuck, k_drift = jax.random.split(key, 3)
