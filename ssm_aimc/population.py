@@ -8,7 +8,8 @@ A `Layout` is the one place that knows the difference:
             therefore the single run bit for bit;
   "vmap"    P members batched by `jax.vmap` in one program, or with `group` = k > 0 (and
             k < P) in vmapped groups of k members, the groups one after another by
-            `jax.lax.map` (its `batch_size`) in one program: a k-member footprint;
+            `jax.lax.map` (its `batch_size`) in one program: a k-member footprint (k = 1
+            is the "map" layout's program);
   "map"     P members one after another by `jax.lax.map` inside one program.
 
 Why groups: a vmapped step holds every member's temporaries at once, P times one
@@ -70,8 +71,9 @@ def _over_population(fn: Callable, strategy: str, mapped: tuple[bool, ...], grou
       it = iter(member_args)
       return fn(*(next(it) if m else a for a, m in zip(args, mapped, strict=True)))
 
-    # vmap in groups: lax.map over groups of `group` members, each group vmapped.
-    return jax.lax.map(body, xs, batch_size=group if strategy == "vmap" else None)
+    # vmap in groups: lax.map over groups of `group` members, each group vmapped; groups
+    # of one are plain lax.map (no population axis of size 1 in every op).
+    return jax.lax.map(body, xs, batch_size=group if strategy == "vmap" and group > 1 else None)
 
   return batched
 

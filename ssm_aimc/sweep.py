@@ -302,7 +302,7 @@ def cpu_vmap_group(layout: population_lib.Layout, setup, exp, size: int) -> popu
   apart) whose step's temporaries stay under CPU_GROUP_BYTES, at least one member; 0 (one
   vmap) when all of them fit. A vmapped population holds every member's temporaries at
   once; above that size every step got fresh pages from the allocator and a working set
-  outside the cache, and on 2 CPU cores the vmapped step was 1.3-1.7x slower per member
+  outside the cache, and on 2 CPU cores the vmapped step was 1.1-1.7x slower per member
   than `separate` (BENCHMARKS.md "Why vmap was slower"). Other platforms and layouts, and
   a group already set, are returned unchanged."""
   if layout.strategy != "vmap" or layout.group or jax.default_backend() != "cpu":
