@@ -6,8 +6,18 @@ A `Layout` is the one place that knows the difference:
   "single"  one member, arrays without a population axis, the plain jitted programs: a
             single run (--mode=train) and each member of a "separate" sweep, which is
             therefore the single run bit for bit;
-  "vmap"    P members batched by `jax.vmap` in one program;
+  "vmap"    P members batched by `jax.vmap` in one program, or with `group` = k > 0 (and
+            k < P) in vmapped groups of k members, the groups one after another by
+            `jax.lax.map` (its `batch_size`) in one program: a k-member footprint (k = 1
+            is the "map" layout's program);
   "map"     P members one after another by `jax.lax.map` inside one program.
+
+Why groups: a vmapped step holds every member's temporaries at once, P times one
+member's (80 MiB for 8 members of the digits benchmark model against 10 MiB). On the CPU,
+XLA allocates a program's temporaries at every call, and glibc serves an allocation that
+large from fresh pages (mmap/munmap each call: one page fault per 4 KiB), and the
+working set leaves the cache; that, not the batching, made the vmapped step the slowest
+strategy on CPU (BENCHMARKS.md "Why vmap was slower"). `ssm_aimc.sweep` picks the group.
 
 With a mesh (several devices) a stacked population is sharded along its axis
 ("population"): every array placed with `NamedSharding(mesh, P("population"))` and the
@@ -49,34 +59,42 @@ def mesh_over(devices=None) -> jax.sharding.Mesh | None:
   return jax.sharding.Mesh(np.array(devices), (AXIS,))
 
 
-def _over_population(fn: Callable, strategy: str, mapped: tuple[bool, ...]) -> Callable:
+def _over_population(fn: Callable, strategy: str, mapped: tuple[bool, ...], group: int = 0):
   def batched(*args):
-    if strategy == "vmap":
-      return jax.vmap(fn, in_axes=tuple(0 if m else None for m in mapped))(*args)
     xs = tuple(a for a, m in zip(args, mapped, strict=True) if m)
+    leaves = jax.tree.leaves(xs)
+    size = leaves[0].shape[0] if leaves else 0
+    if strategy == "vmap" and (group == 0 or group >= size):
+      return jax.vmap(fn, in_axes=tuple(0 if m else None for m in mapped))(*args)
 
     def body(member_args):
       it = iter(member_args)
       return fn(*(next(it) if m else a for a, m in zip(args, mapped, strict=True)))
 
-    return jax.lax.map(body, xs)
+    # vmap in groups: lax.map over groups of `group` members, each group vmapped; groups
+    # of one are plain lax.map (no population axis of size 1 in every op).
+    return jax.lax.map(body, xs, batch_size=group if strategy == "vmap" and group > 1 else None)
 
   return batched
 
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """How a population's arrays are held: `strategy` (module docstring) and an optional mesh
-  (stacked strategies only)."""
+  """How a population's arrays are held: `strategy` (module docstring), an optional mesh
+  (stacked strategies only) and, for "vmap", `group`: members per vmapped group (0: all
+  in one vmap)."""
 
   strategy: str = SINGLE
   mesh: jax.sharding.Mesh | None = None
+  group: int = 0
 
   def __post_init__(self):
     if self.strategy not in (SINGLE, *STACKED):
       raise errors.ConfigError(f"Unknown layout {self.strategy!r}; valid: {(SINGLE, *STACKED)}.")
     if self.strategy == SINGLE and self.mesh is not None:
       raise errors.ConfigError("A single-member layout is not sharded.")
+    if self.group < 0 or (self.group and self.strategy != "vmap"):
+      raise errors.ConfigError(f"group={self.group}: a vmap layout's group is 0 or more.")
 
   @property
   def stacked(self) -> bool:
@@ -98,7 +116,7 @@ class Layout:
     The single layout returns `fn` itself."""
     if not self.stacked:
       return fn
-    batched = _over_population(fn, self.strategy, mapped)
+    batched = _over_population(fn, self.strategy, mapped, self.group)
     if self.mesh is None:
       return batched
     in_specs = tuple(P(AXIS) if m else P() for m in mapped)

@@ -13,12 +13,14 @@ configs/sweep_bits.py) and
     `strategy` (ssm_aimc.population):
       "separate"  one member at a time, each exactly a --mode=train run (same programs,
                   same numbers, bit for bit);
-      "vmap"      `jax.vmap` over stacked members, one batched program;
+      "vmap"      `jax.vmap` over stacked members, one batched program (on the CPU in
+                  vmapped groups of members sized to the cache, `cpu_vmap_group`);
       "map"       `jax.lax.map` over stacked members inside one program;
-      "auto"      the fastest measured: "separate" on every platform measured so far
-                  (BENCHMARKS.md "Population sweeps": on 2 CPU cores vmap is ~1.7x slower
-                  per member; on an H200 the 8-config digits sweep trained in 106 s with
-                  vmap against 32 s separate);
+      "auto"      "separate", the fastest measured on every platform before the CPU
+                  fix of vmap (BENCHMARKS.md "Population sweeps": on 2 CPU cores vmap was
+                  ~1.7x slower per member, from its P-fold temporary buffer, "Why vmap was
+                  slower"; on an H200 the 8-config digits sweep trained in 106 s with vmap
+                  against 32 s separate, not re-measured since);
     stacked populations go in chunks of `chunk_size` members (0: all), padded to a multiple
     of the devices, and are sharded over all devices when there are several (`shard`);
   -> evaluates every member's best state (by validation accuracy, as a single run): test
@@ -281,6 +283,35 @@ def layout_of(strategy: str, mesh=None) -> population_lib.Layout:
   if strategy == "separate":
     return population_lib.Layout()
   return population_lib.Layout(strategy, mesh)
+
+
+# A CPU vmap group's temporaries are kept under this many bytes: below 32 MiB, glibc's
+# largest allocation that it reuses instead of mapping fresh pages at every call (its mmap
+# threshold tops out there), with a margin for the estimate below; also within the
+# benchmark CPU's shared cache (32 MiB L3).
+CPU_GROUP_BYTES = 24 * 2**20
+# Temporaries of one member's training step per activation value (batch x length x
+# d_model x n_layers), in float32 words: 19.3 for the benchmark S4D at d_model 16 (10.1
+# MiB), 17.6 at d_model 64 (36.9 MiB), measured with bench/vmap_root.py.
+TEMP_WORDS_PER_ACTIVATION = 20
+
+
+def cpu_vmap_group(layout: population_lib.Layout, setup, exp, size: int) -> population_lib.Layout:
+  """`layout` with its vmap group sized for the CPU, for programs of `size` members: the
+  largest divisor of the members per device (no remainder group, which would be compiled
+  apart) whose step's temporaries stay under CPU_GROUP_BYTES, at least one member; 0 (one
+  vmap) when all of them fit. A vmapped population holds every member's temporaries at
+  once; above that size every step got fresh pages from the allocator and a working set
+  outside the cache, and on 2 CPU cores the vmapped step was 1.1-1.7x slower per member
+  than `separate` (BENCHMARKS.md "Why vmap was slower"). Other platforms and layouts, and
+  a group already set, are returned unchanged."""
+  if layout.strategy != "vmap" or layout.group or jax.default_backend() != "cpu":
+    return layout
+  activations = exp.batch_size * setup.dataset.seq_len * exp.model.d_model * exp.model.n_layers
+  fits = max(1, CPU_GROUP_BYTES // (4 * TEMP_WORDS_PER_ACTIVATION * activations))
+  per_device = max(1, size // layout.devices)
+  group = max(k for k in range(1, per_device + 1) if per_device % k == 0 and k <= fits)
+  return dataclasses.replace(layout, group=0 if group == per_device else group)
 
 
 def _member_result(pop, fit, i: int, test, analog_rows) -> MemberResult:
@@ -591,6 +622,7 @@ def train_members(
   if procs > 1 and chunk_size == 0 and layout.stacked:
     chunk_size = -(-n // procs)  # "All at once" in a multi-process run: a share each.
   size, padded = population_lib.chunks(n, chunk_size, layout)
+  layout = cpu_vmap_group(layout, setup, first, padded)
   n_chunks = -(-n // size)
   chunks = [list(range(c * size, min((c + 1) * size, n))) for c in range(n_chunks)]
   results: dict[int, MemberResult] = {}

@@ -138,6 +138,10 @@ def swept(tmp_path_factory):
     mp.setattr(steps, "train_step", counted_step)
     mp.setattr(runner, "build", spy_build)
     mp.setattr(sweep, "train_members", spy_members)
+    # Its 4 members in vmapped groups of 2, as on a CPU whose budget holds two of them
+    # (sweep.cpu_vmap_group): the grouped program, checked against separate runs below
+    # and against the plain vmap of the 8-device run.
+    mp.setattr(sweep, "CPU_GROUP_BYTES", 2 * 4 * sweep.TEMP_WORDS_PER_ACTIVATION * 128 * 64 * 8)
     summary = sweep.run_sweep(tiny_sweep_config(), str(workdir))
   out, err = sharded.communicate(timeout=300)
   return types.SimpleNamespace(
@@ -264,11 +268,34 @@ def test_strategies_map_the_same_function():
   a = jnp.arange(6.0).reshape(3, 2)
   b = {"w": jnp.array([1.0, -2.0, 0.5])[:, None]}
   expected = jax.vmap(fn, in_axes=(0, 0, None))(a, b, 1.0)
-  for strategy in ("vmap", "map"):
-    mapped = population.Layout(strategy).map(fn, (True, True, False))
+  # vmap in groups of 1, 2 (a remainder of 1) and 3 or more (one vmap).
+  layouts = [population.Layout("vmap", group=g) for g in (0, 1, 2, 3, 5)]
+  for layout in [*layouts, population.Layout("map")]:
+    mapped = layout.map(fn, (True, True, False))
     jax.tree.map(np.testing.assert_allclose, jax.jit(mapped)(a, b, 1.0), expected)
+  with pytest.raises(errors.ConfigError, match="group"):
+    population.Layout("map", group=2)
   one = population.Layout().map(fn, (True, True, False))(a[0], {"w": b["w"][0]}, 1.0)
   np.testing.assert_allclose(one["out"], expected["out"][0])
+
+
+def test_cpu_vmap_group_keeps_the_temporaries_small():
+  exp = experiment.from_config(sweep_bits.get_config())
+  setup = runner.build(exp)
+  small = experiment.override(exp, {"batch_size": 64, "model.d_model": 16})
+  large = experiment.override(small, {"model.d_model": 64})
+  vmap = population.Layout("vmap")
+  if jax.default_backend() != "cpu":
+    assert sweep.cpu_vmap_group(vmap, setup, small, 8) is vmap
+    return
+  # bench/vmap_root.py's two sizes, 10 and 37 MiB of temporaries per member: groups of 2
+  # and 1 of 8 members; a divisor of the members (7 is prime); all in one vmap if they fit.
+  assert sweep.cpu_vmap_group(vmap, setup, small, 8).group == 2
+  assert sweep.cpu_vmap_group(vmap, setup, small, 7).group == 1
+  assert sweep.cpu_vmap_group(vmap, setup, small, 2).group == 0
+  assert sweep.cpu_vmap_group(vmap, setup, large, 8).group == 1
+  for layout in (population.Layout("map"), population.Layout("vmap", group=2)):
+    assert sweep.cpu_vmap_group(layout, setup, small, 8) is layout
 
 
 def test_auto_strategy_is_the_fastest_measured():
