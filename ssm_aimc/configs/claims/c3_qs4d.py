@@ -19,8 +19,9 @@ with the noise at 5 % and 10 % evaluated at their own level (the authors' "train
 test" panel).
 
 `:mnist5k` (L = 784, the recurrence runs over 12x more steps): the mnist5k base at the C2
-size (2 layers, H = 32, N = 16, 5 epochs), seed 0, widths fp, 6 and 4 bits, noise at test
-only (each model trains for ~10 min and each curve takes ~8 min on the 2-core CPU).
+size (2 layers, H = 32, N = 16, 5 epochs), seeds 0, 1, 2, widths fp, 6 and 4 bits, noise
+at test only (each model trains in 2-4 min and each curve takes 6-11 min on the 2-core
+CPU).
 
 Judged by `ssm_aimc.claims.c3_qs4d` with the rule fixed here before the run: sigma_10 is
 the noise level at which a model's mean accuracy (over seeds and draws) falls
@@ -32,8 +33,8 @@ sigma_10 from the mean - SE curve >= min_ratio x the float's from the mean + SE 
 partly if only the means satisfy it.
 
 Measured (2026-12-08, 2-core CPU; CLAIMS.md, CLAIMS_mnist5k.md): not supported on digits
-(sigma_10 3.1-3.3 % for fp and every width of A; 50 min alone) nor on mnist5k (1.36 % fp,
-1.30 % at 6 bit, 1.26 % at 4 bit; 42 min alone).
+(sigma_10 3.1-3.3 % for fp and every width of A; 50 min alone) nor on mnist5k (3 seeds:
+1.28 % fp, 1.26 % at 6 bit, 1.22 % at 4 bit; 127 min measured alone under a heavy load).
 """
 
 from ssm_aimc.configs.claims import common
