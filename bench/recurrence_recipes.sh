@@ -116,6 +116,14 @@ row() {
       train quarter "${DEFAULT[@]}" --config.model.a_init=lin_quarter
       deploy quarter deploy_residual_trim "${DEFAULT[@]}" --config.model.a_init=lin_quarter \
         "${RES[@]}" "${TRIM[@]}" ;;
+    # (d) A real-valued, decay-only recurrence (S4D-Real: a_n = -(n + 1), Im a held at 0).
+    real)
+      train real "${DEFAULT[@]}" --config.model.a_init=real
+      deploy real deploy_residual "${DEFAULT[@]}" --config.model.a_init=real "${RES[@]}" ;;
+    real_trim)
+      train real "${DEFAULT[@]}" --config.model.a_init=real
+      deploy real deploy_residual_trim "${DEFAULT[@]}" --config.model.a_init=real "${RES[@]}" \
+        "${TRIM[@]}" ;;
     # (c) Noise-aware fine-tuning with a_bar - 1 on the arrays and the device's own noise.
     na_pcm)
       train float "${DEFAULT[@]}"
@@ -148,6 +156,6 @@ row() {
 ROWS=(float_digital float_residual float_direct float_residual_trim float_direct_trim
   float_residual_trim16 float_residual_trim_x20 float_residual_g50 float_residual_trim_g80
   float_residual_trim_g50 qat_abar4 qs4d_a4 small_slow small_slow_trim small8 small8_trim quarter
-  quarter_trim na_pcm na_rram drift
+  quarter_trim real real_trim na_pcm na_rram drift
   drift_trim20)
 for r in "${@:-${ROWS[@]}}"; do row "$r"; done

@@ -37,6 +37,12 @@ ROWS = {
     "deploy_residual_trim",
     "(d)+(e) S4D-Lin at pi/4 n, residual, gain trim",
   ),
+  "real": ("real", "deploy_residual", "(d) S4D-Real (decay only), residual"),
+  "real_trim": (
+    "real",
+    "deploy_residual_trim",
+    "(d)+(e) S4D-Real (decay only), residual, gain trim",
+  ),
   "float_residual_trim": ("float", "deploy_residual_trim", "(e) float, residual, gain trim"),
   "float_direct_trim": ("float", "deploy_direct_trim", "(e) float, direct, gain trim"),
   "float_residual_trim16": (

@@ -352,7 +352,9 @@ class S4D(nn.Module):
 
   Attributes:
     d_state: N, the real state size per channel (n = N/2 complex modes). Must be even.
-    a_init: "lin" (S4D-Lin) or "inv" (S4D-Inv) initialisation of a (not `init`, which
+    a_init: `ssm.A_INITS`: "lin" (S4D-Lin), "inv" (S4D-Inv), "lin_quarter" or "real"
+      (S4D-Real: a decay-only recurrence, Im a held at 0 whatever the im_a parameter; its
+      gradient is 0, so it stays at its initial 0) initialisation of a (not `init`, which
       would shadow flax.linen.Module.init).
     discretization: "zoh" or "bilinear".
     method: evaluation path of `ssm.apply_ssm` ("auto", "fft", "associative",
@@ -405,6 +407,8 @@ class S4D(nn.Module):
 
     log_neg_re_a = self.param("log_neg_re_a", a_init(0), (channels, n_modes))
     im_a = self.param("im_a", a_init(1), (channels, n_modes))
+    if self.a_init == "real":
+      im_a = jnp.zeros_like(im_a)  # Decay only: no mode rotates, in training or export.
     b_ones = lambda key, shape: jnp.stack([jnp.ones(shape[:-1]), jnp.zeros(shape[:-1])], -1)
     if self.train_b:
       b_pair = self.param("b", b_ones, (channels, n_modes, 2))

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 METHODS = ("associative", "sequential", "fft", "toeplitz")
 DISCRETIZATIONS = ("zoh", "bilinear")
-A_INITS = ("lin", "inv", "lin_quarter")
+A_INITS = ("lin", "inv", "lin_quarter", "real")
 
 
 # ---------------------------------------------------------------------------------------
@@ -57,7 +57,8 @@ def init_a(n_modes: int, kind: str = "lin") -> tuple[jax.Array, jax.Array]:
     n_modes: n, the number of complex modes (real state size N = 2n).
     kind: "lin" (S4D-Lin, a_k = -1/2 + i pi k), "inv" (S4D-Inv,
       a_k = -1/2 + i N/pi (N/(2k+1) - 1)) or "lin_quarter" (S4D-Lin at a quarter of the
-      frequencies, a_k = -1/2 + i pi/4 k: the QS4D authors' initialisation).
+      frequencies, a_k = -1/2 + i pi/4 k: the QS4D authors' initialisation) or "real"
+      (S4D-Real, a_k = -(k + 1): decay only, no rotation; the layer keeps Im a at 0).
 
   Returns:
     (log_neg_re_a, im_a), each of shape (n,): the stored parameters, decoded by `decode_a`
@@ -72,6 +73,8 @@ def init_a(n_modes: int, kind: str = "lin") -> tuple[jax.Array, jax.Array]:
   elif kind == "inv":
     state_size = 2 * n_modes
     im_a = state_size / math.pi * (state_size / (2 * k + 1) - 1)
+  elif kind == "real":
+    log_neg_re_a, im_a = jnp.log(k + 1), jnp.zeros_like(k)
   else:
     raise ValueError(f"Unknown S4D init {kind!r}; valid: {A_INITS}.")
   return log_neg_re_a, im_a

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_aimc import chip, errors, experiment, export, quant
+from ssm_aimc import chip, errors, experiment, export, layers, quant, ssm
 from ssm_aimc.configs import default
 from ssm_aimc.hardware import analog, devices
 from tests import test_export
@@ -169,3 +169,24 @@ def test_trim_measured_at_another_time_is_that_time_of_the_same_chip(tmp_path):
 def test_bad_gain_time_raises_config_error():
   with pytest.raises(errors.ConfigError, match="gain_time_s"):
     chip.ChipConfig(gain_time_s=float("nan"))
+
+
+def test_real_init_is_a_decay_only_recurrence_that_training_keeps_real():
+  """a_init="real" (S4D-Real, a_n = -(n + 1), Im a = 0): the layer ignores the value of
+  im_a (the output with im_a set to anything equals the output at 0), so the gradient of
+  any loss with respect to it is exactly 0 and training keeps the recurrence real."""
+  log_neg_re_a, im_a = ssm.init_a(4, "real")
+  np.testing.assert_allclose(np.exp(log_neg_re_a), [1.0, 2.0, 3.0, 4.0], rtol=1e-6)
+  assert np.all(np.asarray(im_a) == 0)
+  layer = layers.S4D(d_state=8, a_init="real")
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 3))
+  params = layer.init(jax.random.PRNGKey(1), x)
+  rotated = jax.tree.map(lambda v: v, params)
+  rotated["params"]["im_a"] = jnp.full_like(params["params"]["im_a"], 2.0)
+  np.testing.assert_array_equal(np.asarray(layer.apply(rotated, x)), layer.apply(params, x))
+  lin = layers.S4D(d_state=8, a_init="lin")  # Where im_a is used, it changes the output.
+  assert not np.allclose(lin.apply(rotated, x), lin.apply(params, x))
+  loss = lambda a: jnp.sum(jnp.square(layer.apply({**params, "params": a}, x)))
+  grads = jax.grad(loss)(params["params"])
+  assert np.all(np.asarray(grads["im_a"]) == 0)
+  assert np.any(np.asarray(grads["log_neg_re_a"]) != 0)
