@@ -499,7 +499,9 @@ def test_qs4d_traced_states_jit_vmap_match_a_loop_and_compile_once():
   bits_grid = jnp.arange(1, 9, dtype=jnp.float32)
   y = batched(x, bits_grid)
   y_other = batched(x, bits_grid + 8)  # Other values, same shapes: no retrace.
-  assert len(traces) == 1 and batched._cache_size() == 1
+  # One trace for both calls: jit compiles per trace, so the second call reused the first
+  # program (a public check; jit's private cache size once read 0 here, a flaky test).
+  assert len(traces) == 1
   for i, bits in enumerate(range(1, 9)):
     np.testing.assert_array_equal(y[i], quant.qs4d_quant(x, 2.0**bits))
   np.testing.assert_array_equal(y_other[-1], x)  # bits 16: off.
